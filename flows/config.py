@@ -1,0 +1,450 @@
+"""Campaign configuration: one TOML file, validated strictly (a typo is an error).
+
+``load_config(path)`` reads the file, resolves relative paths against its folder and
+returns a frozen :class:`CampaignConfig`, or raises :class:`ConfigError` naming the file,
+the dotted path of each bad field and the problem. Units are in the field names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import os
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import ase.io
+from ase import Atoms
+from ase.build import molecule as build_molecule
+from ase.collections import g2
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from nnp_core.train_config import TrainConfig
+
+Positive = typing.Annotated[float, Field(gt=0)]
+PositiveInt = typing.Annotated[int, Field(ge=1)]
+
+
+class ConfigError(ValueError):
+    """A campaign file that cannot be used; ``problems`` holds (dotted path, message)."""
+
+    def __init__(self, path: str | Path, problems: list[tuple[str, str]]) -> None:
+        self.path = str(path)
+        self.problems = problems
+        lines = [
+            f"{self.path}: {where}: {what}" if where else f"{self.path}: {what}"
+            for where, what in problems
+        ]
+        super().__init__("\n".join(lines))
+
+
+def _resolve_path(value: Any, info: ValidationInfo) -> Any:
+    """A TOML string as a ``Path``, made absolute against the TOML file's folder."""
+    if isinstance(value, str):
+        value = Path(value).expanduser()
+    if not isinstance(value, Path):
+        raise ValueError(f"must be a path (a string), got {value!r}")
+    base_dir = (info.context or {}).get("base_dir")
+    if not value.is_absolute() and base_dir is not None:
+        value = Path(os.path.normpath(Path(base_dir) / value))
+    return value
+
+
+#: a path; a relative one is resolved against the TOML file's folder
+ResolvedPath = typing.Annotated[Path, PlainValidator(_resolve_path, json_schema_input_type=str)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class CampaignSection(_Section):
+    """Name and places. ``work_dir`` defaults to ``runs/<name>`` next to the TOML file,
+    ``database_url`` to ``sqlite:///<work_dir>/alflow.db``."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    work_dir: ResolvedPath = Path("runs")
+    database_url: str = "sqlite:///alflow.db"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_places(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("name"), str):
+            data.setdefault("work_dir", f"runs/{data['name']}")
+        if isinstance(data.get("work_dir"), str | Path):
+            data.setdefault("database_url", f"sqlite:///{Path(data['work_dir']) / 'alflow.db'}")
+        return data
+
+    @field_validator("database_url")
+    @classmethod
+    def _resolve_sqlite_path(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a SQLAlchemy database URL ({exc})") from None
+        database = url.database or ""
+        in_memory_or_uri = database in ("", ":memory:") or database.startswith("file:")
+        if url.get_backend_name() != "sqlite" or in_memory_or_uri:
+            return value
+        path = _resolve_path(database, info)
+        return url.set(database=str(path)).render_as_string(hide_password=False)
+
+
+def _read_structure(path: Path) -> Atoms:
+    """The first frame of ``path``; ``ValueError`` if ``ase.io.read`` cannot read it."""
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    try:
+        atoms = ase.io.read(path, index=0)
+    except Exception as exc:  # ase.io raises whatever its format reader raises
+        raise ValueError(f"ase.io.read cannot read {path}: {exc}") from None
+    if not isinstance(atoms, Atoms) or len(atoms) == 0:
+        raise ValueError(f"no atoms in {path}")
+    return atoms
+
+
+def _build_molecule(name: str) -> Atoms:
+    """``ase.build.molecule(name)``; ``ValueError`` naming close matches if unknown."""
+    names = set(g2.names) | set(importlib.import_module("ase.build.molecule").extra)
+    if name not in names:
+        by_lower = {known.lower(): known for known in names}
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
+        if close:
+            hint = "did you mean " + " or ".join(repr(by_lower[match]) for match in close) + "?"
+        else:
+            hint = "names are formulas such as 'H2O' or 'CH3CH2OH'; see ase.collections.g2.names"
+        raise ValueError(f"unknown ASE molecule {name!r} ({hint})")
+    return build_molecule(name)
+
+
+class SystemSection(_Section):
+    """The starting structure (exactly one of a file or an ASE molecule name), its
+    total charge (e) and spin multiplicity (2S+1)."""
+
+    structure_file: ResolvedPath | None = None
+    molecule: str | None = None
+    charge: int = 0
+    multiplicity: int = Field(1, ge=1)
+    _atoms: Atoms = PrivateAttr()
+
+    @field_validator("structure_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _read_structure(value)
+        return value
+
+    @field_validator("molecule")
+    @classmethod
+    def _known_molecule(cls, value: str | None) -> str | None:
+        if value is not None:
+            _build_molecule(value)
+        return value
+
+    @model_validator(mode="after")
+    def _build(self) -> SystemSection:
+        if (self.structure_file is None) == (self.molecule is None):
+            raise ValueError(
+                "give exactly one of structure_file (a file ase.io.read reads) "
+                "or molecule (an ase.build.molecule name)"
+            )
+        if self.structure_file is not None:
+            atoms = _read_structure(self.structure_file)
+        else:
+            atoms = _build_molecule(str(self.molecule))
+        n_electrons = int(atoms.numbers.sum()) - self.charge
+        unpaired = self.multiplicity - 1
+        if n_electrons < unpaired or (n_electrons - unpaired) % 2:
+            raise ValueError(
+                f"multiplicity {self.multiplicity} is impossible with {n_electrons} electrons "
+                f"(charge {self.charge})"
+            )
+        self._atoms = atoms
+        return self
+
+    def atoms(self) -> Atoms:
+        """A fresh copy of the starting structure."""
+        return self._atoms.copy()
+
+
+class ReferenceSection(_Section):
+    """The reference method. ``options`` go to the backend, which validates them."""
+
+    backend: Literal["pyscf", "ase"] = "pyscf"
+    method: str = Field(min_length=1)
+    basis: str | None = Field(None, min_length=1)
+    density_fit: bool = True
+    #: SCF energy convergence, Hartree (PySCF's ``conv_tol``)
+    conv_tol_Ha: Positive = 1e-9
+    max_cycle: PositiveInt = 100
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _basis_for_pyscf(self) -> ReferenceSection:
+        if self.backend == "pyscf" and self.basis is None:
+            raise ValueError("basis is required with backend 'pyscf' (e.g. basis = \"def2-svp\")")
+        return self
+
+
+class CommitteeSection(_Section):
+    """The committee of NNPs; ``dtype`` is also the training dtype."""
+
+    architecture: str = Field("bpnn", min_length=1)
+    members: int = Field(4, ge=2)
+    cutoff_A: Positive = 5.2
+    hidden_layers: list[PositiveInt] = Field(default_factory=lambda: [64, 64], min_length=1)
+    dtype: Literal["float32", "float64"] = "float64"
+
+
+class ExploreSection(_Section):
+    """Committee-driven Langevin MD; ``temperatures_K`` has one value per replica, or one
+    value for all (it is broadcast)."""
+
+    replicas: PositiveInt = 4
+    temperatures_K: list[Positive] = Field(default_factory=lambda: [300.0], min_length=1)
+    steps: PositiveInt = 2000
+    timestep_fs: Positive = 0.5
+    record_interval_steps: PositiveInt = 10
+    friction_per_fs: float = Field(0.01, ge=0)
+
+    @field_validator("temperatures_K")
+    @classmethod
+    def _one_per_replica(cls, value: list[float], info: ValidationInfo) -> list[float]:
+        replicas = info.data.get("replicas")
+        if replicas is None or len(value) == replicas:
+            return value
+        if len(value) == 1:
+            return value * replicas
+        raise ValueError(f"give 1 temperature or one per replica ({replicas}), got {len(value)}")
+
+    @field_validator("record_interval_steps")
+    @classmethod
+    def _within_run(cls, value: int, info: ValidationInfo) -> int:
+        steps = info.data.get("steps")
+        if steps is not None and value > steps:
+            raise ValueError(f"must be at most steps ({value} > {steps})")
+        return value
+
+
+class SelectSection(_Section):
+    """Candidates have trust_lo_eV_A <= max_force_dev < trust_hi_eV_A; frames with atoms
+    closer than ``min_distance_A`` are dropped."""
+
+    trust_lo_eV_A: float = Field(0.05, ge=0)
+    trust_hi_eV_A: Positive = 0.30
+    max_selected_per_generation: PositiveInt = 50
+    min_distance_A: Positive = 0.5
+    allow_bond_changes: bool = False
+
+    @field_validator("trust_hi_eV_A")
+    @classmethod
+    def _above_lo(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("trust_lo_eV_A")
+        if low is not None and value <= low:
+            raise ValueError(f"must be greater than trust_lo_eV_A ({value:g} <= {low:g})")
+        return value
+
+
+class _TrainBase(_Section):
+    @model_validator(mode="before")
+    @classmethod
+    def _dtype_lives_in_committee(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dtype" in data:
+            raise ValueError("dtype is set once, as committee.dtype")
+        return data
+
+    @model_validator(mode="after")
+    def _valid_train_config(self) -> _TrainBase:
+        try:
+            TrainConfig(**self.model_dump())
+        except ValueError as exc:
+            raise ValueError(str(exc).split(" (got ")[0]) from None
+        return self
+
+
+def _train_section() -> type[_TrainBase]:
+    """A strict pydantic mirror of ``TrainConfig`` (one source of fields and defaults)."""
+    hints = typing.get_type_hints(TrainConfig)
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "dtype":
+            continue
+        if field.default is not dataclasses.MISSING:
+            fields[field.name] = (hints[field.name], field.default)
+        elif field.default_factory is not dataclasses.MISSING:
+            fields[field.name] = (hints[field.name], Field(default_factory=field.default_factory))
+        else:
+            fields[field.name] = (hints[field.name], ...)
+    return create_model("TrainSection", __base__=_TrainBase, **fields)
+
+
+TrainSection = _train_section()
+
+
+class ConvergenceSection(_Section):
+    """Stop when ``accurate_fraction`` of explored frames were trusted for
+    ``patience_generations`` generations and the fresh-label force MAE is under target."""
+
+    accurate_fraction: float = Field(0.99, gt=0, le=1)
+    patience_generations: PositiveInt = 2
+    force_mae_target_eV_A: Positive = 0.05
+
+
+class LoopSection(_Section):
+    """The initial data set and the generation loop."""
+
+    initial_samples: PositiveInt = 20
+    initial_sampler: Literal["normal_modes", "wigner", "displacements"] = "normal_modes"
+    initial_temperature_K: Positive = 300.0
+    optimise_first: bool = True
+    max_generations: PositiveInt = 10
+    #: fraction of the initial frames held out as the fixed validation set
+    validation_fraction_frames: float = Field(0.1, ge=0, lt=1)
+    convergence: ConvergenceSection = ConvergenceSection()
+
+
+class ExecutionSection(_Section):
+    """Where tasks run: Prefect's thread or process runner, or a Dask cluster (an existing
+    scheduler at ``dask_address``, or a ``dask_cluster_class`` with ``cluster_kwargs``)."""
+
+    task_runner: Literal["thread", "process", "dask"] = "thread"
+    max_workers: PositiveInt = 4
+    dask_address: str | None = None
+    dask_cluster_class: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$")
+    cluster_kwargs: dict[str, Any] = Field(default_factory=dict)
+    label_batch_size: PositiveInt = 8
+
+    @model_validator(mode="after")
+    def _dask_settings(self) -> ExecutionSection:
+        if self.task_runner != "dask" and (self.dask_address or self.dask_cluster_class):
+            raise ValueError("dask_address and dask_cluster_class need task_runner = \"dask\"")
+        if self.dask_address and self.dask_cluster_class:
+            raise ValueError("give dask_address or dask_cluster_class, not both")
+        if self.cluster_kwargs and not self.dask_cluster_class:
+            raise ValueError("cluster_kwargs need dask_cluster_class")
+        return self
+
+
+class CampaignConfig(_Section):
+    """A whole campaign, as read from one TOML file by :func:`load_config`."""
+
+    campaign: CampaignSection
+    system: SystemSection
+    reference: ReferenceSection
+    committee: CommitteeSection = CommitteeSection()
+    explore: ExploreSection = ExploreSection()
+    select: SelectSection = SelectSection()
+    train: TrainSection = TrainSection()  # type: ignore[valid-type]
+    loop: LoopSection = LoopSection()
+    execution: ExecutionSection = ExecutionSection()
+
+    def train_config(self) -> TrainConfig:
+        """The training settings as ``nnp_core``'s ``TrainConfig``."""
+        return TrainConfig(**self.train.model_dump(), dtype=self.committee.dtype)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole config as JSON-able data, database password hidden."""
+        data = self.model_dump(mode="json")
+        url = make_url(self.campaign.database_url)
+        data["campaign"]["database_url"] = url.render_as_string(hide_password=True)
+        return data
+
+    def level_of_theory(self) -> dict[str, Any]:
+        """What fixes the reference numbers: method and basis lower-case, keys sorted."""
+        reference = self.reference
+        level = {
+            "backend": reference.backend,
+            "method": reference.method.lower(),
+            "basis": None if reference.basis is None else reference.basis.lower(),
+            "density_fit": reference.density_fit,
+            "charge": self.system.charge,
+            "multiplicity": self.system.multiplicity,
+        }
+        return dict(sorted(level.items()))
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign TOML file.
+
+    Raises :class:`ConfigError` for a missing or unreadable file, TOML syntax (with line
+    and column), and every invalid field (with its dotted path).
+    """
+    try:
+        with open(path, "rb") as stream:
+            data = tomllib.load(stream)
+    except FileNotFoundError:
+        raise ConfigError(path, [("", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [("", f"cannot read the file ({exc})")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [("", f"invalid TOML: {exc}")]) from None
+    base_dir = Path(path).resolve().parent
+    try:
+        return CampaignConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        problems = [(_dotted(error["loc"]), _describe(error)) for error in exc.errors()]
+        raise ConfigError(path, problems) from None
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _describe(error: Any) -> str:
+    """Pydantic's error in plain words, with the offending value."""
+    kind, loc, value = error["type"], error["loc"], error.get("input")
+    if kind == "extra_forbidden":
+        return _unknown_key(loc)
+    if kind == "missing":
+        return "required, but missing"
+    if kind in ("value_error", "assertion_error"):
+        return str(error["ctx"]["error"])
+    if kind in ("model_type", "dict_type"):
+        return f"must be a table (got {value!r})"
+    message = error["msg"].replace("Input should be", "must be")
+    if isinstance(value, str | int | float | bool):
+        message += f" (got {value!r})"
+    return message
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    what = "section" if len(loc) == 1 else "field"
+    allowed = _keys_at(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+    if close:
+        return f"unknown {what} (did you mean {close[0]!r}?)"
+    return f"unknown {what} (allowed: {', '.join(allowed)})"
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] = CampaignConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
+            return []
+        model = field.annotation
+    return list(model.model_fields)

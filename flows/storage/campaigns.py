@@ -1,0 +1,105 @@
+"""Campaigns and generations: create, resume, and guard the level of theory."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from flows.storage.models import Campaign, Generation, GenerationStatus
+
+
+class LevelOfTheoryMismatch(ValueError):
+    """A result or a resumed campaign uses a different reference method than stored."""
+
+
+def normalise_level_of_theory(level_of_theory: dict[str, Any]) -> dict[str, Any]:
+    """``level_of_theory`` as stored in JSON: keys sorted, tuples as lists.
+
+    Raises ``TypeError`` if it is not JSON-serialisable.
+    """
+    return json.loads(json.dumps(level_of_theory, sort_keys=True))
+
+
+def check_level_of_theory(
+    expected: dict[str, Any], given: dict[str, Any], *, what: str
+) -> None:
+    """Raise :class:`LevelOfTheoryMismatch` naming each differing key, or return."""
+    expected = normalise_level_of_theory(expected)
+    given = normalise_level_of_theory(given)
+    if expected == given:
+        return
+    keys = sorted(set(expected) | set(given))
+    differences = [
+        f"{key}: {given.get(key, '<missing>')!r} != {expected.get(key, '<missing>')!r}"
+        for key in keys
+        if expected.get(key, "<missing>") != given.get(key, "<missing>")
+    ]
+    raise LevelOfTheoryMismatch(
+        f"{what} has a different level of theory than the campaign "
+        f"({'; '.join(differences)}; given != campaign)"
+    )
+
+
+def ensure_campaign(
+    session: Session,
+    name: str,
+    *,
+    config_snapshot: dict[str, Any],
+    level_of_theory: dict[str, Any],
+) -> Campaign:
+    """The campaign called ``name``, created if new (flushed, so it has an id).
+
+    Resuming keeps the stored config snapshot. Raises :class:`LevelOfTheoryMismatch` if
+    the campaign exists with another level of theory: its labels would be mixed.
+    """
+    campaign = session.scalars(select(Campaign).where(Campaign.name == name)).one_or_none()
+    if campaign is None:
+        campaign = Campaign(
+            name=name,
+            config=config_snapshot,
+            level_of_theory=normalise_level_of_theory(level_of_theory),
+        )
+        session.add(campaign)
+        session.flush()
+        return campaign
+    check_level_of_theory(
+        campaign.level_of_theory, level_of_theory, what=f"the config of campaign {name!r}"
+    )
+    return campaign
+
+
+def get_campaign(session: Session, campaign_id: int) -> Campaign:
+    """The campaign with this id; raises ``LookupError`` if there is none."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise LookupError(f"no campaign with id {campaign_id}")
+    return campaign
+
+
+def latest_generation(session: Session, campaign_id: int) -> Generation | None:
+    """The campaign's generation with the highest index, or ``None`` before the first."""
+    statement = (
+        select(Generation)
+        .where(Generation.campaign_id == campaign_id)
+        .order_by(Generation.index.desc())
+        .limit(1)
+    )
+    return session.scalars(statement).one_or_none()
+
+
+def new_generation(session: Session, campaign_id: int) -> Generation:
+    """A new pending generation with the next index (0 for the first), flushed."""
+    last_index = session.scalar(
+        select(func.max(Generation.index)).where(Generation.campaign_id == campaign_id)
+    )
+    generation = Generation(
+        campaign_id=campaign_id,
+        index=0 if last_index is None else last_index + 1,
+        status=GenerationStatus.PENDING,
+    )
+    session.add(generation)
+    session.flush()
+    return generation

@@ -1,0 +1,1 @@
+"""Alembic migration environment of alflow's storage (driven by ``flows.storage.init_db``)."""

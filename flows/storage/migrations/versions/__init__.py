@@ -1,0 +1,1 @@
+"""Alembic revisions of alflow's schema, oldest first (Alembic skips this file)."""

@@ -1,0 +1,220 @@
+"""A committee of NNPs: M members of one architecture evaluated in one batched pass."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from nnp_core.batch import Batch, atoms_to_batch
+from nnp_core.models import MODEL_REGISTRY, build_model
+from nnp_core.uncertainty import Calibration, CommitteeStatistics, committee_statistics
+
+CHECKPOINT_JSON = "committee.json"
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CommitteePrediction:
+    """Per-member predictions for B frames (n atoms in total) and their statistics.
+
+    Arrays are numpy; energies in eV, forces in eV/Å; deviations raw (uncalibrated),
+    with the calibrated versions alongside.
+    """
+
+    member_energies: np.ndarray  # (M, B)
+    member_forces: np.ndarray  # (M, n, 3)
+    n_atoms: np.ndarray  # (B,)
+    energy_mean: np.ndarray  # (B,)
+    forces_mean: np.ndarray  # (n, 3)
+    force_dev: np.ndarray  # (n,)
+    max_force_dev: np.ndarray  # (B,)
+    energy_dev: np.ndarray  # (B,)
+    calibration: Calibration
+
+    @property
+    def calibrated_max_force_dev(self) -> np.ndarray:
+        return self.max_force_dev * self.calibration.force_dev_scale
+
+    @property
+    def calibrated_energy_dev(self) -> np.ndarray:
+        return self.energy_dev * self.calibration.energy_dev_scale
+
+    def frame_slices(self) -> list[slice]:
+        ends = np.cumsum(self.n_atoms)
+        return [slice(int(e - n), int(e)) for e, n in zip(ends, self.n_atoms)]
+
+    def member_forces_by_frame(self) -> np.ndarray:
+        """(M, B, N, 3) when every frame has the same number of atoms N."""
+        if len(set(self.n_atoms.tolist())) != 1:
+            raise ValueError("frames differ in size; use frame_slices() on member_forces")
+        n = int(self.n_atoms[0])
+        return self.member_forces.reshape(self.member_forces.shape[0], -1, n, 3)
+
+
+class Committee:
+    """M members of one architecture, held as one stacked model.
+
+    ``evaluate`` works on tensors (for the MD engine and training); ``predict`` takes
+    ASE structures and returns numpy arrays with the committee statistics.
+    """
+
+    def __init__(self, model: torch.nn.Module, calibration: Calibration | None = None) -> None:
+        self.model = model
+        self.calibration = calibration or Calibration()
+
+    @classmethod
+    def create(cls, architecture: str = "bpnn", *, n_members: int = 4, seed: int = 0, **hparams: Any) -> "Committee":
+        return cls(build_model(architecture, n_members=n_members, seed=seed, **hparams))
+
+    # --------------------------------------------------------------- properties
+    @property
+    def architecture(self) -> str:
+        return self.model.architecture  # type: ignore[return-value]
+
+    @property
+    def n_members(self) -> int:
+        return self.model.n_members
+
+    @property
+    def elements(self) -> list[int]:
+        return [int(z) for z in self.model.elements]
+
+    @property
+    def cutoff_A(self) -> float:
+        return float(self.model.cutoff)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.feature_mean.dtype
+
+    # --------------------------------------------------------------- evaluation
+    def make_batch(self, frames: Sequence[Atoms], *, skin_A: float = 0.0) -> Batch:
+        """Batch ``frames`` with this committee's cutoffs; unknown elements raise ValueError."""
+        spec = self.model.descriptor.spec
+        batch = atoms_to_batch(
+            frames, cutoff_A=spec.cutoff_A, angular_cutoff_A=spec.angular_cutoff_A,
+            skin_A=skin_A, dtype=self.dtype,
+        )
+        self.model.species_of(batch["numbers"])
+        return batch
+
+    def evaluate(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """All members on all frames in one pass: ``energy`` (M, B), ``forces`` (M, n, 3)."""
+        return self.model(batch, compute_forces=True, create_graph=False)
+
+    def statistics(self, batch: Batch, output: dict[str, torch.Tensor]) -> CommitteeStatistics:
+        return committee_statistics(output["energy"], output["forces"], batch["frame"], batch["n_atoms"])
+
+    def predict(self, frames: Sequence[Atoms] | Atoms) -> CommitteePrediction:
+        """Predictions and statistics for ASE structures (numpy, eV and eV/Å)."""
+        frames = [frames] if isinstance(frames, Atoms) else list(frames)
+        batch = self.make_batch(frames)
+        output = self.evaluate(batch)
+        stats = self.statistics(batch, output)
+        return CommitteePrediction(
+            member_energies=output["energy"].numpy(),
+            member_forces=output["forces"].numpy(),
+            n_atoms=batch["n_atoms"].numpy(),
+            energy_mean=stats.energy_mean.numpy(),
+            forces_mean=stats.forces_mean.numpy(),
+            force_dev=stats.force_dev.numpy(),
+            max_force_dev=stats.max_force_dev.numpy(),
+            energy_dev=stats.energy_dev.numpy(),
+            calibration=self.calibration,
+        )
+
+    def fingerprints(self, frames: Sequence[Atoms]) -> np.ndarray:
+        """Per-frame descriptor fingerprints (B, D) for diversity selection."""
+        return self.model.fingerprints(self.make_batch(list(frames))).numpy()
+
+    # --------------------------------------------------------------- members
+    def member(self, index: int) -> "Committee":
+        """A one-member committee holding a copy of member ``index``."""
+        return Committee(self.model.select_members([index]), self.calibration)
+
+    @classmethod
+    def stack(cls, committees: Sequence["Committee"]) -> "Committee":
+        """One committee from the members of several (same architecture and settings)."""
+        architectures = {c.architecture for c in committees}
+        if len(architectures) != 1:
+            raise ValueError(f"cannot stack committees of different architectures {architectures}")
+        model_cls = type(committees[0].model)
+        return cls(model_cls.stack([c.model for c in committees]), committees[0].calibration)
+
+    # --------------------------------------------------------------- checkpoints
+    def save(self, path: str | Path) -> Path:
+        """Write a directory: one ``member_K.pt`` state_dict per member + ``committee.json``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for index in range(self.n_members):
+            state = self.model.select_members([index]).state_dict()
+            torch.save(state, path / f"member_{index}.pt")
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "architecture": self.architecture,
+            "n_members": self.n_members,
+            "hparams": self.model.hparams(),
+            "calibration": self.calibration.to_dict(),
+        }
+        (path / CHECKPOINT_JSON).write_text(json.dumps(meta, indent=2))
+        return path
+
+
+def load_committee(
+    path: str | Path,
+    *,
+    expected_elements: Sequence[int] | None = None,
+    expected_cutoff_A: float | None = None,
+) -> Committee:
+    """Load a committee saved by ``Committee.save``.
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path``.
+        ValueError: unknown architecture, a member whose elements/cutoff/shapes disagree with
+            the JSON or the others, or a mismatch with ``expected_elements``/``expected_cutoff_A``.
+    """
+    path = Path(path)
+    meta_file = path / CHECKPOINT_JSON
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"no committee checkpoint at {path} (missing {CHECKPOINT_JSON})")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("architecture") not in MODEL_REGISTRY:
+        raise ValueError(f"{meta_file}: unknown architecture {meta.get('architecture')!r}")
+    members = []
+    for index in range(int(meta["n_members"])):
+        model = build_model(meta["architecture"], n_members=1, **meta["hparams"])
+        state = torch.load(path / f"member_{index}.pt", map_location="cpu", weights_only=True)
+        _check_member_state(model, state, f"{path}/member_{index}.pt")
+        model.load_state_dict(state)
+        members.append(model)
+    model = type(members[0]).stack(members) if len(members) > 1 else members[0]
+    committee = Committee(model, Calibration(**meta.get("calibration", {})))
+    if expected_elements is not None and sorted(expected_elements) != committee.elements:
+        raise ValueError(
+            f"{path}: committee elements {committee.elements} differ from expected "
+            f"{sorted(expected_elements)}"
+        )
+    if expected_cutoff_A is not None and abs(expected_cutoff_A - committee.cutoff_A) > 1e-9:
+        raise ValueError(f"{path}: committee cutoff {committee.cutoff_A} Å != expected {expected_cutoff_A} Å")
+    return committee
+
+
+def _check_member_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse a member whose buffers (elements, cutoff) or shapes disagree with the JSON."""
+    own = model.state_dict()
+    for key in ("elements", "cutoff"):
+        if key in state and not torch.equal(state[key].to(own[key].dtype), own[key]):
+            raise ValueError(
+                f"{where}: member {key} {state[key].tolist()} does not match the committee's "
+                f"{own[key].tolist()}"
+            )
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(f"{where}: {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")

@@ -1,0 +1,237 @@
+"""Behler-Parrinello high-dimensional NNP with ANI-style symmetry functions.
+
+E = sum_i [ E0(Z_i) + s * NN_{Z_i}( (G_i - mu_{Z_i}) / sigma_{Z_i} ) ]
+with one MLP per element, per-element reference energies E0 (least squares on the
+training set), a feature standardisation (mu, sigma per element) and an energy scale s.
+Forces are -dE/dr by autograd. All ``n_members`` members share the descriptors'
+hyperparameters and normalisation, and differ in their MLP weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from ase.data import chemical_symbols
+
+from nnp_core.batch import Batch
+from nnp_core.descriptors import DescriptorSpec, SymmetryFunctions
+from nnp_core.models.registry import member_generator, register_model
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@register_model("bpnn")
+class BehlerParrinello(torch.nn.Module):
+    """A committee-ready BPNN: parameters carry a leading axis of ``n_members``."""
+
+    architecture = "bpnn"
+
+    def __init__(
+        self,
+        *,
+        elements: Sequence[int | str],
+        n_members: int = 1,
+        seed: int = 0,
+        descriptor: dict[str, Any] | DescriptorSpec | None = None,
+        hidden_layers: Sequence[int] = (64, 64),
+        dtype: str = "float64",
+    ) -> None:
+        super().__init__()
+        numbers = sorted({_atomic_number(e) for e in elements})
+        if not numbers:
+            raise ValueError("a model needs at least one element")
+        if n_members < 1:
+            raise ValueError(f"n_members must be >= 1, got {n_members}")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        spec = descriptor if isinstance(descriptor, DescriptorSpec) else DescriptorSpec(**(descriptor or {}))
+        self.n_members = n_members
+        self.hidden_layers = tuple(int(h) for h in hidden_layers)
+        self.dtype_name = dtype
+        self.descriptor = SymmetryFunctions(spec, len(numbers))
+        n_el, n_feat = len(numbers), self.descriptor.n_features
+        self.register_buffer("elements", torch.tensor(numbers, dtype=torch.int64))
+        self.register_buffer("cutoff", torch.tensor(spec.cutoff_A, dtype=torch.float64))
+        table = torch.full((119,), -1, dtype=torch.int64)
+        table[torch.tensor(numbers)] = torch.arange(n_el)
+        self.register_buffer("species_table", table, persistent=False)
+        self.register_buffer("feature_mean", torch.zeros(n_el, n_feat))
+        self.register_buffer("feature_std", torch.ones(n_el, n_feat))
+        self.register_buffer("atom_ref_energy", torch.zeros(n_el))
+        self.register_buffer("energy_scale", torch.tensor(1.0))
+        sizes = [n_feat, *self.hidden_layers, 1]
+        self.weights = torch.nn.ParameterDict()
+        for symbol in self.element_symbols:
+            for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+                self.weights[f"{symbol}_w{layer}"] = torch.nn.Parameter(torch.empty(n_members, n_in, n_out))
+                self.weights[f"{symbol}_b{layer}"] = torch.nn.Parameter(torch.zeros(n_members, 1, n_out))
+        self.to(_DTYPES[dtype])
+        for member in range(n_members):
+            self.initialise_member(member, seed)
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def element_symbols(self) -> list[str]:
+        return [chemical_symbols[int(z)] for z in self.elements]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.hidden_layers) + 1
+
+    def initialise_member(self, member: int, seed: int) -> None:
+        """LeCun-normal weights, zero biases, from the member's own random stream."""
+        generator = member_generator(seed, member)
+        with torch.no_grad():
+            for symbol in self.element_symbols:
+                for layer in range(self.n_layers):
+                    w = self.weights[f"{symbol}_w{layer}"]
+                    fan_in = w.shape[1]
+                    sample = torch.randn(w.shape[1:], generator=generator, dtype=torch.float64)
+                    w[member] = (sample / fan_in**0.5).to(w.dtype)
+                    self.weights[f"{symbol}_b{layer}"][member] = 0.0
+
+    def hparams(self) -> dict[str, Any]:
+        """JSON-able constructor arguments (without n_members and seed)."""
+        return {
+            "elements": [int(z) for z in self.elements],
+            "descriptor": self.descriptor.spec.to_dict(),
+            "hidden_layers": list(self.hidden_layers),
+            "dtype": self.dtype_name,
+        }
+
+    def species_of(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Element indices of ``numbers``; raises ValueError for an element the model lacks."""
+        if numbers.numel() and (numbers.min() < 1 or numbers.max() > 118):
+            raise ValueError(f"invalid atomic numbers in batch: {sorted(set(numbers.tolist()))}")
+        species = self.species_table[numbers]
+        if (species < 0).any():
+            unknown = sorted({chemical_symbols[int(z)] for z in numbers[species < 0]})
+            raise ValueError(
+                f"element(s) {unknown} not in this model's elements {self.element_symbols}; "
+                "the model was not trained on them"
+            )
+        return species
+
+    # ------------------------------------------------------------------ forward
+    def features(self, batch: Batch, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Standardised descriptors (M', n, F) for positions (M', n, 3) (default: the batch's)."""
+        species = self.species_of(batch["numbers"])
+        if positions is None:
+            positions = batch["positions"].to(self.feature_mean.dtype).unsqueeze(0)
+        raw = self.descriptor(positions, species, batch["pairs"], batch["triples"])
+        return (raw - self.feature_mean[species]) / self.feature_std[species]
+
+    def raw_features(self, batch: Batch) -> torch.Tensor:
+        """Unstandardised descriptors (n, F) of the batch (for fitting the normalisation)."""
+        species = self.species_of(batch["numbers"])
+        pos = batch["positions"].to(self.feature_mean.dtype).unsqueeze(0)
+        return self.descriptor(pos, species, batch["pairs"], batch["triples"])[0]
+
+    def _atomic_outputs(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Per-element MLPs, all members at once: (M, n, F) -> (M, n)."""
+        out = features.new_zeros(features.shape[0], features.shape[1])
+        for e, symbol in enumerate(self.element_symbols):
+            index = torch.nonzero(species == e).squeeze(1)
+            if index.numel() == 0:
+                continue
+            h = features[:, index]
+            for layer in range(self.n_layers):
+                h = torch.baddbmm(self.weights[f"{symbol}_b{layer}"], h, self.weights[f"{symbol}_w{layer}"])
+                if layer < self.n_layers - 1:
+                    h = torch.nn.functional.silu(h)
+            out = out.index_copy(1, index, h.squeeze(-1))
+        return out
+
+    def forward(
+        self, batch: Batch, *, compute_forces: bool = True, create_graph: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Energies (M, B) in eV and, if asked, forces (M, n, 3) in eV/Å for every member.
+
+        The descriptors are computed once for all members; each member's forces are the
+        vector-Jacobian product of the descriptors with that member's dE/dG, all members
+        in one batched backward pass. ``create_graph=True`` keeps the graph so a loss on
+        forces can be differentiated with respect to the weights (training).
+        """
+        species = self.species_of(batch["numbers"])
+        positions = batch["positions"].to(self.feature_mean.dtype).detach().unsqueeze(0)
+        with torch.enable_grad() if compute_forces else torch.no_grad():
+            if compute_forces:
+                positions.requires_grad_(True)
+            features = self.features(batch, positions)  # (1, n, F)
+            stacked = features.expand(self.n_members, -1, -1)
+            outputs = self._atomic_outputs(stacked, species)
+            atomic = self.atom_ref_energy[species] + self.energy_scale * outputs
+            n_frames = batch["n_atoms"].shape[0]
+            energy = atomic.new_zeros(self.n_members, n_frames).index_add(1, batch["frame"], atomic)
+            result = {"energy": energy, "atomic_energies": atomic}
+            if compute_forces:
+                (cotangent,) = torch.autograd.grad(
+                    energy.sum(), stacked, create_graph=create_graph, retain_graph=True
+                )
+                (grad,) = torch.autograd.grad(
+                    features,
+                    positions,
+                    grad_outputs=cotangent.unsqueeze(1),
+                    is_grads_batched=True,
+                    create_graph=create_graph,
+                )
+                result["forces"] = -grad[:, 0]
+        if not create_graph:
+            result = {k: v.detach() for k, v in result.items()}
+        return result
+
+    def fingerprints(self, batch: Batch) -> torch.Tensor:
+        """Per-frame fingerprints (B, n_elements * F): the mean standardised descriptor of
+        each element's atoms in the frame (zeros for an absent element)."""
+        with torch.no_grad():
+            species = self.species_of(batch["numbers"])
+            features = self.features(batch)[0]
+            n_frames, n_el = batch["n_atoms"].shape[0], len(self.element_symbols)
+            key = batch["frame"] * n_el + species
+            sums = features.new_zeros(n_frames * n_el, features.shape[1]).index_add(0, key, features)
+            counts = torch.bincount(key, minlength=n_frames * n_el).clamp(min=1).to(features.dtype)
+            return (sums / counts[:, None]).reshape(n_frames, -1)
+
+    # ------------------------------------------------------------------ members
+    def select_members(self, indices: Sequence[int]) -> "BehlerParrinello":
+        """A new model holding copies of the chosen members (same buffers)."""
+        indices = list(indices)
+        new = BehlerParrinello(n_members=len(indices), **self.hparams())
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("weights.")}
+        state.update({f"weights.{k}": p.detach()[indices].clone() for k, p in self.weights.items()})
+        new.load_state_dict(state)
+        return new
+
+    @classmethod
+    def stack(cls, models: Sequence["BehlerParrinello"]) -> "BehlerParrinello":
+        """One model holding all members of ``models`` (which must share everything else)."""
+        first = models[0]
+        for other in models[1:]:
+            _check_same_buffers(first, other)
+        new = cls(n_members=sum(m.n_members for m in models), **first.hparams())
+        state = {k: v for k, v in first.state_dict().items() if not k.startswith("weights.")}
+        for key in first.weights:
+            state[f"weights.{key}"] = torch.cat([m.weights[key].detach() for m in models])
+        new.load_state_dict(state)
+        return new
+
+
+def _atomic_number(element: int | str) -> int:
+    if isinstance(element, str):
+        if element not in chemical_symbols[1:]:
+            raise ValueError(f"unknown element symbol {element!r}")
+        return chemical_symbols.index(element)
+    if not 1 <= int(element) <= 118:
+        raise ValueError(f"invalid atomic number {element}")
+    return int(element)
+
+
+def _check_same_buffers(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    if a.hparams() != b.hparams():  # type: ignore[operator]
+        raise ValueError(f"members differ in hyperparameters: {a.hparams()} vs {b.hparams()}")  # type: ignore[operator]
+    for name, buf in a.named_buffers():
+        other = dict(b.named_buffers())[name]
+        if not torch.allclose(buf.to(torch.float64), other.to(torch.float64), rtol=1e-12, atol=1e-12):
+            raise ValueError(f"members differ in buffer {name!r}; they cannot form one committee")

@@ -1,0 +1,457 @@
+"""Which explored frames go to the expensive reference: trust window, sanity, diversity.
+
+The funnel for one generation, each step a public function testable on its own:
+
+1. :func:`classify_trust` — the trust window on ``max_force_dev`` (eV/Å), optionally
+   also on ``energy_dev`` (eV/√atom): ``accurate`` / ``candidate`` / ``rejected``.
+2. :func:`nnp_core.sanity.check_frame` — sanity filters on candidates (finite values,
+   minimum distance, bond graph unchanged from the replica's start): ``filtered``.
+3. :func:`find_duplicates` — exact duplicates by :func:`nnp_core.structures.frame_hash`,
+   within the batch and against labelled frames: ``duplicate``.
+4. :func:`farthest_point_sampling` — diverse subset on descriptor fingerprints, with
+   labelled frames counted as already chosen, up to a cap: ``selected``; candidates
+   left over keep the decision ``candidate``.
+
+:func:`select_frames` runs the whole funnel and returns one :class:`FrameDecision`
+(index, decision, reason) per frame, ready to store; ``SelectionResult.counts()`` adds
+up to the number of frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from ase import Atoms
+
+# the sanity filters live in nnp_core.sanity; re-exported here for older imports
+from nnp_core.sanity import (  # noqa: F401
+    DEFAULT_BOND_SCALE,
+    DEFAULT_MIN_DISTANCE_A,
+    bond_graph,
+    check_bond_graph,
+    check_finite,
+    check_frame,
+    check_min_distance,
+)
+from nnp_core.structures import frame_hash
+
+#: labelled fingerprints are compared in blocks of this many rows (bounds memory)
+DISTANCE_BLOCK_ROWS = 4096
+
+
+class Decision(StrEnum):
+    """Final fate of an explored frame in one generation's selection."""
+
+    ACCURATE = "accurate"  # every score below its trust_lo: the committee agrees
+    CANDIDATE = "candidate"  # in the trust window, sane and unique, not picked (cap)
+    REJECTED = "rejected"  # a score at or above its trust_hi (or non-finite)
+    FILTERED = "filtered"  # in the window but failed a sanity filter
+    DUPLICATE = "duplicate"  # same structure as an earlier frame or a labelled one
+    SELECTED = "selected"  # picked by diversity selection: goes to the reference
+
+
+@dataclass(frozen=True)
+class FrameDecision:
+    """Decision for frame ``index`` of the batch, with a human-readable reason."""
+
+    index: int
+    decision: Decision
+    reason: str
+
+
+@dataclass(frozen=True)
+class FpsResult:
+    """Farthest-point picks: positions into the candidate array, in picking order.
+
+    ``distances[k]`` is the standardised distance from pick k to the nearest point
+    already chosen (labelled or earlier pick) at the time it was picked; ``inf`` for
+    a first pick made with nothing labelled.
+    """
+
+    indices: np.ndarray
+    distances: np.ndarray
+
+
+@dataclass(frozen=True)
+class SelectionResult:
+    """Per-frame decisions of :func:`select_frames`, in frame order."""
+
+    decisions: tuple[FrameDecision, ...]
+
+    def counts(self) -> dict[str, int]:
+        """Frames per decision; every Decision is a key and the values add up to N."""
+        counts = {decision.value: 0 for decision in Decision}
+        for item in self.decisions:
+            counts[item.decision.value] += 1
+        return counts
+
+    def funnel(self) -> dict[str, int]:
+        """Cumulative stages: explored ⊇ in_window ⊇ sane ⊇ unique ⊇ selected."""
+        c = self.counts()
+        unique = c[Decision.CANDIDATE] + c[Decision.SELECTED]
+        sane = unique + c[Decision.DUPLICATE]
+        in_window = sane + c[Decision.FILTERED]
+        return {
+            "explored": len(self.decisions),
+            "in_window": in_window,
+            "sane": sane,
+            "unique": unique,
+            "selected": c[Decision.SELECTED],
+        }
+
+    def indices(self, decision: Decision) -> np.ndarray:
+        """Frame indices with the given decision, ascending."""
+        return np.array([d.index for d in self.decisions if d.decision == decision], dtype=int)
+
+    @property
+    def selected_indices(self) -> np.ndarray:
+        return self.indices(Decision.SELECTED)
+
+
+# --------------------------------------------------------------------------- window
+
+
+def _check_window(lo: float, hi: float, name: str) -> None:
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or lo >= hi:
+        raise ValueError(f"{name} window needs 0 <= lo < hi (finite), got lo={lo}, hi={hi}")
+
+
+def _scores(values: np.ndarray | Sequence[float], name: str, n: int | None) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or (n is not None and array.shape[0] != n):
+        expected = "(n_frames,)" if n is None else f"({n},)"
+        raise ValueError(f"{name} has shape {array.shape}; expected {expected}")
+    return array
+
+
+def classify_trust(
+    max_force_dev: np.ndarray | Sequence[float],
+    *,
+    trust_lo_eV_A: float,
+    trust_hi_eV_A: float,
+    energy_dev: np.ndarray | Sequence[float] | None = None,
+    energy_trust_eV_sqrt_atom: tuple[float, float] | None = None,
+) -> list[FrameDecision]:
+    """Trust-window decision per frame: ``accurate``, ``candidate`` or ``rejected``.
+
+    Each score s has a half-open window [lo, hi): below lo is trusted, inside is
+    uncertain, at or above hi is beyond trust. The rule with two scores:
+    ``rejected`` if *any* score is >= its hi (or non-finite); else ``candidate`` if
+    *any* score is inside its window; else ``accurate``. Scores: ``max_force_dev`` in
+    eV/Å, ``energy_dev`` in eV/√atom (both as defined in DESIGN.md).
+
+    Raises:
+        ValueError: a window without 0 <= lo < hi, score arrays that are not 1-D or
+            differ in length, ``energy_dev`` given without its window or vice versa.
+    """
+    _check_window(trust_lo_eV_A, trust_hi_eV_A, "max_force_dev")
+    force = _scores(max_force_dev, "max_force_dev", None)
+    windows = [("max_force_dev", force, trust_lo_eV_A, trust_hi_eV_A, "eV/Å")]
+    if (energy_dev is None) != (energy_trust_eV_sqrt_atom is None):
+        raise ValueError("energy_dev and energy_trust_eV_sqrt_atom must be given together")
+    if energy_dev is not None and energy_trust_eV_sqrt_atom is not None:
+        e_lo, e_hi = energy_trust_eV_sqrt_atom
+        _check_window(e_lo, e_hi, "energy_dev")
+        energy = _scores(energy_dev, "energy_dev", force.shape[0])
+        windows.append(("energy_dev", energy, e_lo, e_hi, "eV/√atom"))
+    return [_classify_one(index, windows) for index in range(force.shape[0])]
+
+
+def _classify_one(index: int, windows: list) -> FrameDecision:
+    above, inside, below = [], [], []
+    for name, values, lo, hi, unit in windows:
+        value = values[index]
+        if not np.isfinite(value):
+            above.append(f"non-finite {name} ({value})")
+        elif value >= hi:
+            above.append(f"{name} {value:.3g} {unit} >= trust_hi {hi:.3g} {unit}")
+        elif value >= lo:
+            inside.append(f"{name} {value:.3g} {unit} in [{lo:.3g}, {hi:.3g}) {unit}")
+        else:
+            below.append(f"{name} {value:.3g} {unit} < trust_lo {lo:.3g} {unit}")
+    if above:
+        return FrameDecision(index, Decision.REJECTED, "; ".join(above))
+    if inside:
+        return FrameDecision(index, Decision.CANDIDATE, "; ".join(inside))
+    return FrameDecision(index, Decision.ACCURATE, "; ".join(below))
+
+
+# ------------------------------------------------------------------------ diversity
+
+
+def find_duplicates(
+    hashes: Sequence[str],
+    *,
+    labelled_hashes: Iterable[str] = (),
+    frame_indices: Sequence[int] | None = None,
+) -> list[str | None]:
+    """Per hash, a reason if it is a duplicate, else None.
+
+    The first occurrence within the batch is kept; later ones are "duplicate of frame
+    k" (k from ``frame_indices``, default positions). Any hash in ``labelled_hashes``
+    is "already labelled", including its first occurrence.
+    """
+    indices = list(range(len(hashes))) if frame_indices is None else list(frame_indices)
+    if len(indices) != len(hashes):
+        raise ValueError(f"{len(hashes)} hashes but {len(indices)} frame_indices")
+    labelled = set(labelled_hashes)
+    first_seen: dict[str, int] = {}
+    reasons: list[str | None] = []
+    for index, digest in zip(indices, hashes):
+        if digest in labelled:
+            reasons.append(f"already labelled (hash {digest[:12]})")
+        elif digest in first_seen:
+            reasons.append(f"duplicate of frame {first_seen[digest]} in this batch")
+        else:
+            first_seen[digest] = index
+            reasons.append(None)
+    return reasons
+
+
+def fingerprint_scale(*fingerprint_sets: np.ndarray | None) -> np.ndarray:
+    """Per-dimension standard deviation (ddof=0) over all given rows; 0 becomes 1.
+
+    This is the default scale of :func:`farthest_point_sampling`: every descriptor
+    dimension weighs the same, and constant dimensions contribute no distance.
+    """
+    rows = [f for f in fingerprint_sets if f is not None and len(f)]
+    if not rows:
+        raise ValueError("fingerprint_scale needs at least one fingerprint row")
+    stacked = np.vstack(rows)
+    scale = stacked.std(axis=0)
+    return np.where(scale > 0.0, scale, 1.0)
+
+
+def _fingerprints(values: np.ndarray | Sequence, name: str, dim: int | None) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 2 or (dim is not None and array.shape[1] != dim):
+        expected = "(n, D)" if dim is None else f"(n, {dim})"
+        raise ValueError(f"{name} has shape {array.shape}; expected {expected}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains non-finite values")
+    return array
+
+
+def _min_distance_to(points: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """For each row of ``points``, the Euclidean distance to its nearest row of ``others``.
+
+    Uses |a − b|² = |a|² + |b|² − 2a·b in blocks of rows of ``others``, so memory is
+    (len(points) × DISTANCE_BLOCK_ROWS) floats whatever the fingerprint dimension.
+    """
+    nearest = np.full(points.shape[0], np.inf)
+    squared_norms = np.einsum("ij,ij->i", points, points)
+    for start in range(0, others.shape[0], DISTANCE_BLOCK_ROWS):
+        block = others[start : start + DISTANCE_BLOCK_ROWS]
+        squared = (
+            squared_norms[:, None]
+            + np.einsum("ij,ij->i", block, block)[None, :]
+            - 2.0 * points @ block.T
+        )
+        nearest = np.minimum(nearest, np.sqrt(np.maximum(squared, 0.0)).min(axis=1))
+    return nearest
+
+
+def farthest_point_sampling(
+    fingerprints: np.ndarray,
+    *,
+    n_select: int,
+    labelled_fingerprints: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
+    start_scores: np.ndarray | None = None,
+) -> FpsResult:
+    """Greedy farthest-point picks from ``fingerprints`` (B, D), labelled rows pre-chosen.
+
+    Distances are Euclidean on ``fingerprint / scale``; ``scale`` (D,) defaults to
+    :func:`fingerprint_scale` over candidates and labelled rows together. Each step
+    picks the candidate farthest from everything chosen so far (labelled rows count
+    as chosen). With nothing labelled the first pick is the highest ``start_scores``
+    (default: candidate 0). Ties go to the lowest index; the result is deterministic.
+
+    Raises:
+        ValueError: non-2-D or non-finite fingerprints, mismatched D, negative
+            ``n_select``, a scale with a non-positive entry, start_scores of wrong length.
+    """
+    points = _fingerprints(fingerprints, "fingerprints", None)
+    labelled = None
+    if labelled_fingerprints is not None and len(labelled_fingerprints):
+        labelled = _fingerprints(labelled_fingerprints, "labelled_fingerprints", points.shape[1])
+    if int(n_select) != n_select or n_select < 0:
+        raise ValueError(f"n_select must be a non-negative integer, got {n_select}")
+    n_pick = min(int(n_select), points.shape[0])
+    if n_pick == 0:
+        return FpsResult(np.zeros(0, dtype=int), np.zeros(0))
+    scale = fingerprint_scale(points, labelled) if scale is None else np.asarray(scale, float)
+    if scale.shape != (points.shape[1],) or not np.all(np.isfinite(scale) & (scale > 0.0)):
+        raise ValueError(f"scale must be {points.shape[1]} positive finite values")
+    points = points / scale
+    first = 0
+    if start_scores is not None:
+        start = _scores(start_scores, "start_scores", points.shape[0])
+        first = int(np.argmax(np.nan_to_num(start, nan=-np.inf)))
+    if labelled is not None:
+        first = None  # the labelled rows are the start
+        nearest = _min_distance_to(points, labelled / scale)
+    else:
+        nearest = np.full(points.shape[0], np.inf)
+    picks, pick_distances = [], []
+    available = np.ones(points.shape[0], dtype=bool)
+    for step in range(n_pick):
+        if step == 0 and first is not None:
+            pick = first
+        else:
+            pick = int(np.argmax(np.where(available, nearest, -np.inf)))
+        picks.append(pick)
+        pick_distances.append(float(nearest[pick]))
+        available[pick] = False
+        nearest = np.minimum(nearest, np.linalg.norm(points - points[pick], axis=1))
+    return FpsResult(np.array(picks, dtype=int), np.array(pick_distances))
+
+
+# ----------------------------------------------------------------------- entry point
+
+
+def select_frames(
+    frames: Sequence[Atoms],
+    max_force_dev: np.ndarray | Sequence[float],
+    *,
+    trust_lo_eV_A: float,
+    trust_hi_eV_A: float,
+    fingerprints: np.ndarray,
+    reference_structures: Atoms | Sequence[Atoms] | None,
+    max_selected: int,
+    labelled_fingerprints: np.ndarray | None = None,
+    labelled_hashes: Iterable[str] = (),
+    min_distance_A: float = DEFAULT_MIN_DISTANCE_A,
+    bond_scale: float = DEFAULT_BOND_SCALE,
+    allow_bond_changes: bool = False,
+    energies_eV: np.ndarray | Sequence[float] | None = None,
+    energy_dev: np.ndarray | Sequence[float] | None = None,
+    energy_trust_eV_sqrt_atom: tuple[float, float] | None = None,
+    scale: np.ndarray | None = None,
+) -> SelectionResult:
+    """Run the whole selection funnel on one generation's explored frames.
+
+    Order: :func:`classify_trust` → sanity (:func:`check_frame`, plus a finite
+    fingerprint) on candidates → :func:`find_duplicates` by :func:`frame_hash`
+    (within the batch and against ``labelled_hashes``) → :func:`farthest_point_sampling`
+    on ``fingerprints`` (B, D) with ``labelled_fingerprints`` counted as chosen, the
+    first pick (if nothing is labelled) being the highest ``max_force_dev``, up to
+    ``max_selected`` picks. ``reference_structures`` (one Atoms for all frames, or one
+    per frame: the replica's start) define the bond graph a frame must keep unless
+    ``allow_bond_changes``; then it may be None. ``energies_eV`` (per frame, eV) are
+    checked for finiteness only. ``scale`` (D,) standardises fingerprints for FPS
+    (default: :func:`fingerprint_scale` of the unique candidates and labelled rows).
+
+    Raises:
+        ValueError: array lengths that differ from ``len(frames)``, bad windows (see
+            :func:`classify_trust`), negative ``max_selected``, missing references
+            when bond changes are not allowed, frames whose atoms differ from their
+            reference, labelled fingerprints of another dimension.
+    """
+    n_frames = len(frames)
+    force = _scores(max_force_dev, "max_force_dev", n_frames)
+    prints = np.asarray(fingerprints, dtype=np.float64)
+    if prints.ndim != 2 or prints.shape[0] != n_frames:
+        raise ValueError(f"fingerprints has shape {prints.shape}; expected ({n_frames}, D)")
+    energies = None if energies_eV is None else _scores(energies_eV, "energies_eV", n_frames)
+    if int(max_selected) != max_selected or max_selected < 0:
+        raise ValueError(f"max_selected must be a non-negative integer, got {max_selected}")
+    references = _per_frame_references(
+        reference_structures, n_frames, allow_bond_changes=allow_bond_changes
+    )
+    decisions = classify_trust(
+        force,
+        trust_lo_eV_A=trust_lo_eV_A,
+        trust_hi_eV_A=trust_hi_eV_A,
+        energy_dev=energy_dev,
+        energy_trust_eV_sqrt_atom=energy_trust_eV_sqrt_atom,
+    )
+    candidates = [d.index for d in decisions if d.decision == Decision.CANDIDATE]
+    sanity = [
+        check_frame(
+            frames[i],
+            reference=references[i],
+            energy_eV=None if energies is None else energies[i],
+            min_distance_A=min_distance_A,
+            bond_scale=bond_scale,
+        )
+        or (None if np.all(np.isfinite(prints[i])) else "non-finite fingerprint")
+        for i in candidates
+    ]
+    sane = _mark(decisions, candidates, Decision.FILTERED, sanity)
+    hashes = [frame_hash(frames[i]) for i in sane]
+    duplicates = find_duplicates(hashes, labelled_hashes=labelled_hashes, frame_indices=sane)
+    unique = _mark(decisions, sane, Decision.DUPLICATE, duplicates)
+    _apply_diversity(
+        decisions,
+        unique,
+        prints,
+        force,
+        max_selected=int(max_selected),
+        labelled_fingerprints=labelled_fingerprints,
+        scale=scale,
+    )
+    return SelectionResult(tuple(decisions))
+
+
+def _mark(
+    decisions: list[FrameDecision],
+    indices: list[int],
+    decision: Decision,
+    reasons: list[str | None],
+) -> list[int]:
+    """Give ``decision`` to the frames with a reason; return the indices without one."""
+    for index, reason in zip(indices, reasons):
+        if reason is not None:
+            decisions[index] = FrameDecision(index, decision, reason)
+    return [index for index, reason in zip(indices, reasons) if reason is None]
+
+
+def _per_frame_references(
+    references: Atoms | Sequence[Atoms] | None, n_frames: int, *, allow_bond_changes: bool
+) -> list[Atoms | None]:
+    """Per frame, the structure whose bond graph it must keep (None: no check)."""
+    if allow_bond_changes:
+        return [None] * n_frames
+    if references is None:
+        raise ValueError("reference_structures are required unless allow_bond_changes=True")
+    if isinstance(references, Atoms):
+        return [references] * n_frames
+    references = list(references)
+    if len(references) != n_frames:
+        raise ValueError(f"{len(references)} reference_structures for {n_frames} frames")
+    return references
+
+
+def _apply_diversity(
+    decisions: list[FrameDecision],
+    unique: list[int],
+    prints: np.ndarray,
+    force: np.ndarray,
+    *,
+    max_selected: int,
+    labelled_fingerprints: np.ndarray | None,
+    scale: np.ndarray | None,
+) -> None:
+    """Mark FPS picks among ``unique`` as selected; annotate the rest as left over."""
+    if not unique:
+        return
+    picks = farthest_point_sampling(
+        prints[unique],
+        n_select=max_selected,
+        labelled_fingerprints=labelled_fingerprints,
+        scale=scale,
+        start_scores=force[unique],
+    )
+    for rank, (position, distance) in enumerate(zip(picks.indices, picks.distances), start=1):
+        index = unique[int(position)]
+        how = "highest max_force_dev" if np.isinf(distance) else f"distance {distance:.3g}"
+        reason = f"{decisions[index].reason}; FPS pick {rank}/{len(picks.indices)} ({how})"
+        decisions[index] = FrameDecision(index, Decision.SELECTED, reason)
+    for index in unique:
+        if decisions[index].decision == Decision.CANDIDATE:
+            reason = f"{decisions[index].reason}; not selected: cap of {max_selected} reached"
+            decisions[index] = FrameDecision(index, Decision.CANDIDATE, reason)

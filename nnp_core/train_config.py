@@ -1,0 +1,55 @@
+"""Typed training settings for a committee (units in the field names)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a committee is trained.
+
+    Loss = ``energy_weight`` * MSE(E/atom) + ``force_weight`` * MSE(F), both divided by
+    the square of the fitted per-atom energy scale so the weights are dimensionless.
+    """
+
+    max_epochs: int = 400
+    batch_size_frames: int = 32
+    learning_rate: float = 3e-3
+    min_learning_rate: float = 1e-5
+    weight_decay: float = 1e-5
+    energy_weight: float = 0.1
+    force_weight: float = 1.0
+    validation_fraction: float = 0.1
+    early_stopping_patience_epochs: int = 40
+    lr_plateau_patience_epochs: int = 10
+    lr_plateau_factor: float = 0.5
+    bootstrap: bool = True
+    vectorised: bool = True
+    seed: int = 0
+    dtype: Literal["float32", "float64"] = "float64"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "max_epochs": self.max_epochs >= 1,
+            "batch_size_frames": self.batch_size_frames >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "min_learning_rate": 0 <= self.min_learning_rate <= self.learning_rate,
+            "weight_decay": self.weight_decay >= 0,
+            "energy_weight": self.energy_weight >= 0,
+            "force_weight": self.force_weight >= 0,
+            "validation_fraction": 0 < self.validation_fraction < 1,
+            "early_stopping_patience_epochs": self.early_stopping_patience_epochs >= 1,
+            "lr_plateau_patience_epochs": self.lr_plateau_patience_epochs >= 1,
+            "lr_plateau_factor": 0 < self.lr_plateau_factor < 1,
+            "dtype": self.dtype in ("float32", "float64"),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid TrainConfig field(s): {', '.join(bad)} (got {self})")
+        if self.energy_weight == 0 and self.force_weight == 0:
+            raise ValueError("TrainConfig: energy_weight and force_weight cannot both be 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

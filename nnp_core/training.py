@@ -1,0 +1,325 @@
+"""Train a committee from labelled frames (energy + forces).
+
+Members differ by initial weights (seeded per member) and by data split: each has its
+own validation frames and, with ``bootstrap``, a bootstrap resample of the rest. All
+members can train in one vectorised pass (``TrainConfig.vectorised``) or one by one;
+both follow the same steps for each member, so they give the same committee.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from nnp_core.batch import Batch, atoms_to_batch, concat_batches
+from nnp_core.committee import Committee
+from nnp_core.models import build_model
+from nnp_core.optim import StackedAdamW
+from nnp_core.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class MemberReport:
+    best_epoch: int
+    epochs_run: int
+    train_energy_mae_eV_atom: float
+    train_force_mae_eV_A: float
+    val_energy_mae_eV_atom: float
+    val_force_mae_eV_A: float
+
+
+@dataclass
+class TrainingReport:
+    members: list[MemberReport]
+    wall_s: float
+    n_frames: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def val_force_mae_eV_A(self) -> float:
+        return float(np.mean([m.val_force_mae_eV_A for m in self.members]))
+
+    @property
+    def val_energy_mae_eV_atom(self) -> float:
+        return float(np.mean([m.val_energy_mae_eV_atom for m in self.members]))
+
+
+@dataclass
+class LabelledSet:
+    """Frames prepared once for training: one small batch per frame plus targets."""
+
+    frame_batches: list[Batch]
+    energies_eV: torch.Tensor  # (F,)
+    forces_eV_A: list[torch.Tensor]  # per frame (n_f, 3)
+    n_atoms: torch.Tensor  # (F,)
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[Atoms], model: torch.nn.Module) -> "LabelledSet":
+        spec, dtype = model.descriptor.spec, model.feature_mean.dtype
+        batches, energies, forces = [], [], []
+        for index, atoms in enumerate(frames):
+            energy, frame_forces = _reference_of(atoms, index)
+            batches.append(atoms_to_batch([atoms], cutoff_A=spec.cutoff_A,
+                                          angular_cutoff_A=spec.angular_cutoff_A, dtype=dtype))
+            energies.append(energy)
+            forces.append(torch.as_tensor(frame_forces, dtype=dtype))
+        model.species_of(torch.cat([b["numbers"] for b in batches]))
+        n_atoms = torch.tensor([len(a) for a in frames])
+        return cls(batches, torch.tensor(energies, dtype=dtype), forces, n_atoms)
+
+    def collate(self, indices: Sequence[int]) -> tuple[Batch, torch.Tensor, torch.Tensor]:
+        batch = concat_batches([self.frame_batches[i] for i in indices])
+        return batch, self.energies_eV[list(indices)], torch.cat([self.forces_eV_A[i] for i in indices])
+
+
+def _reference_of(atoms: Atoms, index: int) -> tuple[float, np.ndarray]:
+    if atoms.calc is None:
+        raise ValueError(f"frame {index} has no reference energy/forces (no calculator attached)")
+    try:
+        energy = float(atoms.get_potential_energy())
+        forces = np.asarray(atoms.get_forces(), dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - any missing property is the same user error
+        raise ValueError(f"frame {index} lacks a reference energy or forces: {exc}") from exc
+    if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
+        raise ValueError(f"frame {index} has a non-finite reference energy or forces")
+    return energy, forces
+
+
+def member_split(n_frames: int, member: int, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Training weights (F,) (bootstrap counts or 0/1) and validation mask (F,) of a member."""
+    if n_frames < 2:
+        raise ValueError(f"need at least 2 labelled frames to train, got {n_frames}")
+    rng = np.random.default_rng([config.seed, member, 20251])
+    order = rng.permutation(n_frames)
+    n_val = min(n_frames - 1, max(1, round(config.validation_fraction * n_frames)))
+    val, train = order[:n_val], order[n_val:]
+    if config.bootstrap:
+        weights = np.bincount(rng.choice(train, size=len(train)), minlength=n_frames)
+    else:
+        weights = np.zeros(n_frames, dtype=np.int64)
+        weights[train] = 1
+    mask = np.zeros(n_frames, dtype=bool)
+    mask[val] = True
+    return weights.astype(np.float64), mask
+
+
+def fit_normalisation(model: torch.nn.Module, data: LabelledSet) -> None:
+    """Per-element reference energies (least squares), energy scale, feature mean/std."""
+    n_el = len(model.elements)
+    counts = torch.zeros(len(data.frame_batches), n_el, dtype=torch.float64)
+    all_species, all_features = [], []
+    for f, batch in enumerate(data.frame_batches):
+        species = model.species_of(batch["numbers"])
+        counts[f] = torch.bincount(species, minlength=n_el).to(torch.float64)
+        all_species.append(species)
+        with torch.no_grad():
+            all_features.append(model.raw_features(batch))
+    e0 = torch.linalg.lstsq(counts, data.energies_eV.to(torch.float64)[:, None], driver="gelsd").solution[:, 0]
+    forces = torch.cat(data.forces_eV_A)
+    force_rms = float(forces.pow(2).mean().sqrt())
+    residual = (data.energies_eV.double() - counts @ e0) / data.n_atoms.double()
+    scale = force_rms * 1.0 if force_rms > 0 else float(residual.std().clamp(min=1e-3))
+    species, features = torch.cat(all_species), torch.cat(all_features)
+    with torch.no_grad():
+        for e in range(n_el):
+            rows = features[species == e]
+            if len(rows) == 0:
+                continue
+            model.feature_mean[e] = rows.mean(0)
+            std = rows.std(0, unbiased=False) if len(rows) > 1 else torch.ones_like(rows[0])
+            model.feature_std[e] = torch.where(std > 1e-6, std, torch.ones_like(std))
+        model.atom_ref_energy.copy_(e0.to(model.atom_ref_energy.dtype))
+        model.energy_scale.fill_(scale)
+
+
+def member_losses(
+    output: dict[str, torch.Tensor],
+    energies: torch.Tensor,
+    forces: torch.Tensor,
+    batch: Batch,
+    weights: torch.Tensor,
+    config: TrainConfig,
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """Loss per member (M,): weighted MSE of energy per atom and of force components,
+    divided by the energy scale squared."""
+    n_atoms = batch["n_atoms"].to(energies.dtype)
+    e_err = ((output["energy"] - energies) / n_atoms) ** 2  # (M, B)
+    f_err = (output["forces"] - forces).pow(2).sum(-1)  # (M, n)
+    f_err = f_err.new_zeros(f_err.shape[0], len(n_atoms)).index_add(1, batch["frame"], f_err)
+    total_w = weights.sum(1).clamp(min=1e-12)
+    e_loss = (weights * e_err).sum(1) / total_w
+    f_loss = (weights * f_err).sum(1) / (3 * (weights * n_atoms).sum(1)).clamp(min=1e-12)
+    return (config.energy_weight * e_loss + config.force_weight * f_loss) / scale**2
+
+
+@dataclass
+class _MemberState:
+    """Early stopping and learning-rate plateau bookkeeping for all members."""
+
+    best_loss: np.ndarray
+    best_epoch: np.ndarray
+    since_best: np.ndarray
+    since_lr_drop: np.ndarray
+    stopped: np.ndarray
+    best_params: list[torch.Tensor]
+
+
+def _evaluate_losses(model, data: LabelledSet, indices, weights_all, config, batch_size) -> torch.Tensor:
+    total = torch.zeros(model.n_members, dtype=torch.float64)
+    norm = torch.zeros(model.n_members, dtype=torch.float64)
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        batch, energies, forces = data.collate(chunk)
+        weights = weights_all[:, chunk]
+        output = model(batch, compute_forces=True, create_graph=False)
+        losses = member_losses(output, energies, forces, batch, weights, config, model.energy_scale)
+        total += losses.double() * weights.sum(1).double()
+        norm += weights.sum(1).double()
+    return total / norm.clamp(min=1e-12)
+
+
+def _run_epochs(model, data: LabelledSet, train_w, val_w, config: TrainConfig, progress) -> tuple[_MemberState, list]:
+    params = list(model.parameters())
+    n_members = model.n_members
+    optimiser = StackedAdamW(params, torch.full((n_members,), config.learning_rate),
+                             weight_decay=config.weight_decay)
+    state = _MemberState(np.full(n_members, np.inf), np.zeros(n_members, int), np.zeros(n_members, int),
+                         np.zeros(n_members, int), np.zeros(n_members, bool), [p.detach().clone() for p in params])
+    rng = np.random.default_rng([config.seed, 7])
+    n_frames, history = len(data.frame_batches), []
+    val_indices = [int(i) for i in np.flatnonzero(val_w.sum(0).numpy() > 0)]
+    for epoch in range(config.max_epochs):
+        order = rng.permutation(n_frames)
+        train_sum = torch.zeros(n_members, dtype=torch.float64)
+        for start in range(0, n_frames, config.batch_size_frames):
+            chunk = [int(i) for i in order[start : start + config.batch_size_frames]]
+            batch, energies, forces = data.collate(chunk)
+            output = model(batch, compute_forces=True, create_graph=True)
+            losses = member_losses(output, energies, forces, batch, train_w[:, chunk], config, model.energy_scale)
+            grads = torch.autograd.grad(losses.sum(), params, allow_unused=True)
+            optimiser.step(grads)
+            train_sum += losses.detach().double()
+        val_loss = _evaluate_losses(model, data, val_indices, val_w, config, config.batch_size_frames).numpy()
+        _update_members(state, val_loss, epoch, params, optimiser, config)
+        history.append({"epoch": epoch, "train_loss": float(train_sum.mean()) / max(1, -(-n_frames // config.batch_size_frames)),
+                        "val_loss": float(val_loss.mean()), "lr": float(optimiser.lr.mean())})
+        if progress is not None:
+            progress(epoch, history[-1])
+        if state.stopped.all():
+            break
+    return state, history
+
+
+def _update_members(state: _MemberState, val_loss: np.ndarray, epoch: int, params, optimiser, config) -> None:
+    for m in range(len(val_loss)):
+        if state.stopped[m]:
+            continue
+        if val_loss[m] < state.best_loss[m] * (1 - 1e-4):
+            state.best_loss[m], state.best_epoch[m] = val_loss[m], epoch
+            state.since_best[m] = state.since_lr_drop[m] = 0
+            for best, p in zip(state.best_params, params):
+                best[m] = p.detach()[m]
+            continue
+        state.since_best[m] += 1
+        state.since_lr_drop[m] += 1
+        if state.since_lr_drop[m] >= config.lr_plateau_patience_epochs:
+            optimiser.lr[m] = max(config.min_learning_rate, optimiser.lr[m] * config.lr_plateau_factor)
+            state.since_lr_drop[m] = 0
+        if state.since_best[m] >= config.early_stopping_patience_epochs:
+            state.stopped[m] = True
+            optimiser.lr[m] = 0.0
+
+
+def _train_stacked(model, data: LabelledSet, members: Sequence[int], config: TrainConfig, progress):
+    splits = [member_split(len(data.frame_batches), m, config) for m in members]
+    dtype = model.feature_mean.dtype
+    train_w = torch.tensor(np.stack([w for w, _ in splits]), dtype=dtype)
+    val_w = torch.tensor(np.stack([mask for _, mask in splits]), dtype=dtype)
+    state, history = _run_epochs(model, data, train_w, val_w, config, progress)
+    with torch.no_grad():
+        for best, p in zip(state.best_params, model.parameters()):
+            p.copy_(best)
+    reports = _member_reports(model, data, train_w, val_w, state, len(history))
+    return reports, history
+
+
+def _member_reports(model, data, train_w, val_w, state, epochs_run) -> list[MemberReport]:
+    indices = list(range(len(data.frame_batches)))
+    batch, energies, forces = data.collate(indices)
+    output = model(batch, compute_forces=True, create_graph=False)
+    e_abs = ((output["energy"] - energies) / batch["n_atoms"]).abs()  # (M, F)
+    f_abs = (output["forces"] - forces).abs().mean(-1)  # (M, n)
+    f_frame = f_abs.new_zeros(e_abs.shape).index_add(1, batch["frame"], f_abs) / batch["n_atoms"]
+    reports = []
+    for m in range(model.n_members):
+        t, v = train_w[m] > 0, val_w[m] > 0
+        reports.append(MemberReport(
+            best_epoch=int(state.best_epoch[m]), epochs_run=epochs_run,
+            train_energy_mae_eV_atom=float(e_abs[m, t].mean()), train_force_mae_eV_A=float(f_frame[m, t].mean()),
+            val_energy_mae_eV_atom=float(e_abs[m, v].mean()), val_force_mae_eV_A=float(f_frame[m, v].mean()),
+        ))
+    return reports
+
+
+def train_committee(
+    frames: Sequence[Atoms],
+    config: TrainConfig | None = None,
+    *,
+    n_members: int = 4,
+    architecture: str = "bpnn",
+    model_hparams: dict[str, Any] | None = None,
+    initial: Committee | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[Committee, TrainingReport]:
+    """Train a committee on labelled ``frames`` (Atoms with energy and forces attached).
+
+    ``initial`` warm-starts from a previous committee (its members, normalisation and
+    elements are kept; frames with other elements raise ValueError). Otherwise a new
+    ``architecture`` is built with ``model_hparams`` (default elements: those in frames).
+
+    Raises:
+        ValueError: fewer than 2 frames, a frame without energy/forces or with non-finite
+            values, an element the warm-start committee does not know.
+    """
+    config = config or TrainConfig()
+    start = time.perf_counter()
+    frames = list(frames)
+    if initial is not None:
+        base = copy.deepcopy(initial.model)
+        n_members = base.n_members
+    else:
+        hparams = dict(model_hparams or {})
+        hparams.setdefault("elements", sorted({int(z) for a in frames for z in a.numbers}))
+        hparams.setdefault("dtype", config.dtype)
+        base = build_model(architecture, n_members=n_members, seed=config.seed, **hparams)
+    data = LabelledSet.from_frames(frames, base)
+    if initial is None:
+        fit_normalisation(base, data)
+    if config.vectorised:
+        reports, history = _train_stacked(base, data, range(n_members), config, progress)
+        model = base
+    else:
+        parts, reports, history = [], [], []
+        for m in range(n_members):
+            single = base.select_members([m])
+            member_reports, history = _train_stacked(single, data, [m], config, progress)
+            parts.append(single)
+            reports += member_reports
+        model = type(base).stack(parts) if n_members > 1 else parts[0]
+    report = TrainingReport(reports, time.perf_counter() - start, len(frames), history)
+    log.info("trained %d members on %d frames in %.1f s: val force MAE %.4f eV/Å",
+             n_members, len(frames), report.wall_s, report.val_force_mae_eV_A)
+    calibration = initial.calibration if initial is not None else None
+    return Committee(model, calibration), report

@@ -1,0 +1,200 @@
+"""Campaign TOML files: the examples load, and every kind of mistake is named precisely."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ase.io
+import pytest
+from ase.build import molecule
+
+from flows.config import CampaignConfig, ConfigError, load_config
+from nnp_core.train_config import TrainConfig
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+MINIMAL = """
+[campaign]
+name = "probe"
+
+[system]
+molecule = "H2O"
+
+[reference]
+method = "PBE"
+basis = "def2-SVP"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "campaign.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path: Path, text: str) -> dict[str, str]:
+    """Load ``text`` expecting a ConfigError; return {dotted path: message}."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value)
+    return dict(caught.value.problems)
+
+
+@pytest.mark.parametrize("name", ["water.toml", "ethanol.toml"])
+def test_examples_load(name: str) -> None:
+    config = load_config(EXAMPLES / name)
+    assert isinstance(config.train_config(), TrainConfig)
+    assert len(config.explore.temperatures_K) == config.explore.replicas
+    assert len(config.system.atoms()) > 0
+    json.dumps(config.snapshot())  # JSON-able for the campaigns table
+    assert config.select.trust_lo_eV_A < config.select.trust_hi_eV_A
+
+
+def test_ethanol_example_is_the_documented_campaign() -> None:
+    config = load_config(EXAMPLES / "ethanol.toml")
+    assert config.level_of_theory() == {
+        "backend": "pyscf",
+        "basis": "def2-svp",
+        "charge": 0,
+        "density_fit": True,
+        "method": "pbe",
+        "multiplicity": 1,
+    }
+    assert config.committee.members == 4
+    assert config.explore.temperatures_K == [300.0, 500.0, 700.0]
+    assert config.system.atoms().get_chemical_formula() == "C2H6O"
+
+
+def test_defaults_and_relative_paths_resolve_against_the_toml_folder(tmp_path: Path) -> None:
+    ase.io.write(tmp_path / "start.xyz", molecule("CH4"))
+    text = MINIMAL.replace('molecule = "H2O"', 'structure_file = "start.xyz"')
+    (tmp_path / "sub").mkdir()
+    config = load_config(write(tmp_path / "sub", text.replace("start.xyz", "../start.xyz")))
+    assert config.system.structure_file == tmp_path / "start.xyz"
+    assert config.system.atoms().get_chemical_formula() == "CH4"
+    assert config.campaign.work_dir == tmp_path / "sub" / "runs" / "probe"
+    assert config.campaign.database_url == f"sqlite:///{tmp_path}/sub/runs/probe/alflow.db"
+    assert config.train_config() == TrainConfig(dtype=config.committee.dtype)
+
+
+def test_explicit_sqlite_url_is_resolved_and_password_hidden_in_snapshot(tmp_path: Path) -> None:
+    text = MINIMAL.replace('name = "probe"', 'name = "probe"\ndatabase_url = "sqlite:///db/x.db"')
+    config = load_config(write(tmp_path, text))
+    assert config.campaign.database_url == f"sqlite:///{tmp_path}/db/x.db"
+    text = MINIMAL.replace(
+        'name = "probe"', 'name = "probe"\ndatabase_url = "postgresql://al:secret@host/db"'
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.campaign.database_url == "postgresql://al:secret@host/db"
+    assert "secret" not in json.dumps(config.snapshot())
+
+
+def test_snapshot_round_trips_to_an_equal_config(tmp_path: Path) -> None:
+    config = load_config(EXAMPLES / "ethanol.toml")
+    again = CampaignConfig.model_validate_json(json.dumps(config.snapshot()))
+    assert again == config
+
+
+def test_single_temperature_is_broadcast_to_all_replicas(tmp_path: Path) -> None:
+    text = MINIMAL + "[explore]\nreplicas = 3\ntemperatures_K = [400]\n"
+    config = load_config(write(tmp_path, text))
+    assert config.explore.temperatures_K == [400.0, 400.0, 400.0]
+
+
+def test_level_of_theory_is_case_insensitive_and_ignores_solver_settings(tmp_path: Path) -> None:
+    base = load_config(write(tmp_path, MINIMAL))
+    other = load_config(
+        write(tmp_path, MINIMAL.replace('"PBE"', '"pbe"') + "conv_tol_Ha = 1e-7\nmax_cycle = 9\n")
+    )
+    assert base.level_of_theory() == other.level_of_theory()
+    assert list(base.level_of_theory()) == sorted(base.level_of_theory())
+    changed = load_config(write(tmp_path, MINIMAL + "density_fit = false\n"))
+    assert changed.level_of_theory() != base.level_of_theory()
+
+
+@pytest.mark.parametrize(
+    ("extra", "where", "words"),
+    [
+        ("[select]\ntrust_low_eV_A = 0.1\n", "select.trust_low_eV_A",
+         "did you mean 'trust_lo_eV_A'"),
+        ("[selct]\ntrust_lo_eV_A = 0.1\n", "selct", "unknown section"),
+        (
+            "[select]\ntrust_lo_eV_A = 0.1\ntrust_hi_eV_A = 0.05\n",
+            "select.trust_hi_eV_A",
+            "must be greater than trust_lo_eV_A (0.05 <= 0.1)",
+        ),
+        (
+            "[select]\ntrust_lo_eV_A = 0.1\ntrust_hi_eV_A = 0.1\n",
+            "select.trust_hi_eV_A",
+            "must be greater than trust_lo_eV_A",
+        ),
+        ("[explore]\ntemperatures_K = [300, -50]\nreplicas = 2\n", "explore.temperatures_K[1]",
+         "greater than 0 (got -50)"),
+        ("[loop]\ninitial_temperature_K = -1\n", "loop.initial_temperature_K", "greater than 0"),
+        ("[explore]\nreplicas = 3\ntemperatures_K = [300, 400]\n", "explore.temperatures_K",
+         "one per replica"),
+        ("[committee]\nmembers = \"four\"\n", "committee.members", "valid integer (got 'four')"),
+        ("[committee]\nmembers = 4.0\n", "committee.members", "valid integer"),
+        ("[select]\nallow_bond_changes = \"yes\"\n", "select.allow_bond_changes", "valid boolean"),
+        ("[committee]\ndtype = \"float16\"\n", "committee.dtype", "'float32' or 'float64'"),
+        ("[train]\nmax_epoch = 10\n", "train.max_epoch", "did you mean 'max_epochs'"),
+        ("[train]\nlearning_rate = -1.0\n", "train", "learning_rate"),
+        ("[train]\ndtype = \"float32\"\n", "train", "committee.dtype"),
+        ("[loop]\ninitial_sampler = \"random\"\n", "loop.initial_sampler", "'normal_modes'"),
+        ("[loop.convergence]\npatience = 2\n", "loop.convergence.patience", "unknown field"),
+        ("[execution]\ntask_runner = \"dask\"\ndask_address = \"tcp://h:8786\"\n"
+         "dask_cluster_class = \"dask_jobqueue.SLURMCluster\"\n", "execution", "not both"),
+        ("[execution]\ncluster_kwargs = {cores = 4}\n", "execution", "dask_cluster_class"),
+    ],
+)
+def test_bad_fields_name_their_path(tmp_path: Path, extra: str, where: str, words: str) -> None:
+    found = problems(tmp_path, MINIMAL + extra)
+    assert where in found, found
+    assert words in found[where]
+
+
+def test_unknown_molecule_suggests_the_ase_name(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL.replace('"H2O"', '"h2o2x"'))
+    assert "unknown ASE molecule 'h2o2x'" in found["system.molecule"]
+    assert "'H2O2'" in found["system.molecule"]
+
+
+def test_structure_file_problems(tmp_path: Path) -> None:
+    text = MINIMAL.replace('molecule = "H2O"', 'structure_file = "missing.xyz"')
+    assert "no such file" in problems(tmp_path, text)["system.structure_file"]
+    (tmp_path / "junk.xyz").write_text("this is not\nan xyz file\n")
+    text = MINIMAL.replace('molecule = "H2O"', 'structure_file = "junk.xyz"')
+    assert "ase.io.read cannot read" in problems(tmp_path, text)["system.structure_file"]
+    ase.io.write(tmp_path / "ok.xyz", molecule("H2O"))
+    both = MINIMAL.replace('molecule = "H2O"', 'molecule = "H2O"\nstructure_file = "ok.xyz"')
+    assert "exactly one" in problems(tmp_path, both)["system"]
+    neither = MINIMAL.replace('molecule = "H2O"', "charge = 0")
+    assert "exactly one" in problems(tmp_path, neither)["system"]
+
+
+def test_impossible_multiplicity_and_missing_basis(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL.replace('"H2O"', '"H2O"\nmultiplicity = 2'))
+    assert "multiplicity 2 is impossible with 10 electrons" in found["system"]
+    found = problems(tmp_path, MINIMAL.replace('basis = "def2-SVP"\n', ""))
+    assert "basis is required" in found["reference"]
+
+
+def test_missing_required_section_and_field(tmp_path: Path) -> None:
+    without_reference = MINIMAL.split("[reference]")[0]
+    found = problems(tmp_path, without_reference)
+    assert found["reference"] == "required, but missing"
+    found = problems(tmp_path, MINIMAL.replace('name = "probe"', ""))
+    assert found["campaign.name"] == "required, but missing"
+
+
+def test_toml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, '[campaign]\nname = "unterminated\n')
+    with pytest.raises(ConfigError, match=r"campaign.toml: invalid TOML: .*line 2, column"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nowhere.toml: no such file"):
+        load_config(tmp_path / "nowhere.toml")

@@ -1,0 +1,103 @@
+"""Physics of the model: exact forces, invariances, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+from scipy.spatial.transform import Rotation
+
+from nnp_core.batch import atoms_to_batch
+from nnp_core.models import MODEL_REGISTRY, build_model, register_model
+
+from .conftest import displaced
+
+
+def _energies(committee, atoms: Atoms) -> np.ndarray:
+    batch = committee.make_batch([atoms])
+    return committee.model(batch, compute_forces=False)["energy"][:, 0].numpy()
+
+
+def test_forces_are_negative_finite_difference_gradient(random_committee) -> None:
+    atoms = displaced(molecule("CH3CH2OH"), 1, 0.1, seed=1)[0]
+    prediction = random_committee.predict(atoms)
+    h = 1e-4
+    fd = np.zeros((random_committee.n_members, len(atoms), 3))
+    for i in range(len(atoms)):
+        for k in range(3):
+            plus, minus = atoms.copy(), atoms.copy()
+            plus.positions[i, k] += h
+            minus.positions[i, k] -= h
+            fd[:, i, k] = -(_energies(random_committee, plus) - _energies(random_committee, minus)) / (2 * h)
+    assert np.abs(prediction.member_forces - fd).max() < 1e-4
+    assert np.abs(prediction.forces_mean - fd.mean(0)).max() < 1e-4
+    assert np.abs(fd).max() > 1e-2  # the test is not vacuous
+
+
+def test_rotation_translation_invariance_and_force_covariance(random_committee) -> None:
+    atoms = displaced(molecule("CH3CH2OH"), 1, 0.1, seed=2)[0]
+    rotation = Rotation.random(random_state=4).as_matrix()
+    moved = atoms.copy()
+    moved.positions = atoms.positions @ rotation.T + np.array([3.0, -1.5, 7.0])
+    p0, p1 = random_committee.predict(atoms), random_committee.predict(moved)
+    np.testing.assert_allclose(p1.member_energies, p0.member_energies, atol=1e-9)
+    np.testing.assert_allclose(p1.member_forces, p0.member_forces @ rotation.T, atol=1e-9)
+
+
+def test_permutation_of_same_element_atoms(random_committee) -> None:
+    atoms = displaced(molecule("CH3CH2OH"), 1, 0.1, seed=3)[0]
+    hydrogens = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "H"]
+    order = np.arange(len(atoms))
+    order[hydrogens] = np.random.default_rng(0).permutation(hydrogens)
+    assert not np.array_equal(order, np.arange(len(atoms)))
+    permuted = atoms[order]
+    p0, p1 = random_committee.predict(atoms), random_committee.predict(permuted)
+    np.testing.assert_allclose(p1.member_energies, p0.member_energies, atol=1e-9)
+    np.testing.assert_allclose(p1.member_forces, p0.member_forces[:, order], atol=1e-9)
+
+
+def test_energy_is_smooth_across_the_cutoff() -> None:
+    model = build_model("bpnn", elements=["H"], descriptor={"cutoff_A": 3.0, "angular_cutoff_A": 2.0})
+    def energy(r: float) -> float:
+        batch = atoms_to_batch([Atoms("H2", positions=[[0, 0, 0], [r, 0, 0]])], cutoff_A=3.0, angular_cutoff_A=2.0)
+        return float(model(batch, compute_forces=False)["energy"][0, 0])
+    far = energy(3.5)
+    assert abs(energy(3.0 - 1e-6) - far) < 1e-9
+    assert abs(energy(2.5) - far) > 1e-6
+
+
+def test_unknown_element_raises_clear_error(random_committee) -> None:
+    with pytest.raises(ValueError, match=r"\['N'\] not in this model's elements"):
+        random_committee.predict(molecule("CH3CN"))
+
+
+def test_periodic_cells_are_refused(random_committee) -> None:
+    atoms = molecule("H2O", vacuum=3.0)
+    atoms.pbc = True
+    with pytest.raises(NotImplementedError, match="periodic"):
+        random_committee.predict(atoms)
+
+
+def test_nan_positions_are_refused(random_committee) -> None:
+    atoms = molecule("H2O")
+    atoms.positions[0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        random_committee.predict(atoms)
+
+
+def test_registry_builds_by_name_and_refuses_unknown() -> None:
+    assert "bpnn" in MODEL_REGISTRY
+    with pytest.raises(ValueError, match="unknown model architecture 'nope'"):
+        build_model("nope", elements=["H"])
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("bpnn")(type("Other", (), {}))
+
+
+def test_member_initialisation_does_not_depend_on_committee_size() -> None:
+    small = build_model("bpnn", elements=["H", "O"], n_members=2, seed=5)
+    large = build_model("bpnn", elements=["H", "O"], n_members=4, seed=5)
+    for key, p in small.weights.items():
+        assert torch.equal(p, large.weights[key][:2])
+    assert not torch.equal(large.weights["H_w0"][0], large.weights["H_w0"][1])

@@ -1,0 +1,445 @@
+"""Selection funnel: trust window, sanity filters, duplicates, farthest-point sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+
+import nnp_core.selection as selection
+from nnp_core.sanity import (
+    bond_graph,
+    check_bond_graph,
+    check_finite,
+    check_frame,
+    check_min_distance,
+)
+from nnp_core.selection import (
+    Decision,
+    classify_trust,
+    farthest_point_sampling,
+    find_duplicates,
+    fingerprint_scale,
+    select_frames,
+)
+from nnp_core.structures import frame_hash
+
+LO, HI = 0.05, 0.5  # eV/Å
+
+# ase molecule('CH3CH2OH'): C0 methyl, C1 methylene, O2, H3 on O, H4/H5 on C1, H6-H8 on C0
+C_METHYL, C_ALPHA, OXYGEN, H_HYDROXYL, H_METHYL = 0, 1, 2, 3, 6
+
+
+@pytest.fixture
+def ethanol() -> Atoms:
+    return molecule("CH3CH2OH")
+
+
+def _jiggled(atoms: Atoms, n: int, seed: int = 0, scale_A: float = 0.02) -> list[Atoms]:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        frame = atoms.copy()
+        frame.positions += rng.normal(scale=scale_A, size=frame.positions.shape)
+        frames.append(frame)
+    return frames
+
+
+def _break_c_o_bond(frame: Atoms, extra_A: float = 1.0) -> None:
+    """Move the OH group ``extra_A`` further from C1 along the C1-O2 bond."""
+    direction = frame.positions[OXYGEN] - frame.positions[C_ALPHA]
+    frame.positions[[OXYGEN, H_HYDROXYL]] += extra_A * direction / np.linalg.norm(direction)
+
+
+def _decisions(result) -> list[Decision]:
+    return [d.decision for d in result.decisions]
+
+
+# ------------------------------------------------------------------------ window
+
+
+def test_trust_window_edges():
+    scores = [0.0, LO - 1e-9, LO, 0.2, HI - 1e-9, HI, 3.0, np.nan, np.inf]
+    got = [d.decision for d in classify_trust(scores, trust_lo_eV_A=LO, trust_hi_eV_A=HI)]
+    A, C, R = Decision.ACCURATE, Decision.CANDIDATE, Decision.REJECTED
+    assert got == [A, A, C, C, C, R, R, R, R]
+    reasons = classify_trust(scores, trust_lo_eV_A=LO, trust_hi_eV_A=HI)
+    assert reasons[5].reason == "max_force_dev 0.5 eV/Å >= trust_hi 0.5 eV/Å"
+    assert "non-finite max_force_dev" in reasons[7].reason
+    assert [d.index for d in reasons] == list(range(len(scores)))
+
+
+def test_energy_window_rule():
+    force = [0.01, 0.01, 0.2, 0.2, 0.01, 0.9]
+    energy = [0.001, 0.02, 0.001, 0.2, 0.2, 0.001]  # eV/√atom, window [0.01, 0.1)
+    got = classify_trust(
+        force,
+        trust_lo_eV_A=LO,
+        trust_hi_eV_A=HI,
+        energy_dev=energy,
+        energy_trust_eV_sqrt_atom=(0.01, 0.1),
+    )
+    A, C, R = Decision.ACCURATE, Decision.CANDIDATE, Decision.REJECTED
+    # either score in its window -> candidate; any score above its hi -> rejected
+    assert [d.decision for d in got] == [A, C, C, R, R, R]
+    assert "energy_dev 0.02 eV/√atom in [0.01, 0.1)" in got[1].reason
+    assert "energy_dev 0.2 eV/√atom >= trust_hi 0.1" in got[4].reason
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(trust_lo_eV_A=0.5, trust_hi_eV_A=0.5), "lo < hi"),
+        (dict(trust_lo_eV_A=-0.1, trust_hi_eV_A=0.5), "lo < hi"),
+        (dict(trust_lo_eV_A=0.1, trust_hi_eV_A=np.nan), "lo < hi"),
+        (dict(trust_lo_eV_A=LO, trust_hi_eV_A=HI, energy_dev=[0.1, 0.1]), "together"),
+        (
+            dict(
+                trust_lo_eV_A=LO,
+                trust_hi_eV_A=HI,
+                energy_dev=[0.1],
+                energy_trust_eV_sqrt_atom=(0.0, 1.0),
+            ),
+            "energy_dev has shape",
+        ),
+        (
+            dict(
+                trust_lo_eV_A=LO,
+                trust_hi_eV_A=HI,
+                energy_dev=[0.1, 0.1],
+                energy_trust_eV_sqrt_atom=(1.0, 0.1),
+            ),
+            "energy_dev window",
+        ),
+    ],
+)
+def test_bad_windows_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        classify_trust([0.1, 0.2], **kwargs)
+
+
+def test_scores_must_be_one_dimensional():
+    with pytest.raises(ValueError, match="max_force_dev has shape"):
+        classify_trust(np.zeros((2, 2)), trust_lo_eV_A=LO, trust_hi_eV_A=HI)
+
+
+# ----------------------------------------------------------------------- filters
+
+
+def test_min_distance_filter(ethanol):
+    assert check_min_distance(ethanol, min_distance_A=0.6) is None
+    squeezed = Atoms("OH", positions=[[0, 0, 0], [0.41, 0, 0]])
+    assert (
+        check_min_distance(squeezed, min_distance_A=0.6) == "min_distance 0.41 Å < 0.60 Å (O0-H1)"
+    )
+    assert check_min_distance(squeezed, min_distance_A=0.4) is None
+    # periodic images count: 0.1 Å apart across the cell face
+    periodic = Atoms("H2", positions=[[0.05, 1, 1], [4.95, 1, 1]], cell=[5, 5, 5], pbc=True)
+    assert "min_distance 0.10 Å" in check_min_distance(periodic, min_distance_A=0.6)
+    with pytest.raises(ValueError, match="min_distance_A"):
+        check_min_distance(squeezed, min_distance_A=-1.0)
+
+
+def test_stretched_bond_breaks_graph(ethanol):
+    stretched = ethanol.copy()
+    _break_c_o_bond(stretched)
+    assert check_bond_graph(stretched, ethanol) == "bond graph changed: C1-O2 broken"
+    assert check_frame(stretched, reference=None) is None  # bond changes allowed
+    assert "C1-O2 broken" in check_frame(stretched, reference=ethanol)
+
+
+def test_new_bond_forming_is_reported(ethanol):
+    hopped = ethanol.copy()
+    # a methyl hydrogen moves to 1.0 Å from the oxygen, away from its carbon
+    towards = hopped.positions[OXYGEN] - hopped.positions[C_METHYL]
+    hopped.positions[H_METHYL] = hopped.positions[OXYGEN] + 1.0 * towards / np.linalg.norm(towards)
+    reason = check_bond_graph(hopped, ethanol)
+    assert reason.startswith("bond graph changed: ")
+    assert "C0-H6 broken" in reason and "O2-H6 formed" in reason
+    assert (OXYGEN, H_METHYL) in bond_graph(hopped) and (OXYGEN, H_METHYL) not in bond_graph(
+        ethanol
+    )
+
+
+def test_bond_graph_needs_matching_atoms(ethanol):
+    with pytest.raises(ValueError, match="differ in atoms"):
+        check_bond_graph(molecule("H2O"), ethanol)
+    with pytest.raises(ValueError, match="bond_scale"):
+        bond_graph(ethanol, bond_scale=0.0)
+
+
+def test_non_finite_filter(ethanol):
+    assert check_finite(ethanol, energy_eV=-10.0) is None
+    assert check_finite(ethanol, energy_eV=np.nan) == "non-finite energy (nan)"
+    broken = ethanol.copy()
+    broken.positions[OXYGEN, 1] = np.nan
+    assert check_finite(broken) == "non-finite positions (1 atom(s), first O2)"
+    # non-finite ends the check before distances are computed
+    assert check_frame(broken, reference=ethanol) == "non-finite positions (1 atom(s), first O2)"
+
+
+# --------------------------------------------------------------------- diversity
+
+
+def test_find_duplicates_within_batch_and_against_labelled():
+    reasons = find_duplicates(
+        ["a", "b", "a", "c", "b"], labelled_hashes={"c"}, frame_indices=[10, 11, 12, 13, 14]
+    )
+    assert reasons[0] is None and reasons[1] is None
+    assert reasons[2] == "duplicate of frame 10 in this batch"
+    assert reasons[3].startswith("already labelled")
+    assert reasons[4] == "duplicate of frame 11 in this batch"
+    with pytest.raises(ValueError, match="frame_indices"):
+        find_duplicates(["a"], frame_indices=[0, 1])
+
+
+def test_fps_on_a_line_picks_extremes_first():
+    line = np.arange(11, dtype=float)[:, None]  # 0, 1, ..., 10
+    start_at_zero = np.zeros(11)
+    start_at_zero[0] = 1.0
+    picks = farthest_point_sampling(line, n_select=3, start_scores=start_at_zero)
+    assert picks.indices.tolist() == [0, 10, 5]
+    assert np.isinf(picks.distances[0])
+    np.testing.assert_allclose(picks.distances[1:] * line.std(), [10.0, 5.0])
+    # without scores the start is candidate 0; from the middle it goes to an end next
+    assert farthest_point_sampling(line, n_select=2).indices.tolist() == [0, 10]
+    middle = -np.abs(np.arange(11) - 5.0)
+    assert farthest_point_sampling(line, n_select=3, start_scores=middle).indices.tolist() == [
+        5,
+        0,
+        10,
+    ]
+
+
+def test_fps_on_a_grid_takes_corners_before_centre():
+    grid = np.array([[x, y] for x in range(3) for y in range(3)], dtype=float)
+    picks = farthest_point_sampling(grid, n_select=4, start_scores=-np.arange(9.0)).indices.tolist()
+    assert picks == [0, 8, 2, 6]  # (0,0) then (2,2), then the other two corners
+
+
+def test_fps_cap_and_all():
+    points = np.random.default_rng(0).normal(size=(6, 3))
+    assert len(farthest_point_sampling(points, n_select=4).indices) == 4
+    assert sorted(farthest_point_sampling(points, n_select=99).indices.tolist()) == list(range(6))
+    assert farthest_point_sampling(points, n_select=0).indices.size == 0
+    with pytest.raises(ValueError, match="n_select"):
+        farthest_point_sampling(points, n_select=-1)
+
+
+def test_labelled_fingerprints_steer_picks_away():
+    near = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1]])
+    far = np.array([[5.0, 5.0], [5.1, 5.0]])
+    candidates = np.vstack([near, far])
+    labelled = np.array([[0.05, 0.05], [-0.1, 0.0]])
+    picks = farthest_point_sampling(
+        candidates, n_select=2, labelled_fingerprints=labelled, start_scores=[9, 9, 9, 0, 0]
+    )
+    assert picks.indices[0] in (3, 4)  # labelled data already cover the near cluster
+    assert np.isfinite(picks.distances[0])
+    # nothing labelled: the start is the highest score, in the near cluster
+    assert farthest_point_sampling(
+        candidates, n_select=1, start_scores=[9, 0, 0, 0, 0]
+    ).indices.tolist() == [0]
+
+
+def test_standardisation_balances_dimensions():
+    # dimension 0 spans 0..1000, dimension 1 spans 0..1: raw distances ignore dimension 1
+    points = np.array([[0.0, 0.0], [1000.0, 0.0], [500.0, 1.0], [1000.0, 1.0]])
+    raw = farthest_point_sampling(points, n_select=3, scale=np.ones(2)).indices.tolist()
+    standardised = farthest_point_sampling(points, n_select=3).indices.tolist()
+    assert raw == [0, 3, 2] and standardised == [0, 3, 1]
+    np.testing.assert_allclose(fingerprint_scale(points), points.std(axis=0))
+    np.testing.assert_allclose(fingerprint_scale(np.ones((3, 2))), [1.0, 1.0])
+    with pytest.raises(ValueError, match="scale"):
+        farthest_point_sampling(points, n_select=2, scale=np.array([1.0, 0.0]))
+
+
+def test_distance_to_labelled_in_blocks_is_exact(monkeypatch):
+    rng = np.random.default_rng(1)
+    points, labelled = rng.normal(size=(7, 3)), rng.normal(size=(10, 3))
+    brute = np.linalg.norm(points[:, None] - labelled[None], axis=-1).min(axis=1)
+    monkeypatch.setattr(selection, "DISTANCE_BLOCK_ROWS", 3)
+    np.testing.assert_allclose(selection._min_distance_to(points, labelled), brute)
+
+
+def test_bad_fingerprints_raise():
+    with pytest.raises(ValueError, match="fingerprints has shape"):
+        farthest_point_sampling(np.zeros(4), n_select=1)
+    with pytest.raises(ValueError, match="non-finite"):
+        farthest_point_sampling(np.array([[0.0], [np.nan]]), n_select=1)
+    with pytest.raises(ValueError, match="labelled_fingerprints has shape"):
+        farthest_point_sampling(
+            np.zeros((2, 3)), n_select=1, labelled_fingerprints=np.zeros((2, 4))
+        )
+    with pytest.raises(ValueError, match="start_scores has shape"):
+        farthest_point_sampling(np.zeros((2, 3)), n_select=1, start_scores=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="at least one"):
+        fingerprint_scale(None, np.zeros((0, 3)))
+
+
+# ------------------------------------------------------------------- entry point
+
+
+def _batch(ethanol: Atoms):
+    """Twelve frames, one per funnel outcome (indices in the comments)."""
+    frames = _jiggled(ethanol, 12)
+    frames[4].positions[H_METHYL] = frames[4].positions[C_METHYL] + [0.3, 0.0, 0.0]  # too close
+    _break_c_o_bond(frames[5])
+    frames[6].positions[0, 0] = np.nan  # non-finite positions
+    frames[8] = frames[7].copy()  # duplicate within the batch
+    force = np.array([0.01, 0.6, 0.2, 0.3, 0.3, 0.3, 0.3, 0.25, 0.25, 0.3, 0.45, 0.1])
+    fingerprints = np.array([[i, i % 3] for i in range(12)], dtype=float)
+    return frames, force, fingerprints
+
+
+def test_select_frames_funnel(ethanol):
+    frames, force, fingerprints = _batch(ethanol)
+    labelled = [frame_hash(frames[9])]  # frame 9 was labelled before
+    result = select_frames(
+        frames,
+        force,
+        trust_lo_eV_A=LO,
+        trust_hi_eV_A=HI,
+        fingerprints=fingerprints,
+        reference_structures=ethanol,
+        max_selected=2,
+        labelled_hashes=labelled,
+    )
+    D = Decision
+    expected = {
+        0: D.ACCURATE,
+        1: D.REJECTED,
+        4: D.FILTERED,
+        5: D.FILTERED,
+        6: D.FILTERED,
+        8: D.DUPLICATE,
+        9: D.DUPLICATE,
+    }
+    for index, decision in expected.items():
+        assert result.decisions[index].decision == decision, result.decisions[index]
+    unique = [2, 3, 7, 10, 11]
+    assert [result.decisions[i].decision for i in unique].count(D.SELECTED) == 2
+    # nothing labelled in fingerprint space: start from the highest score (frame 10), then the
+    # farthest fingerprint from it among the unique candidates (frame 2)
+    assert result.selected_indices.tolist() == [2, 10]
+    assert "FPS pick 1/2 (highest max_force_dev)" in result.decisions[10].reason
+    assert "not selected: cap of 2 reached" in result.decisions[3].reason
+    assert "min_distance 0.30 Å" in result.decisions[4].reason
+    assert "C1-O2 broken" in result.decisions[5].reason
+    assert "non-finite positions" in result.decisions[6].reason
+    assert result.decisions[8].reason == "duplicate of frame 7 in this batch"
+    assert result.decisions[9].reason.startswith("already labelled")
+    counts = result.counts()
+    assert counts == {
+        "accurate": 1,
+        "candidate": 3,
+        "rejected": 1,
+        "filtered": 3,
+        "duplicate": 2,
+        "selected": 2,
+    }
+    assert sum(counts.values()) == len(frames)
+    assert result.funnel() == {
+        "explored": 12,
+        "in_window": 10,
+        "sane": 7,
+        "unique": 5,
+        "selected": 2,
+    }
+
+
+def test_select_frames_labelled_fingerprints_steer_away(ethanol):
+    frames, force, fingerprints = _batch(ethanol)
+    kwargs = dict(
+        trust_lo_eV_A=LO,
+        trust_hi_eV_A=HI,
+        fingerprints=fingerprints,
+        reference_structures=ethanol,
+        max_selected=1,
+    )
+    assert select_frames(frames, force, **kwargs).selected_indices.tolist() == [10]
+    near_ten = np.array([[10.0, 1.0], [11.0, 2.0], [9.0, 0.0]])
+    steered = select_frames(frames, force, labelled_fingerprints=near_ten, **kwargs)
+    assert steered.selected_indices.tolist() == [2]
+
+
+def test_select_frames_energy_and_fingerprint_filters(ethanol):
+    frames = _jiggled(ethanol, 4)
+    force = np.full(4, 0.2)
+    fingerprints = np.arange(8.0).reshape(4, 2)
+    fingerprints[3, 1] = np.nan
+    energies = np.array([-1.0, np.inf, -1.0, -1.0])
+    result = select_frames(
+        frames,
+        force,
+        trust_lo_eV_A=LO,
+        trust_hi_eV_A=HI,
+        fingerprints=fingerprints,
+        reference_structures=frames,
+        max_selected=10,
+        energies_eV=energies,
+    )
+    assert _decisions(result) == [
+        Decision.SELECTED,
+        Decision.FILTERED,
+        Decision.SELECTED,
+        Decision.FILTERED,
+    ]
+    assert result.decisions[1].reason == "non-finite energy (inf)"
+    assert result.decisions[3].reason == "non-finite fingerprint"
+
+
+def test_select_frames_allows_bond_changes_when_asked(ethanol):
+    frames = _jiggled(ethanol, 2)
+    _break_c_o_bond(frames[1])
+    common = dict(trust_lo_eV_A=LO, trust_hi_eV_A=HI, fingerprints=np.eye(2), max_selected=5)
+    strict = select_frames(frames, [0.2, 0.2], reference_structures=[ethanol, ethanol], **common)
+    assert _decisions(strict) == [Decision.SELECTED, Decision.FILTERED]
+    loose = select_frames(
+        frames, [0.2, 0.2], reference_structures=None, allow_bond_changes=True, **common
+    )
+    assert _decisions(loose) == [Decision.SELECTED, Decision.SELECTED]
+
+
+def test_select_frames_with_no_candidates(ethanol):
+    frames = _jiggled(ethanol, 3)
+    result = select_frames(
+        frames,
+        [0.0, 0.01, 0.9],
+        trust_lo_eV_A=LO,
+        trust_hi_eV_A=HI,
+        fingerprints=np.zeros((3, 2)),
+        reference_structures=ethanol,
+        max_selected=3,
+    )
+    assert _decisions(result) == [Decision.ACCURATE, Decision.ACCURATE, Decision.REJECTED]
+    assert result.selected_indices.size == 0
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        (dict(max_force_dev=[0.1, 0.2]), "max_force_dev has shape"),
+        (dict(fingerprints=np.zeros((2, 2))), "fingerprints has shape"),
+        (dict(max_selected=-1), "max_selected"),
+        (dict(reference_structures=None), "reference_structures are required"),
+        (
+            dict(reference_structures=[molecule("CH3CH2OH")] * 2),
+            "2 reference_structures for 3 frames",
+        ),
+        (dict(energies_eV=[0.0]), "energies_eV has shape"),
+    ],
+)
+def test_select_frames_bad_input_raises(ethanol, override, match):
+    args = dict(
+        max_force_dev=[0.1, 0.2, 0.3],
+        trust_lo_eV_A=LO,
+        trust_hi_eV_A=HI,
+        fingerprints=np.zeros((3, 2)),
+        reference_structures=ethanol,
+        max_selected=1,
+    )
+    args.update(override)
+    with pytest.raises(ValueError, match=match):
+        select_frames(_jiggled(ethanol, 3), **args)

@@ -1,0 +1,76 @@
+"""Training really learns, is deterministic, and vectorised equals one-by-one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from nnp_core.committee import Committee
+from nnp_core.train_config import TrainConfig
+from nnp_core.training import fit_normalisation, LabelledSet, train_committee
+
+from .conftest import displaced
+
+
+def _force_mae(committee: Committee, frames) -> float:
+    prediction = committee.predict(frames)
+    reference = np.concatenate([a.get_forces() for a in frames])
+    return float(np.abs(prediction.forces_mean - reference).mean())
+
+
+def test_training_on_pyscf_labels_cuts_validation_force_error_fivefold(water_frames, trained_water) -> None:
+    train, held_out = water_frames[:45], water_frames[45:]
+    committee, report = trained_water
+    untrained = Committee.create("bpnn", n_members=3, seed=0, elements=["H", "O"], hidden_layers=[32, 32])
+    fit_normalisation(untrained.model, LabelledSet.from_frames(train, untrained.model))
+    before, after = _force_mae(untrained, held_out), _force_mae(committee, held_out)
+    assert after < before / 5, (before, after)
+    assert report.val_force_mae_eV_A < before / 5
+    assert len(report.members) == 3 and report.history
+
+
+def test_vectorised_training_equals_one_by_one(ethanol_emt_frames) -> None:
+    config = TrainConfig(max_epochs=8, seed=3, batch_size_frames=16, early_stopping_patience_epochs=3,
+                         lr_plateau_patience_epochs=2)
+    hparams = {"hidden_layers": [16]}
+    together, _ = train_committee(ethanol_emt_frames, config, n_members=3, model_hparams=hparams)
+    alone, _ = train_committee(ethanol_emt_frames, dataclasses.replace(config, vectorised=False),
+                               n_members=3, model_hparams=hparams)
+    a, b = together.predict(ethanol_emt_frames[:4]), alone.predict(ethanol_emt_frames[:4])
+    np.testing.assert_allclose(a.member_energies, b.member_energies, atol=1e-8)
+    np.testing.assert_allclose(a.member_forces, b.member_forces, atol=1e-8)
+    assert np.ptp(a.member_energies, axis=0).max() > 1e-4  # members really differ
+
+
+def test_training_is_deterministic_under_a_seed(ethanol_emt_frames) -> None:
+    config = TrainConfig(max_epochs=3, seed=1, batch_size_frames=16)
+    first, _ = train_committee(ethanol_emt_frames, config, n_members=2, model_hparams={"hidden_layers": [16]})
+    second, _ = train_committee(ethanol_emt_frames, config, n_members=2, model_hparams={"hidden_layers": [16]})
+    np.testing.assert_array_equal(first.predict(ethanol_emt_frames[:3]).member_forces,
+                                  second.predict(ethanol_emt_frames[:3]).member_forces)
+
+
+def test_warm_start_continues_from_previous_committee(ethanol_emt_frames) -> None:
+    config = TrainConfig(max_epochs=20, seed=0, batch_size_frames=16)
+    first, first_report = train_committee(ethanol_emt_frames, config, n_members=2, model_hparams={"hidden_layers": [16]})
+    one_epoch = dataclasses.replace(config, max_epochs=1, learning_rate=1e-4)
+    warm, _ = train_committee(ethanol_emt_frames, one_epoch, initial=first)
+    cold, _ = train_committee(ethanol_emt_frames, one_epoch, n_members=2, model_hparams={"hidden_layers": [16]})
+    frames = ethanol_emt_frames[:10]
+    assert _force_mae(warm, frames) < 0.7 * _force_mae(cold, frames)
+    assert warm.n_members == 2 and first_report.members[0].best_epoch >= 0
+
+
+def test_bad_training_data_is_refused(ethanol_emt_frames, water_frames) -> None:
+    unlabelled = [a.copy() for a in displaced(ethanol_emt_frames[0], 3, 0.01, seed=0)]
+    with pytest.raises(ValueError, match="frame 0 has no reference"):
+        train_committee(unlabelled, TrainConfig(max_epochs=1))
+    with pytest.raises(ValueError, match="at least 2"):
+        train_committee(ethanol_emt_frames[:1], TrainConfig(max_epochs=1))
+    water_only, _ = train_committee(water_frames[:6], TrainConfig(max_epochs=1), n_members=1)
+    with pytest.raises(ValueError, match=r"\['C'\] not in this model's elements"):
+        train_committee(ethanol_emt_frames[:4], TrainConfig(max_epochs=1), initial=water_only)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        TrainConfig(validation_fraction=1.5)
