@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.alflow-installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export OMP_NUM_THREADS ?= 2
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
 .PHONY: demo test test-slow bench lint-imports clean
 
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/python examples/run_demo.py
+	bash examples/run_demo.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

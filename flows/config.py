@@ -189,7 +189,7 @@ class SystemSection(_Section):
 class ReferenceSection(_Section):
     """The reference method. ``options`` go to the backend, which validates them."""
 
-    backend: Literal["pyscf", "ase"] = "pyscf"
+    backend: str = "pyscf"
     method: str = Field(min_length=1)
     basis: str | None = Field(None, min_length=1)
     density_fit: bool = True
@@ -357,6 +357,25 @@ class CampaignConfig(_Section):
     loop: LoopSection = LoopSection()
     execution: ExecutionSection = ExecutionSection()
 
+    @model_validator(mode="after")
+    def _backend_accepts_options(self) -> "CampaignConfig":
+        from qm_backends import available_backends
+
+        if self.reference.backend.lower() not in available_backends():
+            raise ValueError(
+                f"reference.backend: unknown backend {self.reference.backend!r}; "
+                f"available: {available_backends()}"
+            )
+        try:
+            backend = self.make_backend()
+        except (TypeError, ValueError, KeyError, ImportError) as exc:
+            raise ValueError(f"reference: the {self.reference.backend} backend refuses these settings: {exc}") from None
+        try:
+            backend.validate(self.system.atoms())  # cheap checks, no SCF
+        except ValueError as exc:
+            raise ValueError(f"system: the starting structure is unusable: {exc}") from None
+        return self
+
     def train_config(self) -> TrainConfig:
         """The training settings as ``nnp_core``'s ``TrainConfig``."""
         return TrainConfig(**self.train.model_dump(), dtype=self.committee.dtype)
@@ -368,18 +387,29 @@ class CampaignConfig(_Section):
         data["campaign"]["database_url"] = url.render_as_string(hide_password=True)
         return data
 
+    def make_backend(self) -> Any:
+        """The reference backend this config describes (``qm_backends.get_backend``)."""
+        from qm_backends import get_backend
+
+        return get_backend(self.reference.backend, **self.backend_options())
+
     def level_of_theory(self) -> dict[str, Any]:
-        """What fixes the reference numbers: method and basis lower-case, keys sorted."""
+        """The backend's own canonical level-of-theory dict (what fixes the numbers)."""
+        return self.make_backend().level_of_theory
+
+    def backend_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``qm_backends.get_backend(reference.backend, ...)``."""
         reference = self.reference
-        level = {
-            "backend": reference.backend,
-            "method": reference.method.lower(),
-            "basis": None if reference.basis is None else reference.basis.lower(),
-            "density_fit": reference.density_fit,
+        options: dict[str, Any] = {
+            "method": reference.method,
             "charge": self.system.charge,
             "multiplicity": self.system.multiplicity,
         }
-        return dict(sorted(level.items()))
+        if reference.backend.lower() == "pyscf":
+            options.update(basis=reference.basis, density_fit=reference.density_fit,
+                           conv_tol_Ha=reference.conv_tol_Ha, max_cycle=reference.max_cycle)
+        options.update(reference.options)
+        return options
 
 
 def load_config(path: str | Path) -> CampaignConfig:

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column, relationship
 
 from flows.storage.types import NumpyArray, UTCDateTime, utc_now
+from nnp_core.selection import Decision as SelectionDecision
 
 #: constraint names the same on every database, so migrations can refer to them
 NAMING_CONVENTION = {
@@ -71,15 +72,8 @@ class StructureSource(enum.StrEnum):
     TEST = "test"  #: supplied by the user for testing only
 
 
-class Decision(enum.StrEnum):
-    """What selection decided for a scored frame."""
-
-    ACCURATE = "accurate"  #: max_force_dev < trust_lo
-    CANDIDATE = "candidate"  #: trust_lo <= max_force_dev < trust_hi, not (yet) picked
-    SELECTED = "selected"  #: picked for labelling
-    FILTERED = "filtered"  #: failed a sanity check (close atoms, broken bonds, NaN)
-    DUPLICATE = "duplicate"  #: same content hash as a stored frame
-    REJECTED = "rejected"  #: max_force_dev >= trust_hi
+# Decision is defined once, by the selection code that makes the decisions.
+Decision = SelectionDecision
 
 
 def _enum(enum_type: type[enum.Enum]) -> Enum:

@@ -1,0 +1,125 @@
+"""Where one generation's wall time goes: MD, QM, training, and everything else.
+
+Runs the water example's generation 0 once, then generation 1 two ways on copies of that
+database: (a) through the Prefect flow (ephemeral server already started, so Prefect's
+one-time start is excluded) and (b) calling the same step functions directly, without
+Prefect. "Everything else" = the generation's wall time minus the MD, QM and training
+time that the steps record themselves.
+
+    .venv/bin/python -m bench.loop_overhead [--quick] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+from sqlalchemy import select  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from bench._report import machine_line, markdown_table, write_section  # noqa: E402
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "water.toml"
+
+
+def _prepare(folder: Path, quick: bool) -> Path:
+    text = EXAMPLE.read_text()
+    if quick:
+        text = (text.replace("steps = 400", "steps = 40").replace("max_epochs = 600", "max_epochs = 5")
+                .replace("initial_samples = 12", "initial_samples = 4"))
+    config = folder / "water.toml"
+    config.write_text(text)
+    return config
+
+
+def _generation_times(config: Path, index: int) -> dict[str, float]:
+    from flows.campaign import open_campaign
+    from flows.storage import Generation
+
+    ctx = open_campaign(config, create=False)
+    with Session(ctx.engine) as session:
+        g = session.scalar(select(Generation).where(Generation.campaign_id == ctx.campaign_id,
+                                                    Generation.index == index))
+        steps = (g.metrics or {}).get("steps", {})
+        return {"md": steps.get("explore", 0.0), "qm": steps.get("label", 0.0), "train": steps.get("train", 0.0),
+                "steps_total": sum(steps.values())}
+
+
+def _direct_generation(config: Path, index: int) -> None:
+    from flows.campaign import open_campaign
+    from flows.steps.decide import decide
+    from flows.steps.exploration import explore, select_candidates
+    from flows.steps.labelling import label_pending
+    from flows.steps.training import evaluate_fresh, train_generation
+    from flows.campaign import get_or_create_generation, mark_step_done
+
+    ctx = open_campaign(config)
+    explore(ctx, index)
+    select_candidates(ctx, index)
+    start = time.perf_counter()
+    label_pending(ctx)
+    with Session(ctx.engine) as session, session.begin():
+        mark_step_done(session, get_or_create_generation(session, ctx.campaign_id, index), "label",
+                       time.perf_counter() - start)
+    evaluate_fresh(ctx, index)
+    train_generation(ctx, index)
+    decide(ctx, index)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description="loop overhead benchmark")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.active_learning import active_learning, context
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180):
+        base = Path(tmp) / "base"
+        base.mkdir()
+        config = _prepare(base, args.quick)
+        active_learning(config_path=str(config), max_new_generations=0)  # generation 0
+        for way in ("prefect flow", "direct calls"):
+            folder = Path(tmp) / way.replace(" ", "-")
+            shutil.copytree(base, folder)
+            copy = folder / "water.toml"
+            context.cache_clear()
+            start = time.perf_counter()
+            if way == "prefect flow":
+                active_learning(config_path=str(copy), max_new_generations=1)
+            else:
+                _direct_generation(copy, 1)
+            wall = time.perf_counter() - start
+            t = _generation_times(copy, 1)
+            other = wall - t["md"] - t["qm"] - t["train"]
+            rows.append([way, wall, t["md"], t["qm"], t["train"], other, 100 * other / wall])
+    table = markdown_table(
+        ["generation 1 via", "wall s", "MD s", "QM s", "training s", "everything else s", "else %"], rows)
+    verdict = ("target (everything else <= 5% of the generation, Prefect's start excluded): "
+               + ("met" if rows[0][-1] <= 5 else "missed") + f" ({rows[0][-1]:.1f}% through Prefect)")
+    text = "\n".join([
+        "## Loop overhead (one generation of examples/water.toml)", "",
+        "`.venv/bin/python -m bench.loop_overhead`" + (" --quick" if args.quick else ""), "",
+        machine_line(), "", table, "", verdict, "",
+        "\"Everything else\" is selection, evaluation, database writes, artifacts and task "
+        "orchestration. The Prefect row runs on an already started server.",
+    ])
+    if args.no_write:
+        print(text)
+    else:
+        write_section("loop-overhead", text)
+        print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

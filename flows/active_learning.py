@@ -1,0 +1,221 @@
+"""The active-learning flow: generation after generation, each step a Prefect task.
+
+Tasks take the config path (and indices) and return small dicts; every step reads its
+inputs from and writes its outputs to the database, and marks itself done in the same
+transaction, so rerunning the flow after a crash or kill resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from flows.campaign import (
+    CampaignContext,
+    get_or_create_generation,
+    mark_step_done,
+    open_campaign,
+    step_done,
+)
+from flows.config import CampaignConfig
+from flows.dashboard import (
+    Progress,
+    announce_committee,
+    announce_labels,
+    publish_generation_table,
+    publish_summary,
+)
+from flows.report import markdown_table
+from flows.status import campaign_status, generation_rows
+from flows.steps.decide import decide
+from flows.steps.exploration import explore, select_candidates
+from flows.steps.initial import sample_initial
+from flows.steps.labelling import label_pending, worker_name
+from flows.steps.training import evaluate_fresh, train_generation
+from flows.storage import Label, LabelStatus, Structure, reset_stale_running
+
+
+@lru_cache(maxsize=8)
+def context(config_path: str) -> CampaignContext:
+    """One campaign context per process and config (engines are thread-safe)."""
+    return open_campaign(config_path)
+
+
+def _no_cache(**kwargs: Any):
+    return task(cache_policy=NO_CACHE, **kwargs)
+
+
+@_no_cache(name="sample-initial")
+def sample_task(config_path: str) -> dict:
+    return sample_initial(context(config_path))
+
+
+@_no_cache(name="label-batch", retries=2, retry_delay_seconds=10)
+def label_task(config_path: str, max_labels: int) -> dict:
+    counts = label_pending(context(config_path), max_labels=max_labels, worker=worker_name("prefect"))
+    return asdict(counts)
+
+
+@_no_cache(name="explore")
+def explore_task(config_path: str, generation_index: int) -> dict:
+    ctx = context(config_path)
+    progress = Progress(ctx.name, "exploration", f"generation {generation_index}: MD steps done")
+    return explore(ctx, generation_index, progress=lambda step, total, active: progress.update(step / total))
+
+
+@_no_cache(name="select")
+def select_task(config_path: str, generation_index: int) -> dict:
+    return select_candidates(context(config_path), generation_index)
+
+
+@_no_cache(name="evaluate-fresh")
+def evaluate_fresh_task(config_path: str, generation_index: int) -> dict | None:
+    return evaluate_fresh(context(config_path), generation_index)
+
+
+@_no_cache(name="train-committee")
+def train_task(config_path: str, generation_index: int) -> int:
+    ctx = context(config_path)
+    committee_id = train_generation(ctx, generation_index)
+    announce_committee(ctx.name, ctx.campaign_id, committee_id, str(ctx.committee_dir(generation_index)))
+    return committee_id
+
+
+@_no_cache(name="decide")
+def decide_task(config_path: str, generation_index: int) -> tuple[bool, str | None]:
+    return decide(context(config_path), generation_index)
+
+
+def pending_labels(ctx: CampaignContext) -> int:
+    with Session(ctx.engine) as session:
+        return session.scalar(select(func.count()).select_from(Label).join(Structure).where(
+            Structure.campaign_id == ctx.campaign_id, Label.status == LabelStatus.PENDING)) or 0
+
+
+def label_all(config_path: str, generation_index: int) -> dict:
+    """Fan the pending labels out over tasks of ``label_batch_size`` frames each."""
+    ctx = context(config_path)
+    start = time.perf_counter()
+    pending = pending_labels(ctx)
+    batch = ctx.config.execution.label_batch_size
+    totals = {"done": 0, "failed": 0}
+    if pending:
+        progress = Progress(ctx.name, "labelling", f"generation {generation_index}: labels done")
+        futures = [label_task.submit(config_path, batch) for _ in range(math.ceil(pending / batch))]
+        for finished, future in enumerate(futures, start=1):
+            for key, value in future.result().items():
+                totals[key] += value
+            progress.update(finished / len(futures))
+    announce_labels(ctx.name, ctx.campaign_id, totals["done"])
+    with Session(ctx.engine) as session, session.begin():
+        generation = get_or_create_generation(session, ctx.campaign_id, generation_index)
+        mark_step_done(session, generation, "label", time.perf_counter() - start,
+                       **{f"labels_{key}": value for key, value in totals.items()})
+    return totals
+
+
+def _publish(ctx: CampaignContext) -> None:
+    with Session(ctx.engine) as session:
+        rows = generation_rows(session, ctx.campaign_id)
+        status = campaign_status(session, ctx.campaign_id)
+    publish_generation_table(ctx.name, rows)
+    publish_summary(ctx.name, "\n".join([
+        f"# alflow campaign `{ctx.name}`", "",
+        f"**Labels** {status['labels']} done, {status['failed_labels']} failed, {status['pending_labels']} pending  ",
+        f"**Latest committee** `{status['latest_committee']}`  ",
+        f"**Stop** {status['stop_reason'] or 'running'}", "", markdown_table(rows), "",
+        f"Report plots: `{ctx.work_dir / 'report'}` (`alflow report {ctx.config_path}`)"]))
+
+
+def run_generation(config_path: str, index: int) -> tuple[bool, str | None]:
+    """Explore, select, label, evaluate on fresh labels, retrain, decide (skipping done steps)."""
+    ctx = context(config_path)
+    with Session(ctx.engine) as session, session.begin():
+        done = dict((get_or_create_generation(session, ctx.campaign_id, index).metrics or {}).get("steps") or {})
+    if "explore" not in done:
+        explore_task(config_path, index)
+    if "select" not in done:
+        select_task(config_path, index)
+    label_all(config_path, index)
+    if "evaluate_fresh" not in done:
+        evaluate_fresh_task(config_path, index)
+    if "train" not in done:
+        train_task(config_path, index)
+    return decide_task(config_path, index)
+
+
+@flow(name="active-learning", log_prints=False)
+def active_learning(config_path: str, max_new_generations: int | None = None) -> dict:
+    """Run or resume the campaign of ``config_path`` until it converges or hits its limit.
+
+    ``max_new_generations`` stops after that many more generations (scheduled cycles).
+    """
+    logger = get_run_logger()
+    ctx = context(str(config_path))
+    config_path = str(ctx.config_path)
+    with Session(ctx.engine) as session, session.begin():
+        stale = reset_stale_running(session, ctx.campaign_id)
+    if stale:
+        logger.info("resuming: %d label(s) left running by a dead worker put back to pending", len(stale))
+    with Session(ctx.engine) as session, session.begin():
+        gen0 = get_or_create_generation(session, ctx.campaign_id, 0)
+        gen0_done = step_done(gen0, "train")
+    if not gen0_done:
+        sample_task(config_path)
+        label_all(config_path, 0)
+        train_task(config_path, 0)
+        decide_task(config_path, 0)  # marks generation 0 done
+        _publish(ctx)
+    ran = 0
+    stop, reason = _finished(ctx)
+    while not stop and (max_new_generations is None or ran < max_new_generations):
+        index = _next_generation_index(ctx)
+        stop, reason = run_generation(config_path, index)
+        ran += 1
+        _publish(ctx)
+        logger.info("generation %d done%s", index, f": {reason}" if reason else "")
+    with Session(ctx.engine) as session:
+        status = campaign_status(session, ctx.campaign_id)
+    _publish(ctx)
+    return {k: status[k] for k in ("labels", "failed_labels", "latest_committee", "stop_reason")} | {
+        "generations": len(status["generations"])}
+
+
+def _finished(ctx: CampaignContext) -> tuple[bool, str | None]:
+    with Session(ctx.engine) as session:
+        status = campaign_status(session, ctx.campaign_id)
+    return status["finished"], status["stop_reason"]
+
+
+def _next_generation_index(ctx: CampaignContext) -> int:
+    """The first generation >= 1 not marked decided."""
+    with Session(ctx.engine) as session:
+        rows = generation_rows(session, ctx.campaign_id)
+    decided = [r["generation"] for r in rows if r["status"] == "done" and r["generation"] >= 1]
+    return max(decided, default=0) + 1
+
+
+def task_runner_for(config: CampaignConfig):
+    """The task runner the config's ``[execution]`` section asks for."""
+    execution = config.execution
+    if execution.task_runner == "thread":
+        return ThreadPoolTaskRunner(max_workers=execution.max_workers)
+    if execution.task_runner == "process":
+        return ProcessPoolTaskRunner(max_workers=execution.max_workers)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:
+        raise ImportError("task_runner = \"dask\" needs the [dask] extra: pip install 'alflow[dask]'") from exc
+    if execution.dask_address:
+        return DaskTaskRunner(address=execution.dask_address)
+    return DaskTaskRunner(cluster_class=execution.dask_cluster_class or "distributed.LocalCluster",
+                          cluster_kwargs=execution.cluster_kwargs)

@@ -1,0 +1,367 @@
+"""Prefect deployments of a campaign: scheduled cycles, event-triggered retraining and a
+labelling backlog, each deployed once per campaign (deployment name = campaign slug).
+
+- ``al-cycle/<campaign>``: ``active_learning`` for a few more generations, on a cron schedule;
+- ``retrain/<campaign>``: retrain the committee on all labels now (warm start), started by
+  ``alflow.labels.added`` events once the database holds ``min_new_labels`` labels the
+  latest committee has not seen;
+- ``label-backlog/<campaign>``: label the pending frames, nothing else (a labelling pool).
+
+``al-cycle`` and ``retrain`` hold the campaign's global concurrency limit
+``alflow-<campaign>-committee`` (one slot) while they run, so two of them never train the
+committee of one campaign at once, whoever started them (schedule, trigger, a person).
+
+A retrain outside a generation trains into the latest *decided* generation: its committee
+is a new ``Committee`` row of that generation, saved in its own folder
+(``committees/gen-NNN-retrain-K``), and the generation keeps its status, so the
+``active_learning`` flow's resume logic (the step marks of unfinished generations) never
+sees it. While a generation is unfinished (a killed cycle), retraining is skipped: the
+cycle's own train step will train on those labels, and its fresh-label error stays honest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events import DeploymentEventTrigger
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.schedules import Cron
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from flows.active_learning import _publish, active_learning, context, label_all, pending_labels, task_runner_for
+from flows.campaign import CampaignContext, latest_committee
+from flows.dashboard import LABELS_ADDED, announce_committee, artifact_key, campaign_resource
+from flows.steps.training import TRAINING_SOURCES, train_generation
+from flows.storage import Committee, Generation, GenerationStatus, Label, LabelStatus, Structure
+
+log = logging.getLogger(__name__)
+NonNegativeInt = Annotated[int, Field(ge=0)]
+#: the lease on the committee lock is renewed in the background; a dead holder frees it after this
+LOCK_LEASE_S = 300.0
+
+
+class DeploySettings(BaseSettings):
+    """How a campaign is deployed. Sources, lowest first: defaults, the campaign TOML's
+    ``[deploy]`` table, ``ALFLOW_DEPLOY_*`` environment variables, command-line options."""
+
+    model_config = SettingsConfigDict(env_prefix="ALFLOW_DEPLOY_", extra="forbid")
+
+    #: cron schedule of ``al-cycle`` (None: no schedule, run it by hand)
+    cron: str | None = None
+    timezone: str = "UTC"
+    #: generations each scheduled ``al-cycle`` run adds
+    generations_per_cycle: int = Field(1, ge=1)
+    #: N: ``retrain`` trains once the committee has not seen at least this many labels
+    retrain_min_new_labels: int = Field(8, ge=0)
+    #: how many ``alflow.labels.added`` events start a ``retrain`` run (Prefect's threshold)
+    retrain_trigger_events: int = Field(1, ge=1)
+    #: the window (s) in which those events must arrive; needed when more than one
+    retrain_within_s: float = Field(0.0, ge=0)
+    #: no event trigger on ``retrain`` (manual and scheduled runs only)
+    retrain_trigger: bool = True
+
+    @model_validator(mode="after")
+    def _window_for_several_events(self) -> DeploySettings:
+        if self.retrain_trigger_events > 1 and self.retrain_within_s <= 0:
+            raise ValueError("retrain_trigger_events > 1 needs retrain_within_s > 0 (the window)")
+        return self
+
+
+def deploy_settings(config_path: str | Path, **overrides: Any) -> DeploySettings:
+    """The deployment settings of a campaign; ``overrides`` that are None are ignored.
+
+    Raises ``pydantic.ValidationError`` for unknown or invalid settings."""
+    with open(config_path, "rb") as stream:
+        table = dict(tomllib.load(stream).get("deploy") or {})
+    prefix = DeploySettings.model_config["env_prefix"]
+    from_env = DeploySettings().model_dump(
+        include={name for name in DeploySettings.model_fields if f"{prefix}{name}".upper() in os.environ})
+    return DeploySettings(**{**table, **from_env, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def campaign_slug(campaign_name: str) -> str:
+    """The campaign name in lowercase letters, digits and dashes (deployment names, keys)."""
+    return artifact_key(campaign_name, "")
+
+
+def lock_name(campaign_name: str) -> str:
+    return f"alflow-{campaign_slug(campaign_name)}-committee"
+
+
+def ensure_lock(campaign_name: str) -> str:
+    """Create (or reset to one slot) the campaign's global concurrency limit; its name."""
+    name = lock_name(campaign_name)
+    with get_client(sync_client=True) as client:
+        try:
+            client.upsert_global_concurrency_limit_by_name(name, 1)
+        except ObjectAlreadyExists:  # created by a concurrent run between read and create
+            pass
+    return name
+
+
+@contextmanager
+def committee_lock(ctx: CampaignContext, *, timeout_s: float | None = None) -> Iterator[None]:
+    """Hold the campaign's one committee slot (waiting for it) for the ``with`` block.
+
+    Raises ``TimeoutError`` if not acquired within ``timeout_s`` (None: wait forever)."""
+    name = ensure_lock(ctx.name)
+    log.info("waiting for the committee lock %s", name)
+    with concurrency(name, occupy=1, timeout_seconds=timeout_s, lease_duration=LOCK_LEASE_S,
+                     strict=True, raise_on_lease_renewal_failure=False):
+        log.info("holding the committee lock %s", name)
+        yield
+
+
+@flow(name="al-cycle")
+def al_cycle(config_path: str, generations: NonNegativeInt = 1) -> dict:
+    """Advance the campaign by up to ``generations`` generations (0: generation 0 only),
+    holding its committee lock; the task runner is the config's ``[execution]`` choice."""
+    ctx = context(str(config_path))
+    with committee_lock(ctx):
+        loop = active_learning.with_options(task_runner=task_runner_for(ctx.config))
+        return loop(config_path=str(ctx.config_path), max_new_generations=generations)
+
+
+@dataclass(frozen=True)
+class RetrainPlan:
+    """What a retrain would do: train into ``generation_index``, or skip for ``skip_reason``."""
+
+    generation_index: int | None
+    new_labels: int
+    committee_id: int | None
+    skip_reason: str | None = None
+
+
+def plan_retrain(ctx: CampaignContext, min_new_labels: int) -> RetrainPlan:
+    """Count the training labels the latest committee has not seen and decide."""
+    with Session(ctx.engine) as session:
+        generations = session.scalars(select(Generation).where(
+            Generation.campaign_id == ctx.campaign_id).order_by(Generation.index)).all()
+        committee = latest_committee(session, ctx.campaign_id)
+        labels = session.scalar(select(func.count()).select_from(Label).join(Structure).where(
+            Structure.campaign_id == ctx.campaign_id, Label.status == LabelStatus.DONE,
+            Structure.source.in_(TRAINING_SOURCES))) or 0
+        decided = [g.index for g in generations if g.status == GenerationStatus.DONE]
+        unfinished = [g.index for g in generations if g.status != GenerationStatus.DONE]
+        seen = int((committee.training_metrics or {}).get("n_frames", 0)) if committee else 0
+        committee_id = committee.id if committee else None
+    new = labels - seen
+    if committee_id is None or not decided:
+        return RetrainPlan(None, new, None, "no committee yet: run al-cycle (generation 0) first")
+    if unfinished:
+        return RetrainPlan(None, new, committee_id,
+                           f"generation {unfinished[0]} is unfinished: the next al-cycle resumes and trains it")
+    if new < min_new_labels:
+        return RetrainPlan(None, new, committee_id,
+                           f"{new} label(s) not seen by committee {committee_id}, fewer than {min_new_labels}")
+    return RetrainPlan(max(decided), new, committee_id)
+
+
+@dataclass
+class _RetrainContext(CampaignContext):
+    """The campaign as a retrain sees it: checkpoints go beside the generation's own."""
+
+    folder_suffix: str = "retrain"
+
+    def committee_dir(self, generation_index: int) -> Path:
+        return super().committee_dir(generation_index).with_name(
+            f"gen-{generation_index:03d}-{self.folder_suffix}")
+
+
+@task(name="retrain-committee", cache_policy=NO_CACHE)
+def retrain_task(config_path: str, plan: RetrainPlan) -> dict:
+    """Train (warm start) on all labels into ``plan.generation_index``; record and announce it."""
+    ctx = context(config_path)
+    index = plan.generation_index
+    with Session(ctx.engine) as session:
+        earlier = session.scalar(select(func.count()).select_from(Committee).join(Generation).where(
+            Generation.campaign_id == ctx.campaign_id, Generation.index == index)) or 0
+    target = _RetrainContext(**{f.name: getattr(ctx, f.name) for f in fields(CampaignContext)},
+                             folder_suffix=f"retrain-{earlier}")
+    started = datetime.now(timezone.utc)
+    committee_id = train_generation(target, index)
+    finished = datetime.now(timezone.utc)
+    record = {"generation": index, "new_labels": plan.new_labels, "previous_committee": plan.committee_id,
+              "started": started.isoformat(), "finished": finished.isoformat()}
+    with Session(ctx.engine) as session, session.begin():
+        row = session.get(Committee, committee_id)
+        row.training_metrics = {**(row.training_metrics or {}), "retrain": record}
+        generation = session.get(Generation, row.generation_id)
+        metrics = dict(generation.metrics or {})
+        metrics["retrains"] = [*metrics.get("retrains", []), committee_id]
+        generation.metrics = metrics
+    announce_committee(ctx.name, ctx.campaign_id, committee_id, str(target.committee_dir(index)))
+    return {"committee_id": committee_id, **record}
+
+
+@flow(name="retrain")
+def retrain(config_path: str, min_new_labels: NonNegativeInt = 0) -> dict:
+    """Retrain the committee on all labels now, holding the committee lock, if it has not
+    seen at least ``min_new_labels`` of them (0: always). Emits ``alflow.committee.trained``
+    and republishes the campaign's artifacts. Returns the plan, and the new committee's id."""
+    logger = get_run_logger()
+    ctx = context(str(config_path))
+    with committee_lock(ctx):
+        plan = plan_retrain(ctx, min_new_labels)
+        if plan.skip_reason:
+            logger.info("retrain skipped: %s", plan.skip_reason)
+            return {"committee_id": None, "new_labels": plan.new_labels, "skipped": plan.skip_reason}
+        result = retrain_task(str(ctx.config_path), plan)
+    logger.info("committee %d trained into generation %d on %d new label(s)",
+                result["committee_id"], plan.generation_index, plan.new_labels)
+    _publish(ctx)
+    return {**result, "skipped": None}
+
+
+@flow(name="label-pending")
+def label_pending_flow(config_path: str, generation_index: NonNegativeInt) -> dict:
+    """Fan the pending labels out over the flow's task runner (``label_all``)."""
+    return label_all(config_path, generation_index)
+
+
+def backlog_generation(ctx: CampaignContext) -> int | None:
+    """The generation the backlog belongs to: the latest one owning a pending label,
+    else the latest generation; None before the campaign has one."""
+    with Session(ctx.engine) as session:
+        owner = session.scalar(select(func.max(Generation.index)).select_from(Label).join(Structure)
+                               .join(Generation, Structure.generation_id == Generation.id).where(
+            Structure.campaign_id == ctx.campaign_id, Label.status == LabelStatus.PENDING))
+        latest = session.scalar(select(func.max(Generation.index)).where(
+            Generation.campaign_id == ctx.campaign_id))
+    return owner if owner is not None else latest
+
+
+@flow(name="label-backlog")
+def label_backlog(config_path: str) -> dict:
+    """Label the campaign's pending frames with the config's task runner, emit
+    ``alflow.labels.added`` and republish the campaign's artifacts. Trains nothing."""
+    logger = get_run_logger()
+    ctx = context(str(config_path))
+    index = backlog_generation(ctx)
+    if index is None or not pending_labels(ctx):
+        logger.info("no pending labels in campaign %s", ctx.name)
+        return {"done": 0, "failed": 0}
+    labeller = label_pending_flow.with_options(task_runner=task_runner_for(ctx.config))
+    totals = labeller(str(ctx.config_path), index)
+    _publish(ctx)
+    return totals
+
+
+def build_deployments(ctx: CampaignContext, settings: DeploySettings) -> list[RunnerDeployment]:
+    """``al-cycle``, ``retrain`` and ``label-backlog`` deployments of one campaign (not yet
+    registered). Entrypoints are module paths, so any worker with alflow installed runs them."""
+    name, config_path = campaign_slug(ctx.name), str(ctx.config_path)
+    common = {"tags": ["alflow", f"campaign:{name}"], "entrypoint_type": EntrypointType.MODULE_PATH}
+    schedules = [Cron(settings.cron, timezone=settings.timezone)] if settings.cron else None
+    triggers = [DeploymentEventTrigger(
+        name=f"alflow {name}: retrain on new labels",
+        expect={LABELS_ADDED},
+        match={"prefect.resource.id": campaign_resource(ctx.name, ctx.campaign_id)["prefect.resource.id"]},
+        threshold=settings.retrain_trigger_events,
+        within=timedelta(seconds=settings.retrain_within_s),
+        parameters={"config_path": config_path, "min_new_labels": settings.retrain_min_new_labels},
+    )] if settings.retrain_trigger else None
+    return [
+        al_cycle.to_deployment(
+            name, schedules=schedules, description=f"Advance campaign {ctx.name} by generations.",
+            parameters={"config_path": config_path, "generations": settings.generations_per_cycle}, **common),
+        retrain.to_deployment(
+            name, triggers=triggers, description=f"Retrain the committee of {ctx.name} on all its labels.",
+            parameters={"config_path": config_path, "min_new_labels": 0}, **common),
+        label_backlog.to_deployment(
+            name, description=f"Label the pending frames of {ctx.name}.",
+            parameters={"config_path": config_path}, **common),
+    ]
+
+
+def ensure_process_pool(pool_name: str) -> None:
+    """Create a ``process`` work pool named ``pool_name`` unless one exists."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool_name)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(
+                name=pool_name, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
+            log.info("created process work pool %s", pool_name)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """``alflow deploy CONFIG``: serve the deployments here, or register them on ``--pool``."""
+    from prefect import deploy, serve
+
+    from flows.campaign import open_campaign
+
+    ctx = open_campaign(args.config)
+    settings = deploy_settings(
+        ctx.config_path, cron=args.cron, timezone=args.timezone, generations_per_cycle=args.generations,
+        retrain_min_new_labels=args.retrain_min_labels, retrain_trigger_events=args.retrain_events,
+        retrain_within_s=args.retrain_within_s, retrain_trigger=False if args.no_retrain_trigger else None)
+    deployments = build_deployments(ctx, settings)
+    ensure_lock(ctx.name)
+    if args.pool:
+        ensure_process_pool(args.pool)
+        deploy(*deployments, work_pool_name=args.pool, print_next_steps_message=False, ignore_warnings=True)
+        print(f"registered {', '.join(f'{d.flow_name}/{d.name}' for d in deployments)} on pool {args.pool}; "
+              f"start a worker: prefect worker start --pool {args.pool}")
+        return 0
+    serve(*deployments, limit=args.limit)
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """``alflow retrain CONFIG``: retrain the committee now, in this process."""
+    result = retrain(config_path=str(Path(args.config).resolve()), min_new_labels=args.min_new_labels)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``alflow deploy`` (also ``deploy/serve.py``)."""
+    parser.add_argument("config")
+    parser.add_argument("--cron", default=None, help="al-cycle schedule, e.g. '0 */6 * * *'")
+    parser.add_argument("--timezone", default=None, help="time zone of the cron schedule (default UTC)")
+    parser.add_argument("--generations", type=int, default=None, help="generations per al-cycle run")
+    parser.add_argument("--retrain-min-labels", type=int, default=None,
+                        help="N: a triggered retrain trains once N labels are new to the committee")
+    parser.add_argument("--retrain-events", type=int, default=None,
+                        help="alflow.labels.added events that start a retrain run (default 1)")
+    parser.add_argument("--retrain-within-s", type=float, default=None, help="window for --retrain-events > 1, s")
+    parser.add_argument("--no-retrain-trigger", action="store_true", help="no event trigger on retrain")
+    parser.add_argument("--pool", default=None,
+                        help="register on this work pool (created as type process if missing) and exit")
+    parser.add_argument("--limit", type=int, default=None, help="most flow runs served at once")
+    parser.set_defaults(func=cmd_deploy)
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``alflow deploy`` and ``alflow retrain`` on the CLI's subparsers."""
+    add_deploy_arguments(subparsers.add_parser(
+        "deploy", help="serve (or register on a work pool) the al-cycle, retrain and label-backlog "
+                       "deployments of a campaign"))
+    retrain_cmd = subparsers.add_parser("retrain", help="retrain the committee on all labels now")
+    retrain_cmd.add_argument("config")
+    retrain_cmd.add_argument("--min-new-labels", type=int, default=0,
+                             help="skip unless at least this many labels are new to the committee")
+    retrain_cmd.set_defaults(func=cmd_retrain)

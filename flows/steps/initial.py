@@ -1,0 +1,83 @@
+"""Generation 0: a reference geometry and initial frames sampled around it."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from ase import Atoms
+from ase.optimize import BFGS
+from sqlalchemy.orm import Session
+
+from flows.campaign import CampaignContext, get_or_create_generation, mark_step_done, step_done
+from flows.storage import StructureSource, add_structures, enqueue_labels
+from nnp_core.sampling import normal_mode_sampling, random_displacements, wigner_sampling
+
+log = logging.getLogger(__name__)
+DISPLACEMENT_STDDEV_A = 0.05
+
+
+def reference_geometry(ctx: CampaignContext) -> Atoms:
+    """The configured structure, optimised with the reference backend if asked."""
+    atoms = ctx.config.system.atoms().copy()
+    ctx.backend.validate(atoms)
+    if ctx.config.loop.optimise_first:
+        atoms.calc = ctx.backend
+        optimiser = BFGS(atoms, logfile=None)
+        converged = optimiser.run(fmax=0.05, steps=100)
+        log.info("reference geometry optimised in %d steps (converged=%s)", optimiser.nsteps, converged)
+        atoms.calc = None
+    return atoms
+
+
+def initial_frames(ctx: CampaignContext, atoms: Atoms, n_samples: int, *, seed: int) -> list[Atoms]:
+    """``n_samples`` frames around ``atoms`` with the configured sampler.
+
+    Normal-mode and Wigner sampling need the reference Hessian; where the backend has
+    none (NotImplementedError) the sampler falls back to random displacements.
+    """
+    loop = ctx.config.loop
+    if loop.initial_sampler != "displacements":
+        try:
+            hessian = ctx.backend.hessian(atoms)
+        except NotImplementedError as exc:
+            log.warning("no Hessian from the reference (%s); using random displacements", exc)
+        else:
+            sampler = normal_mode_sampling if loop.initial_sampler == "normal_modes" else wigner_sampling
+            return sampler(atoms, hessian, temperature_K=loop.initial_temperature_K,
+                           n_samples=n_samples, seed=seed)
+    return random_displacements(atoms, stddev_A=DISPLACEMENT_STDDEV_A, n_samples=n_samples, seed=seed)
+
+
+def sample_initial(ctx: CampaignContext) -> dict[str, int]:
+    """Store the reference geometry, training and validation frames; queue their labels.
+
+    Idempotent: does nothing if generation 0 is already sampled.
+    """
+    with Session(ctx.engine) as session, session.begin():
+        if step_done(get_or_create_generation(session, ctx.campaign_id, 0), "sample"):
+            return {}
+    start = time.perf_counter()
+    loop = ctx.config.loop
+    atoms = reference_geometry(ctx)
+    n_validation = int(np.ceil(loop.validation_fraction_frames * loop.initial_samples))
+    frames = initial_frames(ctx, atoms, loop.initial_samples + n_validation, seed=ctx.config.train.seed)
+    train, validation = frames[: loop.initial_samples], frames[loop.initial_samples :]
+    with Session(ctx.engine) as session, session.begin():
+        generation = get_or_create_generation(session, ctx.campaign_id, 0)
+        sampler = loop.initial_sampler
+        ref_id = add_structures(session, ctx.campaign_id, [atoms], source=StructureSource.INITIAL,
+                                generation_id=generation.id, sampler="reference-geometry")
+        train_ids = add_structures(session, ctx.campaign_id, train, source=StructureSource.INITIAL,
+                                   generation_id=generation.id, sampler=sampler,
+                                   temperature_K=loop.initial_temperature_K)
+        val_ids = add_structures(session, ctx.campaign_id, validation, source=StructureSource.VALIDATION,
+                                 generation_id=generation.id, sampler=sampler,
+                                 temperature_K=loop.initial_temperature_K)
+        enqueue_labels(session, ref_id + train_ids + val_ids)
+        counts = {"initial_frames": len(set(ref_id + train_ids)), "validation_frames": len(set(val_ids))}
+        mark_step_done(session, generation, "sample", time.perf_counter() - start, **counts)
+    log.info("generation 0: %d initial and %d validation frames queued for labelling",
+             counts["initial_frames"], counts["validation_frames"])
+    return counts

@@ -1,0 +1,109 @@
+"""Reference labels: claim pending frames one at a time, label, store or quarantine.
+
+One label per claim and one transaction per result: a killed worker loses at most the
+label it was computing (left ``running``, put back to ``pending`` on resume), and a
+finished label is never computed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from flows.campaign import CampaignContext
+from flows.storage import Label, LabelStatus, atoms_from_structure, claim_pending_labels, complete_label, fail_label
+from qm_backends import InvalidStructure, LabelFailed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelCounts:
+    done: int = 0
+    failed: int = 0
+
+    def __add__(self, other: "LabelCounts") -> "LabelCounts":
+        return LabelCounts(self.done + other.done, self.failed + other.failed)
+
+
+def worker_name(tag: str = "") -> str:
+    return f"{socket.gethostname()}:{os.getpid()}{':' + tag if tag else ''}"
+
+
+def label_pending(ctx: CampaignContext, *, max_labels: int | None = None, worker: str | None = None,
+                  backend=None) -> LabelCounts:
+    """Label pending frames of the campaign until none is left (or ``max_labels``).
+
+    ``backend`` defaults to a fresh one from the config (one per worker: the SCF guess
+    cache is not shared between threads).
+    """
+    backend = backend or ctx.config.make_backend()
+    worker = worker or worker_name()
+    counts = LabelCounts()
+    while max_labels is None or counts.done + counts.failed < max_labels:
+        claimed = claim_pending_labels(ctx.engine, ctx.campaign_id, 1, worker)
+        if not claimed:
+            break
+        counts += _label_one(ctx, backend, claimed[0])
+    return counts
+
+
+def _label_one(ctx: CampaignContext, backend, label_id: int) -> LabelCounts:
+    with Session(ctx.engine) as session:
+        label = session.get(Label, label_id)
+        atoms = atoms_from_structure(label.structure)
+        structure_id = label.structure_id
+    try:
+        backend.validate(atoms)
+        result = backend.label(atoms)
+    except (InvalidStructure, LabelFailed) as exc:  # the frame's fault: quarantine it
+        reason, attempts = f"{type(exc).__name__}: {exc}", getattr(exc, "attempts", None)
+        _write_or_release(ctx, label_id, lambda session: fail_label(session, label_id, reason, attempts))
+        log.warning("structure %d quarantined: %s", structure_id, exc)
+        return LabelCounts(failed=1)
+    except BaseException:  # anything else is not the frame's fault: let a retry take it
+        release_label(ctx, label_id)
+        raise
+
+    def store(session: Session) -> None:
+        complete_label(
+            session, label_id, energy_eV=result.energy, forces_eV_A=result.forces,
+            dipole_eA=result.dipole, n_scf_cycles=result.n_scf_cycles, attempts=result.attempts,
+            wall_s=result.wall_s, level_of_theory=result.method,
+        )
+
+    _write_or_release(ctx, label_id, store)
+    log.info("labelled structure %d (label %d) in %.2f s, %s SCF cycles",
+             structure_id, label_id, result.wall_s, result.n_scf_cycles)
+    return LabelCounts(done=1)
+
+
+def _write_or_release(ctx: CampaignContext, label_id: int, write, *, tries: int = 5) -> None:
+    """Run ``write(session)`` in a transaction, retrying transient database errors; if it
+    still fails, put the claimed label back to ``pending`` and re-raise, so a retried
+    task (or another worker) labels it instead of it being stranded as ``running``."""
+    for attempt in range(1, tries + 1):
+        try:
+            with Session(ctx.engine) as session, session.begin():
+                write(session)
+            return
+        except OperationalError as exc:
+            log.warning("writing label %d failed (try %d/%d): %s", label_id, attempt, tries, exc)
+            if attempt == tries:
+                release_label(ctx, label_id)
+                raise
+            time.sleep(0.5 * attempt)
+
+
+def release_label(ctx: CampaignContext, label_id: int) -> None:
+    """Give a claimed (running) label back to the queue."""
+    with Session(ctx.engine) as session, session.begin():
+        label = session.get(Label, label_id)
+        if label is not None and label.status == LabelStatus.RUNNING:
+            label.status, label.worker, label.claimed_at = LabelStatus.PENDING, None, None

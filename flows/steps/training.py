@@ -1,0 +1,129 @@
+"""Train the committee of a generation and measure it: fresh labels and validation set."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from scipy.stats import spearmanr
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from flows.campaign import CampaignContext, get_or_create_generation, latest_committee, mark_step_done
+from flows.storage import Committee as CommitteeRow
+from flows.storage import Evaluation, Structure, StructureSource, labelled_atoms
+from nnp_core.committee import Committee, load_committee
+from nnp_core.training import train_committee
+from nnp_core.uncertainty import fit_calibration
+
+log = logging.getLogger(__name__)
+TRAINING_SOURCES = (StructureSource.INITIAL, StructureSource.MD)
+
+
+def evaluation_metrics(committee: Committee, frames: list[Atoms]) -> dict[str, float]:
+    """Energy (eV/atom) and force (eV/Å) MAE/RMSE of the committee mean on labelled
+    ``frames``, and the Spearman rank correlation between ``max_force_dev`` and the true
+    largest per-atom force error of each frame."""
+    prediction = committee.predict(frames)
+    n_atoms = prediction.n_atoms
+    e_ref = np.array([a.get_potential_energy() for a in frames])
+    f_ref = np.concatenate([a.get_forces() for a in frames])
+    e_err = (prediction.energy_mean - e_ref) / n_atoms
+    f_err = prediction.forces_mean - f_ref
+    atom_err = np.linalg.norm(f_err, axis=1)
+    max_err = np.array([atom_err[s].max() for s in prediction.frame_slices()])
+    rho = float(spearmanr(prediction.max_force_dev, max_err).statistic) if len(frames) > 2 else float("nan")
+    return {
+        "n_frames": len(frames),
+        "energy_mae_eV_atom": float(np.abs(e_err).mean()),
+        "energy_rmse_eV_atom": float(np.sqrt(np.mean(e_err**2))),
+        "force_mae_eV_A": float(np.abs(f_err).mean()),
+        "force_rmse_eV_A": float(np.sqrt(np.mean(f_err**2))),
+        "force_dev_spearman": rho if np.isfinite(rho) else None,
+    }
+
+
+def _store_evaluation(session: Session, committee_id: int, label_set: str, metrics: dict) -> None:
+    session.add(Evaluation(
+        committee_id=committee_id, label_set=label_set, n_frames=metrics["n_frames"],
+        energy_mae_eV_atom=metrics["energy_mae_eV_atom"], energy_rmse_eV_atom=metrics["energy_rmse_eV_atom"],
+        force_mae_eV_A=metrics["force_mae_eV_A"], force_rmse_eV_A=metrics["force_rmse_eV_A"],
+        force_dev_spearman=metrics["force_dev_spearman"],
+    ))
+
+
+def load_latest(ctx: CampaignContext) -> tuple[int, Committee] | None:
+    with Session(ctx.engine) as session:
+        row = latest_committee(session, ctx.campaign_id)
+        if row is None:
+            return None
+        return row.id, load_committee(row.checkpoint_path)
+
+
+def evaluate_fresh(ctx: CampaignContext, generation_index: int) -> dict | None:
+    """The exploring committee's error on this generation's new labels (honest test error)."""
+    start = time.perf_counter()
+    latest = load_latest(ctx)
+    with Session(ctx.engine) as session, session.begin():
+        generation = get_or_create_generation(session, ctx.campaign_id, generation_index)
+        frames = labelled_atoms(session, ctx.campaign_id, generation_ids=[generation.id],
+                                sources=[StructureSource.MD])
+        metrics = None
+        if latest is not None and frames:
+            metrics = evaluation_metrics(latest[1], frames)
+            _store_evaluation(session, latest[0], "fresh", metrics)
+        extra = {"fresh": metrics} if metrics else {}
+        mark_step_done(session, generation, "evaluate_fresh", time.perf_counter() - start, **extra)
+    return metrics
+
+
+def train_generation(ctx: CampaignContext, generation_index: int) -> int:
+    """Train on all labelled training frames, warm-starting from the latest committee;
+    calibrate on the validation set; save the checkpoint; record it. Returns its id."""
+    start = time.perf_counter()
+    config = ctx.config
+    previous = load_latest(ctx)
+    with Session(ctx.engine) as session:
+        frames = labelled_atoms(session, ctx.campaign_id, sources=TRAINING_SOURCES)
+        validation = labelled_atoms(session, ctx.campaign_id, sources=[StructureSource.VALIDATION])
+    hparams = {"hidden_layers": config.committee.hidden_layers, "descriptor": {
+        "cutoff_A": config.committee.cutoff_A,
+        "angular_cutoff_A": min(config.committee.cutoff_A, 3.5)}}
+    committee, report = train_committee(
+        frames, config.train_config(), n_members=config.committee.members,
+        architecture=config.committee.architecture, model_hparams=hparams,
+        initial=previous[1] if previous else None,
+    )
+    metrics = {"n_frames": len(frames), "wall_s": report.wall_s,
+               "val_force_mae_eV_A": report.val_force_mae_eV_A,
+               "val_energy_mae_eV_atom": report.val_energy_mae_eV_atom,
+               "members": [asdict(m) for m in report.members]}
+    validation_metrics = None
+    if len(validation) >= 2:
+        prediction = committee.predict(validation)
+        errors = np.concatenate([a.get_forces() for a in validation]) - prediction.forces_mean
+        committee.calibration = fit_calibration(prediction.force_dev, errors)
+        validation_metrics = evaluation_metrics(committee, validation)
+    path = committee.save(ctx.committee_dir(generation_index))
+    with Session(ctx.engine) as session, session.begin():
+        generation = get_or_create_generation(session, ctx.campaign_id, generation_index)
+        row = CommitteeRow(campaign_id=ctx.campaign_id, generation_id=generation.id,
+                           checkpoint_path=str(Path(path).resolve()), n_members=committee.n_members,
+                           architecture=committee.architecture,
+                           training_metrics={**metrics, "calibration": committee.calibration.to_dict()})
+        session.add(row)
+        session.flush()
+        if validation_metrics is not None:
+            _store_evaluation(session, row.id, "validation", validation_metrics)
+        mark_step_done(session, generation, "train", time.perf_counter() - start,
+                       committee_id=row.id, validation=validation_metrics,
+                       n_training_frames=len(frames))
+        committee_id = row.id
+    log.info("generation %d: committee %d trained on %d frames (validation force MAE %s eV/Å)",
+             generation_index, committee_id, len(frames),
+             None if validation_metrics is None else round(validation_metrics["force_mae_eV_A"], 4))
+    return committee_id

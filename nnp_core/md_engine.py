@@ -1,0 +1,234 @@
+"""State and numerics of R replicas propagated together (used by :mod:`nnp_core.md`).
+
+All replicas' atoms live in one (n, 3) array; replica r owns rows ``slices[r]``. The
+integrators work on the rows of the *active* replicas only, and the committee
+evaluates all active replicas (all members) in one batched pass.
+
+Internal units are ASE's: Å, eV, amu and the ASE time unit (Å·√(amu/eV) ≈ 10.18 fs),
+so velocities are in Å per ASE time unit and F/m needs no conversion. The public API
+converts at its boundary (``timestep_fs``, Å/fs in records).
+
+Neighbour lists: each replica keeps its own batch built with ``skin_A``; it is rebuilt
+when any of its atoms has moved at least ``skin_A / 2`` since the build (then no pair
+can have crossed cutoff + skin), and the active replicas' batches are concatenated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase import Atoms, units
+
+from nnp_core.batch import Batch, concat_batches, with_positions
+from nnp_core.committee import Committee
+
+
+@dataclass
+class Snapshot:
+    """A replica's positions with what the committee said there (a restart point)."""
+
+    positions: np.ndarray  # (N, 3) Å
+    forces: np.ndarray  # (N, 3) eV/Å, committee mean
+    energy_eV: float
+    max_force_dev: float
+    energy_dev: float
+
+
+class ReplicaEnsemble:
+    """Positions, velocities and committee forces of R replicas, and their random streams.
+
+    Args:
+        committee: evaluates every member on every active replica in one pass.
+        structures: one seed structure per replica (copied).
+        temperatures_K: (R,) Maxwell–Boltzmann / thermostat temperature of each replica.
+        friction_per_fs: (R,) Langevin friction of each replica, 1/fs.
+        seeds: (R,) seed of each replica's own ``numpy.random.Generator``.
+        skin_A: neighbour-list skin, Å.
+    """
+
+    def __init__(
+        self,
+        committee: Committee,
+        structures: Sequence[Atoms],
+        *,
+        temperatures_K: Sequence[float],
+        friction_per_fs: Sequence[float],
+        seeds: Sequence[int],
+        skin_A: float,
+    ) -> None:
+        self.committee = committee
+        self.skin_A = float(skin_A)
+        self.structures = [atoms.copy() for atoms in structures]
+        sizes = np.array([len(a) for a in self.structures], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.slices = [slice(int(s), int(s + n)) for s, n in zip(self.starts, sizes)]
+        self.n_atoms = sizes
+        self.numbers = np.concatenate([a.numbers for a in self.structures])
+        self.masses = np.concatenate([a.get_masses() for a in self.structures])[:, None]
+        self.kT_eV = units.kB * np.asarray(temperatures_K, dtype=np.float64)
+        self.friction_per_fs = np.asarray(friction_per_fs, dtype=np.float64)
+        self.rngs = [np.random.default_rng(int(seed)) for seed in seeds]
+        self.dof = np.where(sizes > 1, 3 * sizes - 3, 3 * sizes)
+        n, n_replicas = int(sizes.sum()), len(self.structures)
+        self.positions = np.concatenate([a.positions for a in self.structures]).astype(np.float64)
+        self.velocities = np.zeros((n, 3))
+        self.forces = np.zeros((n, 3))
+        self.energy_eV = np.zeros(n_replicas)
+        self.max_force_dev = np.zeros(n_replicas)
+        self.energy_dev = np.zeros(n_replicas)
+        self.active = np.ones(n_replicas, dtype=bool)
+        self._batches: list[Batch | None] = [None] * n_replicas
+        self._built_at = self.positions.copy()
+        self._batch: Batch | None = None
+        self.neighbour_rebuilds = 0  # per-replica neighbour-list builds, initial ones included
+        self._set_active_rows()
+
+    # ------------------------------------------------------------------ replicas
+    @property
+    def n_replicas(self) -> int:
+        return len(self.structures)
+
+    @property
+    def active_ids(self) -> np.ndarray:
+        return np.flatnonzero(self.active)
+
+    def deactivate(self, replica: int) -> None:
+        """Stop propagating ``replica`` (its state is kept as it is)."""
+        self.active[replica] = False
+        self._set_active_rows()
+
+    def _set_active_rows(self) -> None:
+        ids = self.active_ids
+        self._rows = (
+            np.concatenate([np.arange(self.slices[r].start, self.slices[r].stop) for r in ids])
+            if len(ids) else np.zeros(0, dtype=np.int64)
+        )
+        self._segment_starts = np.concatenate([[0], np.cumsum(self.n_atoms[ids])[:-1]]).astype(np.int64)
+        self._batch = None
+
+    def _per_atom(self, values: np.ndarray) -> np.ndarray:
+        """Per-replica values (R,) of the active replicas repeated onto their rows (k, 1)."""
+        ids = self.active_ids
+        return np.repeat(values[ids], self.n_atoms[ids])[:, None]
+
+    def _segment_sum(self, values: np.ndarray) -> np.ndarray:
+        """Sums of ``values`` (k, ...) over each active replica's rows -> (R_active, ...)."""
+        return np.add.reduceat(values, self._segment_starts, axis=0)
+
+    # ---------------------------------------------------------------- velocities
+    def draw_velocities(self, replica: int) -> None:
+        """Maxwell–Boltzmann velocities from the replica's stream, its COM motion removed."""
+        s = self.slices[replica]
+        sigma = np.sqrt(self.kT_eV[replica] / self.masses[s])
+        self.velocities[s] = sigma * self.rngs[replica].standard_normal((s.stop - s.start, 3))
+        self.remove_com_motion(replica)
+
+    def set_velocities(self, replica: int, velocities: np.ndarray) -> None:
+        """Given velocities (N, 3) in ASE units, COM motion removed."""
+        self.velocities[self.slices[replica]] = velocities
+        self.remove_com_motion(replica)
+
+    def remove_com_motion(self, replica: int) -> None:
+        s = self.slices[replica]
+        if s.stop - s.start > 1:
+            m = self.masses[s]
+            self.velocities[s] -= (m * self.velocities[s]).sum(axis=0) / m.sum()
+
+    def kinetic_temperatures_K(self) -> np.ndarray:
+        """Instantaneous kinetic temperature (R,) of every replica, K (3N-3 dof; 3 if N=1)."""
+        per_atom = np.sum(self.masses * self.velocities**2, axis=1)
+        kinetic = 0.5 * np.add.reduceat(per_atom, self.starts)
+        return 2.0 * kinetic / (self.dof * units.kB)
+
+    # ---------------------------------------------------------------- integrator
+    def kick(self, dt: float) -> None:
+        """v += dt F / m on the active replicas (dt in ASE time units)."""
+        rows = self._rows
+        self.velocities[rows] += dt * self.forces[rows] / self.masses[rows]
+
+    def drift(self, dt: float) -> None:
+        """x += dt v on the active replicas."""
+        rows = self._rows
+        self.positions[rows] += dt * self.velocities[rows]
+
+    def thermostat(self, dt_fs: float) -> None:
+        """Exact Ornstein–Uhlenbeck step (BAOAB's O) over ``dt_fs``, then COM motion removed.
+
+        v <- c v + sqrt((1 - c²) kT / m) ξ with c = exp(-γ dt); ξ from each replica's own
+        stream, so a replica's noise does not depend on which others are in the batch.
+        Removing the COM momentum projects the noise orthogonally (mass-weighted), so the
+        3N-3 internal degrees of freedom are sampled exactly.
+        """
+        rows, ids = self._rows, self.active_ids
+        if len(ids) == 0:
+            return
+        noise = np.concatenate([self.rngs[r].standard_normal((self.n_atoms[r], 3)) for r in ids])
+        c = np.exp(-self.friction_per_fs * dt_fs)
+        m = self.masses[rows]
+        sigma = np.sqrt((1.0 - self._per_atom(c) ** 2) * self._per_atom(self.kT_eV) / m)
+        v = self._per_atom(c) * self.velocities[rows] + sigma * noise
+        com = self._segment_sum(m * v) / self._segment_sum(m)
+        many = self.n_atoms[ids] > 1
+        v -= np.repeat(np.where(many[:, None], com, 0.0), self.n_atoms[ids], axis=0)
+        self.velocities[rows] = v
+
+    # ---------------------------------------------------------------- committee
+    def non_finite_positions(self) -> list[int]:
+        """Active replicas with a NaN/inf position."""
+        finite = np.isfinite(self.positions).all(axis=1)
+        return [int(r) for r in self.active_ids if not finite[self.slices[r]].all()]
+
+    def evaluate(self) -> None:
+        """Committee mean forces, mean energy and deviations for every active replica."""
+        if not self.active.any():
+            return
+        batch = self._active_batch()
+        rows = self._rows
+        positions = torch.from_numpy(self.positions[rows]).to(self.committee.dtype)
+        batch = with_positions(batch, positions)
+        output = self.committee.evaluate(batch)
+        stats = self.committee.statistics(batch, output)
+        ids = self.active_ids
+        self.forces[rows] = stats.forces_mean.to(torch.float64).numpy()
+        self.energy_eV[ids] = stats.energy_mean.to(torch.float64).numpy()
+        self.max_force_dev[ids] = stats.max_force_dev.to(torch.float64).numpy()
+        self.energy_dev[ids] = stats.energy_dev.to(torch.float64).numpy()
+
+    def _active_batch(self) -> Batch:
+        """The active replicas' batch, rebuilding the neighbours of replicas that moved."""
+        ids, rows = self.active_ids, self._rows
+        moved = np.sum((self.positions[rows] - self._built_at[rows]) ** 2, axis=1)
+        largest = np.maximum.reduceat(moved, self._segment_starts)
+        limit = (0.5 * self.skin_A) ** 2
+        stale = [int(r) for r, d in zip(ids, largest) if self._batches[r] is None or d >= limit]
+        for r in stale:
+            s = self.slices[r]
+            frame = Atoms(numbers=self.numbers[s], positions=self.positions[s])
+            self._batches[r] = self.committee.make_batch([frame], skin_A=self.skin_A)
+            self._built_at[s] = self.positions[s]
+            self.neighbour_rebuilds += 1
+        if stale or self._batch is None:
+            self._batch = concat_batches([self._batches[r] for r in ids])  # type: ignore[misc]
+        return self._batch
+
+    # ---------------------------------------------------------------- snapshots
+    def snapshot(self, replica: int) -> Snapshot:
+        s = self.slices[replica]
+        return Snapshot(
+            self.positions[s].copy(), self.forces[s].copy(), float(self.energy_eV[replica]),
+            float(self.max_force_dev[replica]), float(self.energy_dev[replica]),
+        )
+
+    def restore(self, replica: int, snapshot: Snapshot) -> None:
+        """Put ``replica`` back at ``snapshot`` (forces included); velocities are not touched."""
+        s = self.slices[replica]
+        self.positions[s] = snapshot.positions
+        self.forces[s] = snapshot.forces
+        self.energy_eV[replica] = snapshot.energy_eV
+        self.max_force_dev[replica] = snapshot.max_force_dev
+        self.energy_dev[replica] = snapshot.energy_dev
+        self._batches[replica] = None
+        self._batch = None

@@ -1,0 +1,78 @@
+"""The whole loop under Prefect: counts in the database agree, the report exists."""
+
+from __future__ import annotations
+
+import json
+
+import ase.io
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from flows.active_learning import active_learning
+from flows.campaign import open_campaign
+from flows.cli import main
+from flows.report import write_report
+from flows.storage import (
+    Committee,
+    Evaluation,
+    Generation,
+    Label,
+    LabelStatus,
+    Score,
+    Structure,
+    StructureSource,
+)
+from nnp_core.committee import load_committee
+
+
+def _count(session, model, *where) -> int:
+    return session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> None:
+    summary = active_learning(config_path=str(tiny_campaign))
+    ctx = open_campaign(tiny_campaign, create=False)
+    with Session(ctx.engine) as s:
+        generations = s.scalars(select(Generation).order_by(Generation.index)).all()
+        assert [g.index for g in generations] == [0, 1, 2]
+        assert all(str(g.status) == "done" for g in generations)
+        assert generations[-1].stop_reason == "generation limit 2 reached"
+        # every structure that was queued got exactly one finished label
+        n_labels = _count(s, Label)
+        assert _count(s, Label, Label.status == LabelStatus.DONE) + _count(
+            s, Label, Label.status == LabelStatus.FAILED) == n_labels == summary["labels"] + summary["failed_labels"]
+        assert _count(s, Structure, Structure.source == StructureSource.INITIAL) == 7  # 6 + reference
+        assert _count(s, Structure, Structure.source == StructureSource.VALIDATION) == 3
+        md = _count(s, Structure, Structure.source.in_([StructureSource.MD, StructureSource.REJECTED]))
+        assert md > 0 and _count(s, Score) == md  # one score per explored frame
+        selected = _count(s, Score, Score.decision == "selected")
+        assert 0 < selected <= 2 * 3
+        assert n_labels == 10 + selected  # initial + validation + selected, nothing else
+        committees = s.scalars(select(Committee).order_by(Committee.id)).all()
+        assert len(committees) == 3
+        assert _count(s, Evaluation, Evaluation.label_set == "validation") == 3
+        assert _count(s, Evaluation, Evaluation.label_set == "fresh") >= 1
+        latest = committees[-1].checkpoint_path
+    committee = load_committee(latest)
+    assert committee.n_members == 2 and committee.elements == [1, 8]
+    assert summary["latest_committee"] == latest
+
+    report = write_report(ctx)
+    for name in ("report.md", "learning_curve.png", "parity.png", "uncertainty.png"):
+        assert (report.parent / name).stat().st_size > 0
+
+    assert main(["status", str(tiny_campaign), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert {"generations", "labels", "failed_labels", "latest_committee"} <= set(status)
+    assert len(status["generations"]) == 3 and status["latest_committee"] == latest
+
+    out = tiny_campaign.parent / "frames.extxyz"
+    assert main(["export", str(tiny_campaign), "--format", "extxyz", "--output", str(out)]) == 0
+    frames = ase.io.read(out, index=":")
+    assert len(frames) == summary["labels"]
+    assert np.isfinite(frames[0].get_forces()).all()
+
+    # running it again does nothing new: the campaign is finished
+    again = active_learning(config_path=str(tiny_campaign))
+    assert again["labels"] == summary["labels"] and again["generations"] == 3

@@ -1,0 +1,144 @@
+"""Kill and resume, two labellers at once, and bad configs that change nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from ase import Atoms
+from ase.build import molecule
+from sqlalchemy.orm import Session
+
+from flows.campaign import open_campaign
+from flows.cli import main
+from flows.storage import StructureSource, add_structures, enqueue_labels
+
+from .conftest import TINY_CAMPAIGN, write_campaign
+
+ROOT = Path(__file__).resolve().parents[2]
+LABELLED = re.compile(r"labelled structure (\d+) ")
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PYTHONUNBUFFERED": "1",
+           "PREFECT_LOGGING_EXTRA_LOGGERS": "flows,nnp_core,qm_backends", "OMP_NUM_THREADS": "1"}
+    return env | (extra or {})
+
+
+def _label_counts(db: Path) -> dict[str, int]:
+    connection = sqlite3.connect(db, timeout=30)
+    try:
+        return dict(connection.execute("select status, count(*) from labels group by status").fetchall())
+    except sqlite3.OperationalError:  # schema not created yet
+        return {}
+    finally:
+        connection.close()
+
+
+def test_killed_run_resumes_without_computing_a_label_twice(prefect_harness, tmp_path) -> None:
+    config = write_campaign(tmp_path, "killed-water", initial_samples=24)
+    db = tmp_path / "runs" / "killed-water" / "alflow.db"
+    command = [sys.executable, "-m", "flows.cli", "run", str(config)]
+    first_log = tmp_path / "first.log"
+    with first_log.open("w") as log:
+        first = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and first.poll() is None:
+            if db.exists() and _label_counts(db).get("done", 0) >= 6:
+                break
+            time.sleep(0.05)
+        assert first.poll() is None, first_log.read_text()[-3000:]
+        os.killpg(first.pid, signal.SIGKILL)  # mid-labelling, no chance to clean up
+        first.wait()
+    killed = _label_counts(db)
+    assert killed.get("pending", 0) + killed.get("running", 0) > 0, killed
+
+    second = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    computed = Counter(int(i) for i in LABELLED.findall(first_log.read_text() + second.stdout + second.stderr))
+    final = _label_counts(db)
+    assert set(final) == {"done"}, final  # nothing pending, running or lost
+    assert max(computed.values()) == 1, [sid for sid, n in computed.items() if n > 1]
+    assert sum(computed.values()) == final["done"]  # every finished label computed exactly once
+    assert killed.get("done", 0) >= 6
+
+
+WORKER = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+from flows.campaign import open_campaign
+from flows.steps.labelling import label_pending
+counts = label_pending(open_campaign(sys.argv[1]), worker=sys.argv[2])
+print("counts", counts.done, counts.failed)
+"""
+
+
+def test_two_concurrent_labellers_never_compute_the_same_frame(tmp_path) -> None:
+    config = write_campaign(tmp_path, "two-workers")
+    ctx = open_campaign(config)
+    frames = []
+    rng = __import__("numpy").random.default_rng(0)
+    for _ in range(16):
+        atoms = molecule("H2O")
+        atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
+        frames.append(atoms)
+    with Session(ctx.engine) as session, session.begin():
+        enqueue_labels(session, add_structures(session, ctx.campaign_id, frames, source=StructureSource.INITIAL))
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(config), name], cwd=ROOT, env=_plain_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for name in ("a", "b")]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    ids = [set(int(i) for i in LABELLED.findall(out)) for out in outputs]
+    assert ids[0].isdisjoint(ids[1])
+    assert len(ids[0]) + len(ids[1]) == 16
+    assert ids[0] and ids[1], "both workers should have labelled something"
+
+
+def _plain_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+
+
+@pytest.mark.parametrize(("old", "new", "words"), [
+    ("trust_lo_eV_A = 0.02", "trust_lo_eV_A = 5.0", "trust_hi_eV_A"),
+    ("trust_lo_eV_A = 0.02", "trust_low_eV_A = 0.02", "trust_low_eV_A"),
+    ('molecule = "H2O"', 'molecule = "NotAMolecule"', "system.molecule"),
+    ('basis = "sto-3g"', 'basis = "no-such-basis"', "basis"),
+    ('molecule = "H2O"', 'molecule = "H2O"\nmultiplicity = 2', "multiplicity"),
+    ("temperatures_K = [300, 600]", "temperatures_K = [300, -5]", "temperatures_K"),
+    ('backend = "pyscf"', 'backend = "nope"', "backend"),
+    ("max_epochs = 40", "max_epochs = forty", "line"),
+    ('molecule = "H2O"', 'structure_file = "overlap.xyz"', "overlap"),
+])
+def test_bad_config_fails_clearly_and_leaves_the_database_unchanged(tmp_path, capsys, old, new, words) -> None:
+    good = write_campaign(tmp_path, "guarded")
+    open_campaign(good).engine.dispose()
+    db = tmp_path / "runs" / "guarded" / "alflow.db"
+    before = _digest(db)
+    Atoms("H2O", positions=[[0, 0, 0], [0.1, 0, 0], [0, 0.96, 0]]).write(tmp_path / "overlap.xyz")
+    text = TINY_CAMPAIGN.format(name="guarded", initial_samples=6)
+    assert old in text
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace(old, new))
+    assert main(["run", str(bad)]) == 2
+    message = capsys.readouterr().err
+    assert words in message and "bad.toml" in message, message
+    assert _digest(db) == before
