@@ -39,9 +39,9 @@ from flows.status import campaign_status, generation_rows
 from flows.steps.decide import decide
 from flows.steps.exploration import explore, select_candidates
 from flows.steps.initial import sample_initial
-from flows.steps.labelling import label_pending, worker_name
+from flows.steps.labelling import label_pending, reset_dead_workers, worker_name
 from flows.steps.training import evaluate_fresh, train_generation
-from flows.storage import Label, LabelStatus, Structure, reset_stale_running
+from flows.storage import Label, LabelStatus, Structure
 
 
 @lru_cache(maxsize=8)
@@ -162,17 +162,16 @@ def active_learning(config_path: str, max_new_generations: int | None = None) ->
     logger = get_run_logger()
     ctx = context(str(config_path))
     config_path = str(ctx.config_path)
-    with Session(ctx.engine) as session, session.begin():
-        stale = reset_stale_running(session, ctx.campaign_id)
+    stale = reset_dead_workers(ctx)
     if stale:
         logger.info("resuming: %d label(s) left running by a dead worker put back to pending", len(stale))
     with Session(ctx.engine) as session, session.begin():
-        gen0 = get_or_create_generation(session, ctx.campaign_id, 0)
-        gen0_done = step_done(gen0, "train")
-    if not gen0_done:
-        sample_task(config_path)
-        label_all(config_path, 0)
-        train_task(config_path, 0)
+        done0 = dict((get_or_create_generation(session, ctx.campaign_id, 0).metrics or {}).get("steps") or {})
+    if "decide" not in done0:
+        if "train" not in done0:
+            sample_task(config_path)
+            label_all(config_path, 0)
+            train_task(config_path, 0)
         decide_task(config_path, 0)  # marks generation 0 done
         _publish(ctx)
     ran = 0

@@ -140,7 +140,8 @@ class MDConfig:
     def __post_init__(self) -> None:
         if self.integrator not in set(Integrator):
             raise ValueError(
-                f"invalid MDConfig integrator {self.integrator!r}; choose from {[i.value for i in Integrator]}"
+                f"invalid MDConfig integrator {self.integrator!r}; "
+                f"choose from {[i.value for i in Integrator]}"
             )
         object.__setattr__(self, "integrator", Integrator(self.integrator))
         trust = self.trust_hi_eV_A
@@ -185,7 +186,7 @@ def run_md(
         if not run.ensemble.active.any():
             break
         run.step(step)
-        if progress is not None and (step % config.record_interval_steps == 0 or step == config.n_steps):
+        if progress is not None and run.is_record_step(step):
             progress(step, config.n_steps, int(run.ensemble.active.sum()))
     if progress is not None and not run.ensemble.active.any() and step < config.n_steps:
         progress(step, config.n_steps, 0)
@@ -220,6 +221,9 @@ class _Run:
         self.stopped: dict[int, tuple[StopReason, str]] = {}
 
     # ------------------------------------------------------------------ steps
+    def is_record_step(self, step: int) -> bool:
+        return step % self.config.record_interval_steps == 0 or step == self.config.n_steps
+
     def begin(self) -> None:
         """Initial velocities, one evaluation, and the step-0 checks and records."""
         ens = self.ensemble
@@ -248,8 +252,9 @@ class _Run:
                 ens.drift(0.5 * dt)
             else:
                 ens.drift(dt)
+            no_temperatures = np.full(ens.n_replicas, np.nan)
             for r in ens.non_finite_positions():
-                self._fail(r, step, StopReason.NON_FINITE, "non-finite positions", np.full(ens.n_replicas, np.nan))
+                self._fail(r, step, StopReason.NON_FINITE, "non-finite positions", no_temperatures)
             ens.evaluate()
             ens.kick(0.5 * dt)
             temperatures = ens.kinetic_temperatures_K()
@@ -269,7 +274,8 @@ class _Run:
         values = (ens.energy_eV[r], ens.max_force_dev[r], ens.energy_dev[r])
         if not (np.all(np.isfinite(values)) and np.isfinite(ens.forces[s]).all()
                 and np.isfinite(ens.velocities[s]).all()):
-            self._fail(r, step, StopReason.NON_FINITE, "non-finite committee energy or forces", temperatures)
+            message = "non-finite committee energy or forces"
+            self._fail(r, step, StopReason.NON_FINITE, message, temperatures)
             return
         if config.trust_hi_eV_A is not None and ens.max_force_dev[r] >= config.trust_hi_eV_A:
             self._reject(r, step, temperatures)
@@ -280,7 +286,7 @@ class _Run:
                        f"(limit {config.max_energy_jump_eV_per_atom:.3g})")
             self._fail(r, step, StopReason.ENERGY_JUMP, message, temperatures)
             return
-        if step % config.record_interval_steps == 0 or step == config.n_steps:
+        if self.is_record_step(step):
             self._record(r, step, FrameStatus.TRUSTED, "", temperatures)
             self.n_trusted[r] += 1
             self.restart_points[r] = ens.snapshot(r)
@@ -294,7 +300,8 @@ class _Run:
         if point is None or self.restarts[r] >= config.max_restarts:
             why = "seed structure beyond trust" if point is None else (
                 f"restart limit {config.max_restarts} reached")
-            self._record(r, step, FrameStatus.REJECTED, f"{reason}; {why}, replica stopped", temperatures)
+            message = f"{reason}; {why}, replica stopped"
+            self._record(r, step, FrameStatus.REJECTED, message, temperatures)
             self._stop(r, StopReason.TRUST_LIMIT, f"{why} at step {step}: {reason}")
             return
         self.restarts[r] += 1
@@ -304,7 +311,9 @@ class _Run:
         ens.restore(r, point)
         ens.draw_velocities(r)
 
-    def _fail(self, r: int, step: int, reason: StopReason, message: str, temperatures: np.ndarray) -> None:
+    def _fail(
+        self, r: int, step: int, reason: StopReason, message: str, temperatures: np.ndarray
+    ) -> None:
         self._record(r, step, FrameStatus.FAILED, message, temperatures)
         self._stop(r, reason, f"{message} at step {step}")
 
@@ -314,7 +323,9 @@ class _Run:
         level = logging.INFO if reason == StopReason.TRUST_LIMIT else logging.WARNING
         log.log(level, "replica %d stopped (%s): %s", r, reason.value, message)
 
-    def _record(self, r: int, step: int, status: FrameStatus, reason: str, temperatures: np.ndarray) -> None:
+    def _record(
+        self, r: int, step: int, status: FrameStatus, reason: str, temperatures: np.ndarray
+    ) -> None:
         ens = self.ensemble
         s = ens.slices[r]
         self.frames.append(MDFrame(
@@ -333,11 +344,12 @@ class _Run:
         for r, replica in enumerate(self.replicas):
             reason, message = self.stopped.get(r, (StopReason.COMPLETED, "ran all steps"))
             count = self.temperature_count[r]
+            mean_temperature = self.temperature_sum_K[r] / count if count else float("nan")
             summaries.append(ReplicaSummary(
                 replica=r, temperature_K=float(replica.temperature_K),
                 steps_run=int(self.steps_run[r]), restarts=int(self.restarts[r]),
                 n_trusted_frames=int(self.n_trusted[r]), stop_reason=reason, message=message,
-                mean_kinetic_temperature_K=float(self.temperature_sum_K[r] / count) if count else float("nan"),
+                mean_kinetic_temperature_K=float(mean_temperature),
             ))
         return ExplorationResult(
             frames=tuple(self.frames), replicas=tuple(summaries),

@@ -106,7 +106,8 @@ class ReplicaEnsemble:
             np.concatenate([np.arange(self.slices[r].start, self.slices[r].stop) for r in ids])
             if len(ids) else np.zeros(0, dtype=np.int64)
         )
-        self._segment_starts = np.concatenate([[0], np.cumsum(self.n_atoms[ids])[:-1]]).astype(np.int64)
+        ends = np.cumsum(self.n_atoms[ids])
+        self._segment_starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
         self._batch = None
 
     def _per_atom(self, values: np.ndarray) -> np.ndarray:

@@ -117,7 +117,9 @@ class ExplorationResult:
     def replica_steps_per_s(self) -> float:
         return self.replica_steps / self.wall_s if self.wall_s > 0 else float("inf")
 
-    def frames_with(self, status: FrameStatus | str, *, replica: int | None = None) -> list[MDFrame]:
+    def frames_with(
+        self, status: FrameStatus | str, *, replica: int | None = None
+    ) -> list[MDFrame]:
         """Frames with the given status (optionally of one replica), in recording order."""
         status = FrameStatus(status)
         return [
@@ -138,7 +140,7 @@ class ExplorationResult:
         return counts
 
     def scores(self, status: FrameStatus | str = FrameStatus.TRUSTED) -> dict[str, np.ndarray]:
-        """``max_force_dev`` (eV/Å) and ``energy_dev`` (eV/√atom) of the frames with ``status``."""
+        """``max_force_dev`` (eV/Å) and ``energy_dev`` (eV/√atom) of frames with ``status``."""
         frames = self.frames_with(status)
         return {
             "max_force_dev": np.array([f.max_force_dev for f in frames], dtype=np.float64),

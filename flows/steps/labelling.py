@@ -11,13 +11,15 @@ import logging
 import os
 import socket
 import time
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from flows.campaign import CampaignContext
-from flows.storage import Label, LabelStatus, atoms_from_structure, claim_pending_labels, complete_label, fail_label
+from flows.storage import Label, LabelStatus, Structure, atoms_from_structure, claim_pending_labels, complete_label, fail_label
 from qm_backends import InvalidStructure, LabelFailed
 
 log = logging.getLogger(__name__)
@@ -107,3 +109,41 @@ def release_label(ctx: CampaignContext, label_id: int) -> None:
         label = session.get(Label, label_id)
         if label is not None and label.status == LabelStatus.RUNNING:
             label.status, label.worker, label.claimed_at = LabelStatus.PENDING, None, None
+
+
+#: a claim older than this is considered abandoned even if its worker cannot be checked
+STALE_CLAIM_HOURS = 12.0
+
+
+def _worker_is_dead(worker: str | None) -> bool:
+    """True when ``worker`` ("host:pid[:tag]") ran on this host and its process is gone."""
+    if not worker:
+        return True
+    host, _, rest = worker.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def reset_dead_workers(ctx: CampaignContext) -> list[int]:
+    """Put back to ``pending`` the running labels whose worker died (same host, process
+    gone) or whose claim is older than ``STALE_CLAIM_HOURS``; a live worker's claims,
+    here or on another host, are left alone. Returns the label ids reset."""
+    cutoff = datetime.now(timezone.utc) - timedelta(hours=STALE_CLAIM_HOURS)
+    with Session(ctx.engine) as session, session.begin():
+        running = session.scalars(select(Label).join(Structure).where(
+            Structure.campaign_id == ctx.campaign_id, Label.status == LabelStatus.RUNNING)).all()
+        reset = []
+        for label in running:
+            claimed = label.claimed_at
+            if _worker_is_dead(label.worker) or (claimed is not None and claimed < cutoff):
+                label.status, label.worker, label.claimed_at = LabelStatus.PENDING, None, None
+                reset.append(label.id)
+    return reset

@@ -379,3 +379,15 @@ def test_setup_errors() -> None:
         run_md(committee, [Replica(molecule("CH4"))], config=MDConfig(n_steps=1))
     with pytest.raises(ValueError, match="at least one replica"):
         run_md(committee, [], config=MDConfig(n_steps=1))
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_quick_mode(tmp_path) -> None:
+    from bench.md_throughput import SECTION, main
+
+    output = tmp_path / "benchmarks.md"
+    assert main(["--quick", "--threads", "1", "--output", str(output)]) == 0
+    text = output.read_text()
+    assert f"<!-- bench:{SECTION} -->" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 4  # R in {1, 2} x M in {1, 2}

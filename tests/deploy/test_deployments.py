@@ -1,0 +1,142 @@
+"""The deployments on a real ``prefect server start``: served by ``deploy/serve.py``, the
+scheduled ``al-cycle`` runs generation 0, new labels trigger ``retrain`` through an event,
+two retrains at once train one after the other, and the artifacts are on the flow runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.deployments import run_deployment
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from flows.campaign import open_campaign
+from flows.deployments import campaign_slug, lock_name
+from flows.storage import Committee
+from tests.deploy.helpers import (
+    PrefectServer,
+    add_pending_frames,
+    finished_run,
+    serving,
+    wait_until,
+    write_deploy_campaign,
+)
+
+pytestmark = pytest.mark.timeout(600)
+CRON = "0 3 * * 1"
+NAME = "deploy-water"
+MIN_NEW_LABELS = 3
+
+
+@dataclass
+class Served:
+    server: PrefectServer
+    config: Path
+    log: Path
+    cycle_run: Any
+
+    def committees(self) -> list[Committee]:
+        ctx = open_campaign(self.config, create=False)
+        with Session(ctx.engine) as session:
+            return list(session.scalars(select(Committee).order_by(Committee.id)))
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The campaign's deployments served, and generation 0 run through ``al-cycle``."""
+    config = write_deploy_campaign(tmp_path_factory.mktemp("served"), NAME)
+    args = ["--cron", CRON, "--retrain-min-labels", str(MIN_NEW_LABELS)]
+    with serving(prefect_server, config, *args) as log, prefect_server.settings():
+        run = run_deployment(f"al-cycle/{NAME}", parameters={"generations": 0}, timeout=0)
+        with prefect_server.client() as client:
+            run = finished_run(client, run.id, timeout_s=300)
+            # generation 0's labels (an alflow.labels.added event) start a retrain that finds
+            # nothing new to train on: let it finish so the tests below count their own runs
+            first = wait_until(lambda: _runs_of(client, f"retrain/{NAME}"), 180, "retrain after generation 0")
+            finished_run(client, first[0].id, timeout_s=300)
+        yield Served(prefect_server, config, log, run)
+
+
+def test_deployments_have_the_schedule_trigger_and_lock(served: Served) -> None:
+    with served.server.settings(), served.server.client() as client:
+        cycle = client.read_deployment_by_name(f"al-cycle/{NAME}")
+        assert [s.schedule.cron for s in cycle.schedules] == [CRON]
+        assert cycle.parameters["generations"] == 1
+        assert cycle.entrypoint == "flows.deployments.al_cycle"
+        retrain = client.read_deployment_by_name(f"retrain/{NAME}")
+        client.read_deployment_by_name(f"label-backlog/{NAME}")
+        (automation,) = client.read_resource_related_automations(f"prefect.deployment.{retrain.id}")
+        trigger = automation.trigger
+        assert trigger.expect == {"alflow.labels.added"} and trigger.threshold == 1
+        assert trigger.match.model_dump() == {"prefect.resource.id": f"alflow.campaign.{campaign_slug(NAME)}"}
+        assert automation.actions[0].parameters["min_new_labels"] == MIN_NEW_LABELS
+        assert client.read_global_concurrency_limit_by_name(lock_name(NAME)).limit == 1
+
+
+def test_al_cycle_runs_generation_zero_and_publishes_artifacts(served: Served) -> None:
+    assert served.cycle_run.state_type.value == "COMPLETED", served.log.read_text()[-3000:]
+    assert len(served.committees()) == 1
+    with served.server.settings(), served.server.client() as client:
+        summary = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"{campaign_slug(NAME)}-summary"])))
+        assert summary and f"alflow campaign `{NAME}`" in summary[0].data
+        table = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"{campaign_slug(NAME)}-generations"])))
+        assert table and table[0].type == "table"
+        runs = {run.id: run for run in client.read_flow_runs()}
+        producer = runs[summary[0].flow_run_id]  # the active-learning subflow of the al-cycle run
+        assert producer.parent_task_run_id is not None
+        assert runs[served.cycle_run.id].deployment_id is not None
+
+
+def _runs_of(client: Any, deployment_name: str) -> list[Any]:
+    deployment = client.read_deployment_by_name(deployment_name)
+    return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+
+
+def test_new_labels_trigger_a_retrain_that_registers_a_committee(served: Served) -> None:
+    before = served.committees()
+    add_pending_frames(served.config, MIN_NEW_LABELS, seed=1)
+    with served.server.settings(), served.server.client() as client:
+        earlier = {run.id for run in _runs_of(client, f"retrain/{NAME}")}
+        backlog = run_deployment(f"label-backlog/{NAME}", timeout=0)
+        backlog = finished_run(client, backlog.id, timeout_s=240)
+        assert backlog.state_type.value == "COMPLETED"
+        triggered = wait_until(lambda: [r for r in _runs_of(client, f"retrain/{NAME}") if r.id not in earlier],
+                               180, "a retrain run started by alflow.labels.added")
+        run = finished_run(client, triggered[0].id, timeout_s=300)
+        assert run.state_type.value == "COMPLETED", served.log.read_text()[-3000:]
+        assert run.parameters["min_new_labels"] == MIN_NEW_LABELS
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+        assert f"{campaign_slug(NAME)}-summary" in {a.key for a in artifacts}
+    after = served.committees()
+    assert len(after) == len(before) + 1
+    record = after[-1].training_metrics["retrain"]
+    assert record["new_labels"] == MIN_NEW_LABELS and record["previous_committee"] == before[-1].id
+    assert after[-1].generation_id == before[-1].generation_id  # trained into the decided generation
+    assert after[-1].checkpoint_path != before[-1].checkpoint_path
+
+
+def test_two_retrains_at_once_train_one_after_the_other(served: Served) -> None:
+    before = len(served.committees())
+    with served.server.settings(), served.server.client() as client:
+        started = [run_deployment(f"retrain/{NAME}", parameters={"min_new_labels": 0}, timeout=0)
+                   for _ in range(2)]
+        runs = [finished_run(client, run.id, timeout_s=400) for run in started]
+    assert all(run.state_type.value == "COMPLETED" for run in runs), served.log.read_text()[-3000:]
+    first, second = sorted(runs, key=lambda run: run.start_time)
+    assert second.start_time < first.end_time, "the two runs never ran at the same time: nothing tested"
+    new = served.committees()[before:]
+    assert len(new) == 2
+    spans = sorted((datetime.fromisoformat(c.training_metrics["retrain"]["started"]),
+                    datetime.fromisoformat(c.training_metrics["retrain"]["finished"])) for c in new)
+    assert spans[0][1] <= spans[1][0], f"two committees trained at once: {spans}"
+    assert new[1].training_metrics["retrain"]["previous_committee"] == new[0].id  # warm start from the first
