@@ -2,7 +2,7 @@
 
 All replicas are frames of one batch: every step the committee evaluates all members on
 all active replicas in one pass; replicas move on the committee *mean* force and the
-committee statistics (:mod:`nnp_core.uncertainty`) come with every step for free.
+committee statistics (:mod:`nnp_core.uncertainty`) come with every evaluation.
 
 Integrators (``MDConfig.integrator``):
 
@@ -41,12 +41,15 @@ The same dynamics through ASE (one replica at a time, any ASE integrator)::
     atoms.calc = CommitteeCalculator(committee)
     dyn = Langevin(atoms, timestep=0.5 * units.fs, temperature_K=300.0,
                    friction=0.01 / units.fs, fixcm=False)  # friction per ASE time unit
-    dyn.attach(lambda: atoms.calc.results["max_force_dev"], interval=10)
+    scores = []
+    dyn.attach(lambda: scores.append(atoms.calc.results["max_force_dev"]), interval=10)
     dyn.run(1000)
 
 ``CommitteeCalculator.results`` hold ``max_force_dev`` and ``energy_dev`` after each
-step; with ``ase.md.verlet.VelocityVerlet`` the trajectory equals this engine's
-``"nve"`` one (see tests/nnp_core/test_md.py).
+step; there, trust, restarts and records are the caller's. ASE's ``Langevin`` is not
+BAOAB, so only ``ase.md.verlet.VelocityVerlet`` reproduces this engine step for step
+(its ``"nve"``; see tests/nnp_core/test_md.py). The batched engine is much faster for
+many replicas: see the ``md-throughput`` section of docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -26,6 +26,19 @@ from nnp_core.batch import Batch, concat_batches, with_positions
 from nnp_core.committee import Committee
 
 
+def without_com_velocity(
+    velocities: np.ndarray, masses: np.ndarray, starts: np.ndarray, sizes: np.ndarray
+) -> np.ndarray:
+    """``velocities`` (k, 3) with each replica's centre-of-mass velocity removed.
+
+    Replicas are consecutive row segments starting at ``starts`` with ``sizes`` atoms;
+    ``masses`` is (k, 1). A one-atom replica is left as it is (its motion is all COM).
+    """
+    com = np.add.reduceat(masses * velocities, starts) / np.add.reduceat(masses, starts)
+    com[sizes == 1] = 0.0
+    return velocities - np.repeat(com, sizes, axis=0)
+
+
 @dataclass
 class Snapshot:
     """A replica's positions with what the committee said there (a restart point)."""
@@ -115,28 +128,19 @@ class ReplicaEnsemble:
         ids = self.active_ids
         return np.repeat(values[ids], self.n_atoms[ids])[:, None]
 
-    def _segment_sum(self, values: np.ndarray) -> np.ndarray:
-        """Sums of ``values`` (k, ...) over each active replica's rows -> (R_active, ...)."""
-        return np.add.reduceat(values, self._segment_starts, axis=0)
-
     # ---------------------------------------------------------------- velocities
     def draw_velocities(self, replica: int) -> None:
         """Maxwell–Boltzmann velocities from the replica's stream, its COM motion removed."""
         s = self.slices[replica]
         sigma = np.sqrt(self.kT_eV[replica] / self.masses[s])
-        self.velocities[s] = sigma * self.rngs[replica].standard_normal((s.stop - s.start, 3))
-        self.remove_com_motion(replica)
+        noise = self.rngs[replica].standard_normal((s.stop - s.start, 3))
+        self.set_velocities(replica, sigma * noise)
 
     def set_velocities(self, replica: int, velocities: np.ndarray) -> None:
         """Given velocities (N, 3) in ASE units, COM motion removed."""
-        self.velocities[self.slices[replica]] = velocities
-        self.remove_com_motion(replica)
-
-    def remove_com_motion(self, replica: int) -> None:
-        s = self.slices[replica]
-        if s.stop - s.start > 1:
-            m = self.masses[s]
-            self.velocities[s] -= (m * self.velocities[s]).sum(axis=0) / m.sum()
+        s, first = self.slices[replica], np.zeros(1, dtype=np.int64)
+        sizes = self.n_atoms[replica : replica + 1]
+        self.velocities[s] = without_com_velocity(velocities, self.masses[s], first, sizes)
 
     def kinetic_temperatures_K(self) -> np.ndarray:
         """Instantaneous kinetic temperature (R,) of every replica, K (3N-3 dof; 3 if N=1)."""
@@ -171,10 +175,7 @@ class ReplicaEnsemble:
         m = self.masses[rows]
         sigma = np.sqrt((1.0 - self._per_atom(c) ** 2) * self._per_atom(self.kT_eV) / m)
         v = self._per_atom(c) * self.velocities[rows] + sigma * noise
-        com = self._segment_sum(m * v) / self._segment_sum(m)
-        many = self.n_atoms[ids] > 1
-        v -= np.repeat(np.where(many[:, None], com, 0.0), self.n_atoms[ids], axis=0)
-        self.velocities[rows] = v
+        self.velocities[rows] = without_com_velocity(v, m, self._segment_starts, self.n_atoms[ids])
 
     # ---------------------------------------------------------------- committee
     def non_finite_positions(self) -> list[int]:
