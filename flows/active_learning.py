@@ -123,7 +123,7 @@ def label_all(config_path: str, generation_index: int) -> dict:
     return totals
 
 
-def _publish(ctx: CampaignContext) -> None:
+def publish_campaign(ctx: CampaignContext) -> None:
     with Session(ctx.engine) as session:
         rows = generation_rows(session, ctx.campaign_id)
         status = campaign_status(session, ctx.campaign_id)
@@ -173,18 +173,18 @@ def active_learning(config_path: str, max_new_generations: int | None = None) ->
             label_all(config_path, 0)
             train_task(config_path, 0)
         decide_task(config_path, 0)  # marks generation 0 done
-        _publish(ctx)
+        publish_campaign(ctx)
     ran = 0
     stop, reason = _finished(ctx)
     while not stop and (max_new_generations is None or ran < max_new_generations):
         index = _next_generation_index(ctx)
         stop, reason = run_generation(config_path, index)
         ran += 1
-        _publish(ctx)
+        publish_campaign(ctx)
         logger.info("generation %d done%s", index, f": {reason}" if reason else "")
     with Session(ctx.engine) as session:
         status = campaign_status(session, ctx.campaign_id)
-    _publish(ctx)
+    publish_campaign(ctx)
     return {k: status[k] for k in ("labels", "failed_labels", "latest_committee", "stop_reason")} | {
         "generations": len(status["generations"])}
 

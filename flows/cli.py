@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("config")
     report.add_argument("--output", default=None)
     report.set_defaults(func=cmd_report)
+    from flows.deployments import add_subcommands  # alflow deploy / alflow retrain
+
+    add_subcommands(sub)
     return parser
 
 

@@ -356,6 +356,7 @@ class CampaignConfig(_Section):
     train: TrainSection = TrainSection()  # type: ignore[valid-type]
     loop: LoopSection = LoopSection()
     execution: ExecutionSection = ExecutionSection()
+    deploy: dict[str, Any] = Field(default_factory=dict)  # validated by flows.deployments.DeploySettings
 
     @model_validator(mode="after")
     def _backend_accepts_options(self) -> "CampaignConfig":

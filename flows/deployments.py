@@ -25,11 +25,12 @@ import argparse
 import json
 import logging
 import os
+import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,15 +40,16 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import MissingContextError, ObjectAlreadyExists
 from prefect.schedules import Cron
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from flows.active_learning import _publish, active_learning, context, label_all, pending_labels, task_runner_for
+from flows.active_learning import publish_campaign, active_learning, context, label_all, pending_labels, task_runner_for
 from flows.campaign import CampaignContext, latest_committee
+from flows.config import ConfigError
 from flows.dashboard import LABELS_ADDED, announce_committee, artifact_key, campaign_resource
 from flows.steps.training import TRAINING_SOURCES, train_generation
 from flows.storage import Committee, Generation, GenerationStatus, Label, LabelStatus, Structure
@@ -88,13 +90,17 @@ class DeploySettings(BaseSettings):
 def deploy_settings(config_path: str | Path, **overrides: Any) -> DeploySettings:
     """The deployment settings of a campaign; ``overrides`` that are None are ignored.
 
-    Raises ``pydantic.ValidationError`` for unknown or invalid settings."""
+    Raises ``ConfigError`` (with ``deploy.<key>`` paths) for unknown or invalid settings."""
     with open(config_path, "rb") as stream:
         table = dict(tomllib.load(stream).get("deploy") or {})
     prefix = DeploySettings.model_config["env_prefix"]
-    from_env = DeploySettings().model_dump(
-        include={name for name in DeploySettings.model_fields if f"{prefix}{name}".upper() in os.environ})
-    return DeploySettings(**{**table, **from_env, **{k: v for k, v in overrides.items() if v is not None}})
+    from_env = {name: os.environ[variable] for name in DeploySettings.model_fields
+                if (variable := f"{prefix}{name}".upper()) in os.environ}
+    try:
+        return DeploySettings(**{**table, **from_env, **{k: v for k, v in overrides.items() if v is not None}})
+    except ValidationError as exc:
+        raise ConfigError(config_path, [(".".join(["deploy", *map(str, error["loc"])]), error["msg"])
+                                        for error in exc.errors()]) from None
 
 
 def campaign_slug(campaign_name: str) -> str:
@@ -117,17 +123,26 @@ def ensure_lock(campaign_name: str) -> str:
     return name
 
 
-@contextmanager
-def committee_lock(ctx: CampaignContext, *, timeout_s: float | None = None) -> Iterator[None]:
-    """Hold the campaign's one committee slot (waiting for it) for the ``with`` block.
+def _run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger (shown in the dashboard), or this module's outside a run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
 
-    Raises ``TimeoutError`` if not acquired within ``timeout_s`` (None: wait forever)."""
-    name = ensure_lock(ctx.name)
-    log.info("waiting for the committee lock %s", name)
-    with concurrency(name, occupy=1, timeout_seconds=timeout_s, lease_duration=LOCK_LEASE_S,
-                     strict=True, raise_on_lease_renewal_failure=False):
-        log.info("holding the committee lock %s", name)
+
+@contextmanager
+def committee_lock(ctx: CampaignContext) -> Iterator[None]:
+    """Hold the campaign's one committee slot for the ``with`` block, waiting for it as
+    long as another run holds it."""
+    name, logger = ensure_lock(ctx.name), _run_logger()
+    logger.info("waiting for the committee lock %s", name)
+    start = time.monotonic()
+    with concurrency(name, occupy=1, lease_duration=LOCK_LEASE_S, strict=True,
+                     raise_on_lease_renewal_failure=False):
+        logger.info("holding the committee lock %s (waited %.1f s)", name, time.monotonic() - start)
         yield
+    logger.info("released the committee lock %s", name)
 
 
 @flow(name="al-cycle")
@@ -196,9 +211,9 @@ def retrain_task(config_path: str, plan: RetrainPlan) -> dict:
             Generation.campaign_id == ctx.campaign_id, Generation.index == index)) or 0
     target = _RetrainContext(**{f.name: getattr(ctx, f.name) for f in fields(CampaignContext)},
                              folder_suffix=f"retrain-{earlier}")
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     committee_id = train_generation(target, index)
-    finished = datetime.now(timezone.utc)
+    finished = datetime.now(UTC)
     record = {"generation": index, "new_labels": plan.new_labels, "previous_committee": plan.committee_id,
               "started": started.isoformat(), "finished": finished.isoformat()}
     with Session(ctx.engine) as session, session.begin():
@@ -227,7 +242,7 @@ def retrain(config_path: str, min_new_labels: NonNegativeInt = 0) -> dict:
         result = retrain_task(str(ctx.config_path), plan)
     logger.info("committee %d trained into generation %d on %d new label(s)",
                 result["committee_id"], plan.generation_index, plan.new_labels)
-    _publish(ctx)
+    publish_campaign(ctx)
     return {**result, "skipped": None}
 
 
@@ -261,7 +276,7 @@ def label_backlog(config_path: str) -> dict:
         return {"done": 0, "failed": 0}
     labeller = label_pending_flow.with_options(task_runner=task_runner_for(ctx.config))
     totals = labeller(str(ctx.config_path), index)
-    _publish(ctx)
+    publish_campaign(ctx)
     return totals
 
 

@@ -107,7 +107,13 @@ def running_server(folder: Path, timeout_s: float = 180.0) -> Iterator[PrefectSe
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(folder / "server-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{folder / 'prefect.db'}",
-               PREFECT_SERVER_LOGGING_LEVEL="WARNING")
+               PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port),  # the UI's API URL
+               PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+               # a run waiting for a concurrency slot retries within 2 s (default: up to 30 s)
+               PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS="2",
+               # no loop services the tests do not need (schedules are read, not run)
+               **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
+                   "SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP")})
     log = folder / "server.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
