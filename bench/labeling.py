@@ -21,6 +21,7 @@ the backend at HF/STO-3G, cached in bench/.cache/.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -70,14 +71,16 @@ QUICK = Setup(method="HF", basis="sto-3g", n_frames=4, md_steps_between_frames=5
 
 @dataclass
 class Timings:
-    """Per-frame wall seconds, SCF cycles and energies (eV) of one mode."""
+    """Per-frame wall and CPU seconds, SCF cycles and energies (eV) of one mode."""
 
     wall_s: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
     cycles: list[int] = field(default_factory=list)
     energies_eV: list[float] = field(default_factory=list)
 
-    def add(self, wall_s: float, cycles: int, energy_eV: float) -> None:
+    def add(self, wall_s: float, cpu_s: float, cycles: int, energy_eV: float) -> None:
         self.wall_s.append(wall_s)
+        self.cpu_s.append(cpu_s)
         self.cycles.append(cycles)
         self.energies_eV.append(energy_eV)
 
@@ -132,27 +135,35 @@ def make_backend(setup: Setup, *, reuse_guess: bool, num_threads: int) -> PySCFB
                         reuse_guess=reuse_guess, num_threads=num_threads)
 
 
+def _timed(fn, atoms: Atoms) -> tuple[float, float, int, float]:
+    """(wall s, CPU s of this process, SCF cycles, energy eV) of ``fn(atoms)``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    cycles, energy = fn(atoms)
+    return time.perf_counter() - wall, time.process_time() - cpu, cycles, energy
+
+
+def _backend_fn(backend: PySCFBackend):
+    def run(atoms: Atoms) -> tuple[int, float]:
+        label = backend.label(atoms)
+        return label.n_scf_cycles, label.energy
+
+    return run
+
+
 def run_interleaved(frames: list[Atoms], setup: Setup) -> dict[str, Timings]:
     """Modes (a), (b), (c) frame by frame, rotating their order each frame."""
     lib.num_threads(2)
-    cold = make_backend(setup, reuse_guess=False, num_threads=2)
-    warm = make_backend(setup, reuse_guess=True, num_threads=2)
-    results = {name: Timings() for name in "abc"}
-
-    def run(name: str, atoms: Atoms) -> None:
-        start = time.perf_counter()
-        if name == "a":
-            cycles, energy = plain_pyscf(atoms, setup)
-        else:
-            label = (cold if name == "b" else warm).label(atoms)
-            cycles, energy = label.n_scf_cycles, label.energy
-        results[name].add(time.perf_counter() - start, cycles, energy)
-
+    modes = {
+        "a": lambda atoms: plain_pyscf(atoms, setup),
+        "b": _backend_fn(make_backend(setup, reuse_guess=False, num_threads=2)),
+        "c": _backend_fn(make_backend(setup, reuse_guess=True, num_threads=2)),
+    }
+    results = {name: Timings() for name in modes}
     plain_pyscf(frames[0], setup)  # warm-up: imports, basis parsing, first allocations
     for i, atoms in enumerate(frames):
         order = "abc"[i % 3:] + "abc"[: i % 3]
         for name in order:
-            run(name, atoms)
+            results[name].add(*_timed(modes[name], atoms))
         logger.info("frame %d/%d: %s", i + 1, len(frames),
                     ", ".join(f"{n} {results[n].wall_s[-1]:.2f}s" for n in "abc"))
     return results
@@ -162,14 +173,9 @@ def _worker_init() -> None:
     lib.num_threads(1)
 
 
-def _label_chunk(frames: list[Atoms], setup: Setup) -> list[tuple[float, int, float]]:
-    backend = make_backend(setup, reuse_guess=True, num_threads=1)
-    out = []
-    for atoms in frames:
-        start = time.perf_counter()
-        label = backend.label(atoms)
-        out.append((time.perf_counter() - start, label.n_scf_cycles, label.energy))
-    return out
+def _label_chunk(frames: list[Atoms], setup: Setup) -> list[tuple[float, float, int, float]]:
+    run = _backend_fn(make_backend(setup, reuse_guess=True, num_threads=1))
+    return [_timed(run, atoms) for atoms in frames]
 
 
 def run_two_workers(frames: list[Atoms], setup: Setup) -> tuple[Timings, float]:
@@ -189,42 +195,69 @@ def run_two_workers(frames: list[Atoms], setup: Setup) -> tuple[Timings, float]:
 
 
 # ----------------------------------------------------------------------------- report
+NAMES = {"a": "(a) plain PySCF loop", "b": "(b) alflow backend, cold",
+         "c": "(c) alflow backend, guess reuse", "d": "(d) alflow backend, guess reuse"}
+LAYOUT = {"a": "1 x 2", "b": "1 x 2", "c": "1 x 2", "d": "2 x 1"}
+
+
+def _table(results: dict[str, Timings], two_workers: tuple[Timings, float]) -> tuple[str, dict[str, float]]:
+    d_timings, d_wall = two_workers
+    n = len(results["a"].wall_s)
+    per_label = {k: float(np.sum(v.wall_s)) / n for k, v in results.items()} | {"d": d_wall / n}
+    reference_wall = np.array(results["a"].wall_s)
+    reference_energy = np.array(results["a"].energies_eV)
+    rows = []
+    for key in "abcd":
+        timings = d_timings if key == "d" else results[key]
+        paired = "-" if key == "d" else float(np.median(np.array(timings.wall_s) / reference_wall))
+        rows.append([NAMES[key], LAYOUT[key], per_label[key], float(np.mean(timings.cpu_s)),
+                     float(np.mean(timings.cycles)), per_label[key] / per_label["a"], paired,
+                     float(np.abs(np.array(timings.energies_eV) - reference_energy).max() * 1000)])
+    headers = ["mode", "processes x threads", "wall s / label", "CPU s / label", "SCF cycles / label",
+               "wall ratio to (a)", "median per-frame ratio to (a)", "max abs ΔE vs (a), meV"]
+    return markdown_table(headers, rows), per_label
+
+
+def _paired(results: dict[str, Timings], key: str) -> str:
+    """Geometric mean of the per-frame wall ratios key/(a), with its standard error."""
+    logs = np.log(np.array(results[key].wall_s) / np.array(results["a"].wall_s))
+    error = logs.std(ddof=1) / np.sqrt(len(logs)) if len(logs) > 1 else float("nan")
+    return f"({key})/(a) = {np.exp(logs.mean()):.3f} ± {error:.3f}"
+
+
 def report(setup: Setup, results: dict[str, Timings], two_workers: tuple[Timings, float],
            load: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
     """The markdown section for docs/benchmarks.md."""
-    d_timings, d_wall = two_workers
+    table, per_label = _table(results, two_workers)
+    cpu = {k: float(np.sum(v.cpu_s)) for k, v in results.items()}
     n = len(results["a"].wall_s)
-    per_label = {k: float(np.sum(v.wall_s)) / n for k, v in results.items()}
-    per_label["d"] = d_wall / n
-    reference = np.array(results["a"].energies_eV)
-    rows = []
-    names = {"a": "(a) plain PySCF loop", "b": "(b) alflow backend, cold",
-             "c": "(c) alflow backend, guess reuse", "d": "(d) alflow backend, guess reuse"}
-    layout = {"a": "1 x 2", "b": "1 x 2", "c": "1 x 2", "d": "2 x 1"}
-    for key in "abcd":
-        timings = d_timings if key == "d" else results[key]
-        energies = np.array(timings.energies_eV)
-        rows.append([names[key], layout[key], per_label[key], float(np.mean(timings.cycles)),
-                     per_label[key] / per_label["a"], float(np.abs(energies - reference).max() * 1000)])
-    table = markdown_table(["mode", "processes x threads", "s / label", "SCF cycles / label",
-                            "time ratio to (a)", "max abs ΔE vs (a), meV"], rows)
     return "\n".join([
         "## Labelling (`bench/labeling.py`)",
         "",
         f"{n} ethanol frames from Langevin MD at {setup.temperature_K:.0f} K "
         f"({setup.md_timestep_fs} fs steps, one frame every {setup.md_steps_between_frames} steps), "
         f"labelled at {setup.method}/{setup.basis} with density fitting: energy, analytic forces and dipole. "
-        "(a)-(c) ran interleaved frame by frame; (d) is the wall time of two single-threaded "
-        "worker processes sharing the frames, divided by the frame count.",
+        "(a)-(c) ran interleaved frame by frame with their order rotated; (d) is the wall time of two "
+        "single-threaded worker processes sharing the frames, divided by the frame count. "
+        "CPU s is the process's own CPU time (both threads; for (d), per worker).",
         "",
         table,
         "",
-        f"(b)/(a) = {per_label['b'] / per_label['a']:.3f}, (c)/(a) = {per_label['c'] / per_label['a']:.3f}, "
-        f"(d)/(c) = {per_label['d'] / per_label['c']:.3f}.",
+        f"Wall (b)/(a) = {per_label['b'] / per_label['a']:.3f}, (c)/(a) = {per_label['c'] / per_label['a']:.3f}, "
+        f"(d)/(c) = {per_label['d'] / per_label['c']:.3f}; "
+        f"CPU (b)/(a) = {cpu['b'] / cpu['a']:.3f}, (c)/(a) = {cpu['c'] / cpu['a']:.3f}; "
+        f"per-frame wall ratios, geometric mean ± standard error: {_paired(results, 'b')}, "
+        f"{_paired(results, 'c')}.",
         "",
         f"Machine: {machine_line()}; load average before {load[0][0]:.2f}, after {load[1][0]:.2f} "
-        f"(the machine was {'shared' if max(load[0][0], load[1][0]) > 1.5 else 'otherwise idle'}).",
+        f"(the machine was {'shared with other jobs' if max(load[0][0], load[1][0]) > 1.5 else 'otherwise idle'}).",
     ])
+
+
+def _save_raw(results: dict[str, Timings], two_workers: tuple[Timings, float], setup: Setup) -> None:
+    raw = {k: vars(v) for k, v in results.items()} | {"d": vars(two_workers[0]), "d_wall_s": two_workers[1]}
+    CACHE.mkdir(parents=True, exist_ok=True)
+    (CACHE / f"labeling_{setup.method}_{setup.basis}.json").write_text(json.dumps(raw, indent=1))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
     results = run_interleaved(frames, setup)
     two_workers = run_two_workers(frames, setup)
+    _save_raw(results, two_workers, setup)
     text = report(setup, results, two_workers, (load_before, os.getloadavg()))
     print(text)  # noqa: T201 - a benchmark script's output
     if not args.no_write:
