@@ -23,7 +23,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flows.campaign import open_campaign
-from flows.deployments import campaign_slug, lock_name
+from prefect.concurrency.sync import concurrency
+
+from flows.deployments import campaign_slug, ensure_lock, lock_name
 from flows.storage import Committee
 from tests.deploy.helpers import (
     PrefectServer,
@@ -131,8 +133,14 @@ def test_new_labels_trigger_a_retrain_that_registers_a_committee(served: Served)
 def test_two_retrains_at_once_train_one_after_the_other(served: Served) -> None:
     before = len(served.committees())
     with served.server.settings(), served.server.client() as client:
-        started = [run_deployment(f"retrain/{NAME}", parameters={"min_new_labels": 0}, timeout=0)
-                   for _ in range(2)]
+        # Hold the campaign's committee lock while both runs start, so they are certain to
+        # be running at the same time (both waiting for the lock) before either may train.
+        ensure_lock(NAME)
+        with concurrency(lock_name(NAME), occupy=1, strict=True):
+            started = [run_deployment(f"retrain/{NAME}", parameters={"min_new_labels": 0}, timeout=0)
+                       for _ in range(2)]
+            wait_until(lambda: all(client.read_flow_run(run.id).state_type.value == "RUNNING"
+                                   for run in started), 300, "both retrain runs running", interval_s=0.5)
         runs = [finished_run(client, run.id, timeout_s=400) for run in started]
     assert all(run.state_type.value == "COMPLETED" for run in runs), served.log.read_text()[-3000:]
     first, second = sorted(runs, key=lambda run: run.start_time)
