@@ -41,6 +41,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from bench._report import machine_line, markdown_table, write_section
+from nnp_core.sampling import random_displacements
 from nnp_core.batch import Batch
 from nnp_core.committee import Committee
 from nnp_core.train_config import TrainConfig
@@ -78,13 +79,7 @@ QUICK = Setup(n_frames=2, members=(1, 2), warmup=1, repeats=2, memory_calls=1,
 # ----------------------------------------------------------------------------- inputs
 def ethanol_frames(n_frames: int, displacement_A: float, seed: int) -> list[Atoms]:
     """Ethanol with Gaussian displacements of ``displacement_A`` on every coordinate."""
-    base, rng = molecule("CH3CH2OH"), np.random.default_rng(seed)
-    frames = []
-    for _ in range(n_frames):
-        atoms = base.copy()
-        atoms.positions += rng.normal(0.0, displacement_A, atoms.positions.shape)
-        frames.append(atoms)
-    return frames
+    return random_displacements(molecule("CH3CH2OH"), stddev_A=displacement_A, n_samples=n_frames, seed=seed)
 
 
 def label_emt(frames: list[Atoms]) -> list[Atoms]:
