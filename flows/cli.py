@@ -18,7 +18,7 @@ LIBRARY_LOGGERS = ("flows", "nnp_core", "qm_backends")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", ",".join(LIBRARY_LOGGERS))
 
 console = Console(stderr=False, width=160)
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 TERMINAL_COLUMNS = {  # status key -> short header for the terminal table

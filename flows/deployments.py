@@ -48,7 +48,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from flows.active_learning import publish_campaign, active_learning, context, label_all, pending_labels, task_runner_for
-from flows.campaign import CampaignContext, latest_committee
+from flows.campaign import CampaignContext, latest_committee, open_campaign
 from flows.config import ConfigError
 from flows.dashboard import LABELS_ADDED, announce_committee, artifact_key, campaign_resource
 from flows.steps.training import TRAINING_SOURCES, train_generation
@@ -346,7 +346,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    """``alflow retrain CONFIG``: retrain the committee now, in this process."""
+    """``alflow retrain CONFIG``: retrain the committee now, in this process.
+
+    The campaign must exist: a bad config or an unknown campaign fails before any flow
+    run starts (``ConfigError``/``LookupError``, exit 2 from the CLI).
+    """
+    open_campaign(args.config, create=False)
     result = retrain(config_path=str(Path(args.config).resolve()), min_new_labels=args.min_new_labels)
     print(json.dumps(result, indent=2))
     return 0

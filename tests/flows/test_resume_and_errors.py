@@ -159,3 +159,12 @@ def test_bad_config_fails_clearly_and_leaves_the_database_unchanged(tmp_path, ca
     message = capsys.readouterr().err
     assert words in message and "bad.toml" in message, message
     assert _digest(db) == before
+
+
+def test_retrain_of_a_campaign_that_never_ran_fails_before_any_flow(tmp_path, capsys) -> None:
+    config = write_campaign(tmp_path, "never-ran")
+    assert main(["retrain", str(config)]) == 2
+    assert "has no database yet" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "never-ran" / "alflow.db").exists()
+    assert main(["retrain", str(tmp_path / "missing.toml")]) == 2
+    assert "no such file" in capsys.readouterr().err
