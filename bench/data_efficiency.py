@@ -1,0 +1,300 @@
+"""Does active learning need fewer reference labels than random sampling?
+
+One run builds (or reads from ``bench/data/<name>/``) two committee-free data sets
+labelled at the example campaign's reference level: a fixed **test set** (xTB MD at
+300 K and 600 K plus torsion scans; never used for training or selection) and a
+**random pool** (xTB MD at the campaign's exploration temperatures, shuffled). Then:
+
+- **random**: committees trained from scratch on N random pool frames, for each N and seed;
+- **active learning**: alflow's ``active_learning`` Prefect flow, one campaign per seed,
+  run generation by generation until its label budget is spent; after each generation a
+  committee is trained from scratch, with the same settings as the random curve, on
+  every label the campaign had paid for so far (its training, validation and reference
+  frames). The campaign's own (warm-started) committee is evaluated too.
+
+Both curves are measured on the test set (force MAE is per component, as in MD17
+papers). The final campaign committees also give the uncertainty figures: Spearman rank
+correlation between ``max_force_dev`` and the true largest per-atom force error, and the
+coverage of the nominal 95% interval, raw and calibrated (calibration fitted by the
+campaign on its validation frames). Results are cached per point in
+``bench/data/<name>/results.json``, so an interrupted run resumes.
+
+    .venv/bin/python -m bench.data_efficiency [--preset full|tiny] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+import numpy as np  # noqa: E402
+
+from bench._learning_data import DataSpec, Sampling, labelled_set, take  # noqa: E402
+from bench._report import BENCHMARKS_MD, machine_line, markdown_table, write_section  # noqa: E402
+from bench.learning_report import curve_rows, headline, plot_curves, uncertainty_metrics  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+#: chi-square(3) 95% quantile: |dF_i| <= sqrt(q/3) * sigma_i for isotropic Gaussian errors
+COVERAGE_FACTOR = float(np.sqrt(7.814727903251178 / 3))
+
+
+@dataclass(frozen=True)
+class Preset:
+    example: str  # campaign TOML the active-learning runs start from
+    data: DataSpec
+    sizes: tuple[int, ...]  # random-curve label counts
+    seeds: tuple[int, ...]
+    al_labels: int  # stop a campaign once it has this many labels
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+PRESETS = {
+    "full": Preset(
+        example="examples/ethanol.toml",
+        data=DataSpec("ethanol-pbe-def2svp", "CH3CH2OH", {},
+                      test=Sampling({300: 50, 600: 50}, interval_steps=100, torsion_frames=50, seed=1),
+                      pool=Sampling({300: 134, 500: 133, 700: 133}, interval_steps=100, seed=2)),
+        sizes=(25, 50, 100, 200, 400), seeds=(0, 1, 2), al_labels=200,
+        overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30}},
+    ),
+    "tiny": Preset(
+        example="examples/water.toml",
+        data=DataSpec("water-hf-sto3g-tiny", "H2O", {},
+                      test=Sampling({300: 3, 600: 3}, interval_steps=10, equilibration_steps=20, seed=1),
+                      pool=Sampling({300: 4, 600: 4}, interval_steps=10, equilibration_steps=20, seed=2)),
+        sizes=(4, 8), seeds=(0,), al_labels=8,
+        overrides={"explore": {"steps": 40}, "train": {"max_epochs": 5},
+                   "select": {"trust_lo_eV_A": 0.0, "trust_hi_eV_A": 1e6, "max_selected_per_generation": 4},
+                   "loop": {"initial_samples": 4, "max_generations": 2},
+                   "execution": {"max_workers": 1}},
+    ),
+}
+
+
+# ------------------------------------------------------------------------------ config
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """A nested dict of scalars, lists and tables as TOML text."""
+    scalars = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    text = (f"[{prefix}]\n" if prefix and scalars else "") + "".join(line + "\n" for line in scalars)
+    for key, value in data.items():
+        if isinstance(value, dict):
+            text += "\n" + to_toml(value, f"{prefix}.{key}" if prefix else key)
+    return text
+
+
+def campaign_config(preset: Preset, seed: int, folder: Path) -> Path:
+    """The example campaign with the preset's overrides, seeded, living in ``folder``."""
+    data = tomllib.loads((ROOT / preset.example).read_text())
+    for section, values in preset.overrides.items():
+        data.setdefault(section, {}).update(values)
+    data["campaign"] = {"name": f"{data['campaign']['name']}-al-seed{seed}", "work_dir": str(folder)}
+    data["train"]["seed"] = seed
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "campaign.toml"
+    path.write_text(to_toml(data))
+    return path
+
+
+def with_reference(preset: Preset) -> Preset:
+    """The preset whose data are labelled exactly at its example campaign's level."""
+    from flows.config import load_config
+
+    reference = load_config(ROOT / preset.example).backend_options()
+    return replace(preset, data=replace(preset.data, reference=reference))
+
+
+# ---------------------------------------------------------------------------- training
+
+class Results:
+    """Per-point results in a JSON file, written after every point (resumable)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
+
+    def get_or_compute(self, key: str, compute: Callable[[], dict]) -> dict:
+        if key not in self.data:
+            self.data[key] = compute()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+        return self.data[key]
+
+
+def train_and_test(preset: Preset, frames: list, test: list, seed: int, save_to: Path | None = None) -> dict:
+    """A committee trained from scratch on ``frames`` with the campaign's settings, and
+    its errors on ``test``; saved to ``save_to`` if given."""
+    from flows.config import load_config
+    from flows.steps.training import evaluation_metrics
+    from nnp_core.training import train_committee
+
+    config = load_config(ROOT / preset.example)
+    committee_cfg = config.committee
+    hparams = {"hidden_layers": committee_cfg.hidden_layers, "descriptor": {
+        "cutoff_A": committee_cfg.cutoff_A, "angular_cutoff_A": min(committee_cfg.cutoff_A, 3.5)}}
+    train_cfg = replace(config.train_config(), seed=seed,
+                        **preset.overrides.get("train", {}))
+    committee, report = train_committee(frames, train_cfg, n_members=committee_cfg.members,
+                                        architecture=committee_cfg.architecture, model_hparams=hparams)
+    if save_to is not None:
+        committee.save(save_to)
+    return {"n_labels": len(frames), "train_s": report.wall_s, **evaluation_metrics(committee, test)}
+
+
+def random_curve(preset: Preset, pool: list, test: list, results: Results, log=print) -> None:
+    """Committees on random pool subsets; the largest of each seed is kept for
+    ``bench.stability``."""
+    for seed in preset.seeds:
+        for n in preset.sizes:
+            if n > len(pool):
+                log(f"random: skipping N={n}, the pool has {len(pool)} labelled frames")
+                continue
+            keep = preset.data.folder / "committees" / f"random-seed{seed}-n{n}" if n == max(preset.sizes) else None
+            point = results.get_or_compute(f"random/seed{seed}/n{n}",
+                                           lambda: train_and_test(preset, take(pool, n, seed), test, seed, keep))
+            log(f"random seed {seed} N={n}: force MAE {1000 * point['force_mae_eV_A']:.1f} meV/Å")
+
+
+# --------------------------------------------------------------------- active learning
+
+def run_campaign(config_path: Path, label_budget: int, log=print) -> None:
+    """Run the ``active_learning`` flow one generation at a time until the campaign
+    has ``label_budget`` labels or stops by itself (needs a Prefect API)."""
+    from flows.active_learning import active_learning
+
+    while True:
+        result = active_learning(config_path=str(config_path), max_new_generations=1)
+        log(f"{config_path.parent.name}: {result['generations']} generations, {result['labels']} labels"
+            + (f", stopped: {result['stop_reason']}" if result["stop_reason"] else ""))
+        if result["labels"] >= label_budget or result["stop_reason"]:
+            return
+
+
+def campaign_frames(config_path: Path) -> tuple[list, dict[int, Any]]:
+    """All labelled frames of the campaign (by structure id) and its committee per
+    generation."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from flows.campaign import open_campaign
+    from flows.storage import Committee as CommitteeRow
+    from flows.storage import Generation, labelled_atoms
+    from nnp_core.committee import load_committee
+
+    ctx = open_campaign(config_path, create=False)
+    with Session(ctx.engine) as session:
+        frames = labelled_atoms(session, ctx.campaign_id)
+        rows = session.execute(select(Generation.index, CommitteeRow.checkpoint_path)
+                               .join(Generation, CommitteeRow.generation_id == Generation.id)
+                               .where(CommitteeRow.campaign_id == ctx.campaign_id)
+                               .order_by(CommitteeRow.id)).all()
+    return frames, {index: load_committee(path) for index, path in rows}
+
+
+def active_learning_curve(preset: Preset, test: list, results: Results, folder: Path, log=print) -> None:
+    """Campaigns (one per seed) and their from-scratch and as-deployed test errors."""
+    from flows.steps.training import evaluation_metrics
+
+    for seed in preset.seeds:
+        config_path = campaign_config(preset, seed, folder / f"al-seed{seed}")
+        run_campaign(config_path, preset.al_labels, log)
+        frames, committees = campaign_frames(config_path)
+        for generation, committee in sorted(committees.items()):
+            mine = [a for a in frames if a.info.get("generation", 0) <= generation]
+            key = f"al/seed{seed}/g{generation}"
+            point = results.get_or_compute(key, lambda: train_and_test(preset, mine, test, seed))
+            results.get_or_compute(f"{key}/campaign", lambda: {
+                "n_labels": len(mine), **evaluation_metrics(committee, test),
+                **uncertainty_metrics(committee, test, COVERAGE_FACTOR)})
+            log(f"AL seed {seed} generation {generation} N={len(mine)}: force MAE "
+                f"{1000 * point['force_mae_eV_A']:.1f} meV/Å")
+
+
+# -------------------------------------------------------------------------------- main
+
+def run(preset_name: str, *, folder: Path | None = None, write: bool = True, benchmarks_md: Path | None = None,
+        log=print, skip: tuple[str, ...] = (), **changes: Any) -> str:
+    """Build the data, both curves and the report; returns the markdown section.
+
+    ``changes`` replace preset fields (``seeds``, ``sizes``, ``al_labels``); ``skip``
+    may hold "random" and/or "al" to leave a curve as it is in the results file."""
+    preset = replace(with_reference(PRESETS[preset_name]), **changes)
+    if folder is not None:
+        preset = replace(preset, data=replace(preset.data, root=folder))
+    data_dir = preset.data.folder
+
+    def every_tenth(name: str) -> Callable[[int, int], None]:
+        return lambda i, n: log(f"{name} labels {i}/{n}") if i % 10 == 0 or i == n else None
+
+    test = labelled_set(preset.data, "test", progress=every_tenth("test"))
+    results = Results(data_dir / "results.json")
+    if "random" not in skip:
+        pool = labelled_set(preset.data, "pool", limit=max(preset.sizes), progress=every_tenth("pool"))
+        log(f"test set {len(test)} frames, random pool {len(pool)} frames ({data_dir})")
+        random_curve(preset, pool, test, results, log)
+    if "al" not in skip:
+        active_learning_curve(preset, test, results, data_dir, log)
+    page = benchmarks_md or BENCHMARKS_MD
+    plot_path = (page.parent / "img" / "learning_curve.png") if write else data_dir / "learning_curve.png"
+    plot_curves(results.data, plot_path)
+    command = "`.venv/bin/python -m bench.data_efficiency" + ("`" if preset_name == "full" else f" --preset {preset_name}`")
+    text = "\n".join([
+        f"## Data efficiency: active learning vs random sampling ({preset.data.molecule})", "", command, "",
+        machine_line(), "",
+        f"Reference level: {json.dumps(preset.data.reference)}. Test set: {len(test)} frames "
+        f"(xTB MD at {sorted(preset.data.test.md_frames)} K, {preset.data.test.torsion_frames} torsion-scan "
+        f"frames), relabelled at the reference level. Random pool: frames of xTB MD at "
+        f"{sorted(preset.data.pool.md_frames)} K. Campaign settings: `{preset.example}` with {preset.overrides}. "
+        f"Seeds {list(preset.seeds)}; mean ± std over seeds; force MAE per component.", "",
+        markdown_table(["curve", "labels", "force MAE meV/Å", "force RMSE meV/Å", "energy MAE meV/atom", "seeds"],
+                       curve_rows(results.data)), "",
+        *headline(results.data, preset), "",
+        f"![learning curve]({'img/learning_curve.png' if write else plot_path})",
+    ])
+    if write:
+        write_section("data-efficiency", text, path=page)
+    return text
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    parser.add_argument("--no-write", action="store_true", help="print, don't touch docs/")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
+    parser.add_argument("--sizes", type=int, nargs="+", help="override the random curve's label counts")
+    parser.add_argument("--al-labels", type=int, help="override the campaigns' label budget")
+    parser.add_argument("--skip", nargs="+", choices=("random", "al"), default=())
+    args = parser.parse_args(argv)
+    changes = {name: tuple(value) if isinstance(value, list) else value
+               for name, value in (("seeds", args.seeds), ("sizes", args.sizes), ("al_labels", args.al_labels))
+               if value is not None}
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        text = run(args.preset, write=not args.no_write, skip=tuple(args.skip), **changes)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

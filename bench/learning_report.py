@@ -1,0 +1,151 @@
+"""Tables, headline figures and the plot for ``bench.data_efficiency``.
+
+Results are a flat dict written by that script: ``random/seed{s}/n{N}`` (committees
+trained on N random frames), ``al/seed{s}/g{g}`` (trained from scratch on every label
+campaign s had after generation g) and ``al/seed{s}/g{g}/campaign`` (campaign s's own
+committee of generation g). Each value holds ``n_labels`` and test-set metrics.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CURVES = {"random": "random sampling", "al": "active learning (retrained from scratch)",
+          "campaign": "active learning (campaign's own committee)"}
+_KEY = re.compile(r"^(random|al)/seed(\d+)/(n|g)(\d+)(/campaign)?$")
+
+
+def uncertainty_metrics(committee: Any, test: list, coverage_factor: float) -> dict[str, float]:
+    """Coverage of the nominal 95% per-atom force interval (|dF_i| <= k * sigma_i), raw
+    (sigma = force_dev) and calibrated (sigma = scale * force_dev)."""
+    prediction = committee.predict(test)
+    f_ref = np.concatenate([a.get_forces() for a in test])
+    error = np.linalg.norm(prediction.forces_mean - f_ref, axis=1)
+    scale = committee.calibration.force_dev_scale
+    return {
+        "calibration_scale": float(scale),
+        "coverage_raw": float(np.mean(error <= coverage_factor * prediction.force_dev)),
+        "coverage_calibrated": float(np.mean(error <= coverage_factor * scale * prediction.force_dev)),
+    }
+
+
+def curves(results: dict[str, dict]) -> dict[str, list[dict[str, float]]]:
+    """Per curve, points sorted by labels: mean/std over seeds of labels and errors.
+    Random points group by N, active-learning points by generation."""
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for key, value in results.items():
+        match = _KEY.match(key)
+        if match:
+            kind = "campaign" if match.group(5) else match.group(1)
+            groups[(kind, int(match.group(4)))].append(value)
+    out: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for (kind, _), points in groups.items():
+        def stat(name: str) -> tuple[float, float]:
+            values = np.array([p[name] for p in points], dtype=float)
+            return float(values.mean()), float(values.std())
+
+        row = {"seeds": len(points)}
+        for name in ("n_labels", "force_mae_eV_A", "force_rmse_eV_A", "energy_mae_eV_atom"):
+            row[name], row[name + "_std"] = stat(name)
+        for name in ("force_dev_spearman", "coverage_raw", "coverage_calibrated", "calibration_scale"):
+            if all(p.get(name) is not None for p in points) and name in points[0]:
+                row[name], row[name + "_std"] = stat(name)
+        out[kind].append(row)
+    return {kind: sorted(rows, key=lambda r: r["n_labels"]) for kind, rows in out.items()}
+
+
+def curve_rows(results: dict[str, dict]) -> list[list[object]]:
+    """Rows for the learning-curve table (milli-units, mean ± std over seeds)."""
+    def pm(row: dict, name: str, scale: float = 1000.0) -> str:
+        return f"{scale * row[name]:.1f} ± {scale * row[name + '_std']:.1f}"
+
+    rows = []
+    for kind, points in curves(results).items():
+        for row in points:
+            rows.append([CURVES[kind], f"{row['n_labels']:.0f}", pm(row, "force_mae_eV_A"),
+                         pm(row, "force_rmse_eV_A"), pm(row, "energy_mae_eV_atom"), row["seeds"]])
+    return rows
+
+
+def labels_to_reach(points: list[dict[str, float]], target: float) -> float | None:
+    """Labels at which the curve first reaches ``target`` force MAE, interpolated
+    log-log between the points around the crossing; None if it never does."""
+    for before, after in zip([None] + points[:-1], points):
+        if after["force_mae_eV_A"] <= target:
+            if before is None:
+                return after["n_labels"]
+            x0, x1 = np.log(before["n_labels"]), np.log(after["n_labels"])
+            y0, y1 = np.log(before["force_mae_eV_A"]), np.log(after["force_mae_eV_A"])
+            return float(np.exp(x0 + (np.log(target) - y0) * (x1 - x0) / (y1 - y0)))
+    return None
+
+
+def headline(results: dict[str, dict], preset: Any) -> list[str]:
+    """The figures the issue asks for, each with its target and verdict."""
+    data = curves(results)
+    random, al, campaign = data.get("random", []), data.get("al", []), data.get("campaign", [])
+    lines = []
+    if random and al:
+        best = random[-1]
+        reach = labels_to_reach(al, best["force_mae_eV_A"])
+        lines.append(
+            f"- Random sampling's {best['n_labels']:.0f}-label force MAE is "
+            f"{1000 * best['force_mae_eV_A']:.1f} meV/Å; active learning reaches it with "
+            + (f"**{reach:.0f} labels**" if reach is not None else
+               f"**not within {al[-1]['n_labels']:.0f} labels** (its best: {1000 * min(p['force_mae_eV_A'] for p in al):.1f} meV/Å)")
+            + f" (target ≤ 150: {'met' if reach is not None and reach <= 150 else 'missed'}).")
+        random_at = {round(p["n_labels"]): p for p in random}
+        for n in sorted(random_at):
+            reach = labels_to_reach(al, random_at[n]["force_mae_eV_A"])
+            lines.append(f"  - random {n} labels ({1000 * random_at[n]['force_mae_eV_A']:.1f} meV/Å): AL needs "
+                         + (f"{reach:.0f}" if reach is not None else "more than it had"))
+    for name, points in (("active learning", al), ("random sampling", random)):
+        within = [p for p in points if p["n_labels"] <= 300]
+        if within:
+            best = min(within, key=lambda p: p["force_mae_eV_A"])
+            lines.append(f"- Best {name} force MAE with ≤ 300 labels: {1000 * best['force_mae_eV_A']:.1f} meV/Å "
+                         f"at {best['n_labels']:.0f} labels (target ≤ 25: "
+                         f"{'met' if best['force_mae_eV_A'] <= 0.025 else 'missed'}).")
+    if campaign and "coverage_raw" in campaign[-1]:
+        last = campaign[-1]
+        lines.append(
+            f"- Uncertainty, final campaign committees ({last['n_labels']:.0f} labels): Spearman(max_force_dev, "
+            f"true max force error) on the test set {last['force_dev_spearman']:.2f} ± "
+            f"{last['force_dev_spearman_std']:.2f} (target ≥ 0.5: "
+            f"{'met' if last['force_dev_spearman'] >= 0.5 else 'missed'}); coverage of the nominal 95% "
+            f"per-atom force interval: raw {100 * last['coverage_raw']:.0f}%, calibrated "
+            f"{100 * last['coverage_calibrated']:.0f}% (scale {last['calibration_scale']:.2f}, fitted on the "
+            "campaign's validation frames).")
+    return lines
+
+
+def plot_curves(results: dict[str, dict], path: Path) -> Path:
+    """Force MAE vs labels, log-log, mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for kind, points in curves(results).items():
+        x = np.array([p["n_labels"] for p in points])
+        y = 1000 * np.array([p["force_mae_eV_A"] for p in points])
+        dy = 1000 * np.array([p["force_mae_eV_A_std"] for p in points])
+        ax.errorbar(x, y, yerr=dy, marker="o", capsize=3, label=CURVES[kind])
+    ax.axhline(25, color="grey", ls="--", lw=1, label="target 25 meV/Å")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("reference labels")
+    ax.set_ylabel("test force MAE (meV/Å)")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,101 @@
+"""The learning benchmarks (data efficiency, stability) run end to end in a tiny mode:
+water, HF/STO-3G labels, a few frames, a short campaign, so they cannot rot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import molecule
+
+from bench import data_efficiency, stability
+from bench._learning_data import labelled_set, rotatable_bonds, take, torsion_frames
+from bench.learning_report import curves, labels_to_reach
+from nnp_core.committee import Committee
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, prefect_harness) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp("data-efficiency")
+    text = data_efficiency.run("tiny", folder=folder, write=True, benchmarks_md=folder / "benchmarks.md")
+    return folder / data_efficiency.PRESETS["tiny"].data.name, text
+
+
+def test_tiny_run_writes_both_curves_and_the_report(tiny_run) -> None:
+    data_dir, text = tiny_run
+    results = data_efficiency.Results(data_dir / "results.json").data
+    assert {"random/seed0/n4", "random/seed0/n8", "al/seed0/g0", "al/seed0/g0/campaign"} <= set(results)
+    for value in results.values():
+        assert np.isfinite(value["force_mae_eV_A"]) and value["force_mae_eV_A"] > 0
+    al = curves(results)["al"]
+    assert al[-1]["n_labels"] > al[0]["n_labels"], "the campaign's later generations added labels"
+    assert al[-1]["n_labels"] >= data_efficiency.PRESETS["tiny"].al_labels
+    page = (data_dir.parent / "benchmarks.md").read_text()
+    assert "<!-- bench:data-efficiency -->" in page and "| random sampling | 8 |" in page
+    assert "coverage of the nominal 95%" in text
+    assert (data_dir.parent / "img" / "learning_curve.png").stat().st_size > 1000
+    assert (data_dir / "committees" / "random-seed0-n8").is_dir()
+
+
+def test_labelled_cache_resumes_without_relabelling(tiny_run) -> None:
+    data_dir, _ = tiny_run
+    spec = data_efficiency.with_reference(data_efficiency.PRESETS["tiny"]).data
+    spec = type(spec)(**{**spec.__dict__, "root": data_dir.parent})
+    cache = data_dir / "test.extxyz"
+    frames = ase.io.read(cache, index=":")
+    ase.io.write(cache, frames[:-2], format="extxyz")  # as if killed two labels early
+    calls: list[tuple[int, int]] = []
+    again = labelled_set(spec, "test", workers=1, progress=lambda i, n: calls.append((i, n)))
+    assert calls[-1] == (2, 2), "only the two missing frames are labelled"
+    before = {a.info["key"]: a for a in frames}
+    assert sorted(a.info["key"] for a in again) == sorted(before)
+    for frame in again:
+        assert np.allclose(frame.get_forces(), before[frame.info["key"]].get_forces(), atol=1e-4)  # SCF tolerance
+
+
+def test_stability_runs_on_the_tiny_campaign(tiny_run, tmp_path) -> None:
+    data_dir, _ = tiny_run
+    out = tmp_path / "benchmarks.md"
+    text = stability.main(["--preset", "tiny", "--data-dir", str(data_dir), "--ps", "0.02", "--seeds", "2",
+                           "--out", str(out)])
+    assert "active learning, al-seed0" in text and "random sampling, random-seed0-n8" in text
+    assert "<!-- bench:stability -->" in out.read_text()
+
+
+def test_bond_deviation_and_failure_detection() -> None:
+    water = molecule("H2O")
+    stretched = water.positions.copy()
+    stretched[1] += 0.7 * (stretched[1] - stretched[0]) / np.linalg.norm(stretched[1] - stretched[0])
+    assert stability.bond_deviation(water, stretched) == pytest.approx(0.7)
+    # An untrained committee at 20000 K cannot hold the molecule together...
+    committee = Committee.create(n_members=2, seed=0, elements=[1, 8], hidden_layers=[8])
+    hot, _ = stability.stability_run(committee, water, seeds=2, temperature_K=20000, n_steps=400, check_every=5)
+    assert all(r.failed_at_ps is not None and r.failed_at_ps <= 0.2 for r in hot)
+    # ...while a run too short to move any bond by 0.5 Å survives.
+    cold, _ = stability.stability_run(committee, water, seeds=2, temperature_K=10, n_steps=10, check_every=5)
+    assert all(r.failed_at_ps is None and r.reason == "survived" for r in cold)
+
+
+def test_torsion_scans_turn_the_rotatable_bonds() -> None:
+    ethanol = molecule("CH3CH2OH")
+    bonds = rotatable_bonds(ethanol)
+    assert sorted((i, j) for _, i, j, _, _ in bonds) == [(0, 1), (1, 2)]  # C-C and C-O
+    frames = torsion_frames(ethanol, 8, seed=0, jitter_A=0.0)
+    a, i, j, b, _ = bonds[0]
+    turned = sorted(round((f.get_dihedral(a, i, j, b) - ethanol.get_dihedral(a, i, j, b)) % 360) for f in frames[:2])
+    assert turned == [0, 180]
+    # rigid rotation: every bond length is kept
+    assert np.allclose(np.sort(frames[-1].get_all_distances()[0]), np.sort(frames[-1].get_all_distances()[0]))
+    for frame in frames:
+        assert stability.bond_deviation(ethanol, frame.positions) < 1e-6
+
+
+def test_labels_to_reach_interpolates_log_log() -> None:
+    points = [{"n_labels": 10.0, "force_mae_eV_A": 0.4}, {"n_labels": 40.0, "force_mae_eV_A": 0.1}]
+    assert labels_to_reach(points, 0.2) == pytest.approx(20.0)  # MAE ~ 1/N
+    assert labels_to_reach(points, 0.5) == 10.0
+    assert labels_to_reach(points, 0.05) is None
+    with pytest.raises(ValueError):
+        take(list(range(3)), 4, seed=0)
