@@ -27,6 +27,7 @@ from flows.campaign import (
     step_done,
 )
 from flows.config import CampaignConfig
+from flows.lock import campaign_lock
 from flows.dashboard import (
     Progress,
     announce_committee,
@@ -69,7 +70,9 @@ def label_task(config_path: str, max_labels: int) -> dict:
 def explore_task(config_path: str, generation_index: int) -> dict:
     ctx = context(config_path)
     progress = Progress(ctx.name, "exploration", f"generation {generation_index}: MD steps done")
-    return explore(ctx, generation_index, progress=lambda step, total, active: progress.update(step / total))
+    summary = explore(ctx, generation_index, progress=lambda step, total, active: progress.update(step / total))
+    progress.finish()  # replicas that all stopped early never report the last step
+    return summary
 
 
 @_no_cache(name="select")
@@ -110,11 +113,13 @@ def label_all(config_path: str, generation_index: int) -> dict:
     totals = {"done": 0, "failed": 0}
     if pending:
         progress = Progress(ctx.name, "labelling", f"generation {generation_index}: labels done")
+        progress.update(0.0)
         futures = [label_task.submit(config_path, batch) for _ in range(math.ceil(pending / batch))]
-        for finished, future in enumerate(futures, start=1):
+        for future in futures:
             for key, value in future.result().items():
                 totals[key] += value
-            progress.update(finished / len(futures))
+            progress.update((totals["done"] + totals["failed"]) / pending)
+        progress.finish()
     announce_labels(ctx.name, ctx.campaign_id, totals["done"])
     with Session(ctx.engine) as session, session.begin():
         generation = get_or_create_generation(session, ctx.campaign_id, generation_index)
@@ -149,31 +154,42 @@ def run_generation(config_path: str, index: int) -> tuple[bool, str | None]:
     if "evaluate_fresh" not in done:
         evaluate_fresh_task(config_path, index)
     if "train" not in done:
-        train_task(config_path, index)
+        train_locked(config_path, index)
     return decide_task(config_path, index)
+
+
+def train_locked(config_path: str, generation_index: int) -> int:
+    """``train_task`` holding the campaign's committee lock (``flows.lock.campaign_lock``),
+    so a retrain deployment never trains the same campaign at the same time. Only
+    training holds it: a run killed while exploring or labelling leaves no lock behind."""
+    with campaign_lock(context(config_path).name):
+        return train_task(config_path, generation_index)
 
 
 @flow(name="active-learning", log_prints=False)
 def active_learning(config_path: str, max_new_generations: int | None = None) -> dict:
     """Run or resume the campaign of ``config_path`` until it converges or hits its limit.
+    Training holds the campaign's committee lock (``train_locked``).
 
     ``max_new_generations`` stops after that many more generations (scheduled cycles).
     """
-    logger = get_run_logger()
     ctx = context(str(config_path))
+    logger = get_run_logger()
     config_path = str(ctx.config_path)
     stale = reset_dead_workers(ctx)
     if stale:
         logger.info("resuming: %d label(s) left running by a dead worker put back to pending", len(stale))
     with Session(ctx.engine) as session, session.begin():
         done0 = dict((get_or_create_generation(session, ctx.campaign_id, 0).metrics or {}).get("steps") or {})
+    published = False
     if "decide" not in done0:
         if "train" not in done0:
             sample_task(config_path)
             label_all(config_path, 0)
-            train_task(config_path, 0)
+            train_locked(config_path, 0)
         decide_task(config_path, 0)  # marks generation 0 done
         publish_campaign(ctx)
+        published = True
     ran = 0
     stop, reason = _finished(ctx)
     while not stop and (max_new_generations is None or ran < max_new_generations):
@@ -181,10 +197,12 @@ def active_learning(config_path: str, max_new_generations: int | None = None) ->
         stop, reason = run_generation(config_path, index)
         ran += 1
         publish_campaign(ctx)
+        published = True
         logger.info("generation %d done%s", index, f": {reason}" if reason else "")
+    if not published:  # nothing new: still show this run's table and summary
+        publish_campaign(ctx)
     with Session(ctx.engine) as session:
         status = campaign_status(session, ctx.campaign_id)
-    publish_campaign(ctx)
     return {k: status[k] for k in ("labels", "failed_labels", "latest_committee", "stop_reason")} | {
         "generations": len(status["generations"])}
 

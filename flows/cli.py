@@ -40,12 +40,16 @@ def _status_table(status: dict) -> Table:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run or resume the campaign (holding its committee lock, like the deployments);
+    rich progress bars on a terminal, plain progress log lines otherwise."""
     from flows.active_learning import active_learning, task_runner_for
     from flows.campaign import open_campaign
+    from flows.progress import terminal_progress
 
     ctx = open_campaign(args.config)
     flow = active_learning.with_options(task_runner=task_runner_for(ctx.config))
-    summary = flow(config_path=str(ctx.config_path), max_new_generations=args.generations)
+    with terminal_progress(console):
+        summary = flow(config_path=str(ctx.config_path), max_new_generations=args.generations)
     console.print_json(json.dumps(summary))
     return cmd_status(argparse.Namespace(config=args.config, json=False))
 

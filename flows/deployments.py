@@ -7,9 +7,10 @@ labelling backlog, each deployed once per campaign (deployment name = campaign s
   latest committee has not seen;
 - ``label-backlog/<campaign>``: label the pending frames, nothing else (a labelling pool).
 
-``al-cycle`` and ``retrain`` hold the campaign's global concurrency limit
-``alflow-<campaign>-committee`` (one slot) while they run, so two of them never train the
-committee of one campaign at once, whoever started them (schedule, trigger, a person).
+``al-cycle`` (through ``active_learning``, like ``alflow run``, around each training step)
+and ``retrain`` (throughout) hold the campaign's committee lock (``flows.lock``, one slot),
+so two of them never train the committee of one campaign at once, whoever started them
+(schedule, trigger, a person).
 
 A retrain outside a generation trains into the latest *decided* generation: its committee
 is a new ``Committee`` row of that generation, saved in its own folder
@@ -25,10 +26,7 @@ import argparse
 import json
 import logging
 import os
-import time
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,10 +35,8 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
-from prefect.exceptions import MissingContextError, ObjectAlreadyExists
 from prefect.schedules import Cron
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,14 +46,13 @@ from sqlalchemy.orm import Session
 from flows.active_learning import publish_campaign, active_learning, context, label_all, pending_labels, task_runner_for
 from flows.campaign import CampaignContext, latest_committee, open_campaign
 from flows.config import ConfigError
-from flows.dashboard import LABELS_ADDED, announce_committee, artifact_key, campaign_resource
+from flows.dashboard import LABELS_ADDED, announce_committee, campaign_resource, campaign_slug
+from flows.lock import committee_lock, ensure_lock, lock_name  # noqa: F401 (lock_name: re-exported)
 from flows.steps.training import TRAINING_SOURCES, train_generation
 from flows.storage import Committee, Generation, GenerationStatus, Label, LabelStatus, Structure
 
 log = logging.getLogger(__name__)
 NonNegativeInt = Annotated[int, Field(ge=0)]
-#: the lease on the committee lock is renewed in the background; a dead holder frees it after this
-LOCK_LEASE_S = 300.0
 
 
 class DeploySettings(BaseSettings):
@@ -103,56 +98,14 @@ def deploy_settings(config_path: str | Path, **overrides: Any) -> DeploySettings
                                         for error in exc.errors()]) from None
 
 
-def campaign_slug(campaign_name: str) -> str:
-    """The campaign name in lowercase letters, digits and dashes (deployment names, keys)."""
-    return artifact_key(campaign_name, "")
-
-
-def lock_name(campaign_name: str) -> str:
-    return f"alflow-{campaign_slug(campaign_name)}-committee"
-
-
-def ensure_lock(campaign_name: str) -> str:
-    """Create (or reset to one slot) the campaign's global concurrency limit; its name."""
-    name = lock_name(campaign_name)
-    with get_client(sync_client=True) as client:
-        try:
-            client.upsert_global_concurrency_limit_by_name(name, 1)
-        except ObjectAlreadyExists:  # created by a concurrent run between read and create
-            pass
-    return name
-
-
-def _run_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The flow run's logger (shown in the dashboard), or this module's outside a run."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return log
-
-
-@contextmanager
-def committee_lock(ctx: CampaignContext) -> Iterator[None]:
-    """Hold the campaign's one committee slot for the ``with`` block, waiting for it as
-    long as another run holds it."""
-    name, logger = ensure_lock(ctx.name), _run_logger()
-    logger.info("waiting for the committee lock %s", name)
-    start = time.monotonic()
-    with concurrency(name, occupy=1, lease_duration=LOCK_LEASE_S, strict=True,
-                     raise_on_lease_renewal_failure=False):
-        logger.info("holding the committee lock %s (waited %.1f s)", name, time.monotonic() - start)
-        yield
-    logger.info("released the committee lock %s", name)
-
-
 @flow(name="al-cycle")
 def al_cycle(config_path: str, generations: NonNegativeInt = 1) -> dict:
-    """Advance the campaign by up to ``generations`` generations (0: generation 0 only),
-    holding its committee lock; the task runner is the config's ``[execution]`` choice."""
+    """Advance the campaign by up to ``generations`` generations (0: generation 0 only);
+    ``active_learning`` trains holding the committee lock; the task runner is the config's
+    ``[execution]`` choice."""
     ctx = context(str(config_path))
-    with committee_lock(ctx):
-        loop = active_learning.with_options(task_runner=task_runner_for(ctx.config))
-        return loop(config_path=str(ctx.config_path), max_new_generations=generations)
+    loop = active_learning.with_options(task_runner=task_runner_for(ctx.config))
+    return loop(config_path=str(ctx.config_path), max_new_generations=generations)
 
 
 @dataclass(frozen=True)
@@ -234,7 +187,7 @@ def retrain(config_path: str, min_new_labels: NonNegativeInt = 0) -> dict:
     and republishes the campaign's artifacts. Returns the plan, and the new committee's id."""
     logger = get_run_logger()
     ctx = context(str(config_path))
-    with committee_lock(ctx):
+    with committee_lock(ctx.name):
         plan = plan_retrain(ctx, min_new_labels)
         if plan.skip_reason:
             logger.info("retrain skipped: %s", plan.skip_reason)

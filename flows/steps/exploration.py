@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -96,9 +97,16 @@ def _store_frames(session: Session, ctx: CampaignContext, generation_id: int, co
             decision = classify_trust([frame.max_force_dev], trust_lo_eV_A=sel.trust_lo_eV_A,
                                       trust_hi_eV_A=sel.trust_hi_eV_A)[0].decision
         session.add(Score(structure_id=structure_id, committee_id=committee_id,
-                          energy_mean_eV=frame.potential_energy_eV, energy_dev=frame.energy_dev,
-                          max_force_dev=frame.max_force_dev, decision=Decision(decision),
+                          energy_mean_eV=_storable(frame.potential_energy_eV),
+                          energy_dev=_storable(frame.energy_dev), max_force_dev=_storable(frame.max_force_dev),
+                          decision=Decision(decision),
                           reason=None if trusted else f"{frame.status.value}: {frame.reason}"))
+
+
+def _storable(value: float) -> float:
+    """A score of a failed frame may be NaN, which SQLite stores as NULL (refused: the
+    columns are NOT NULL); it is stored as +inf instead, beyond any trust threshold."""
+    return value if not math.isnan(value) else math.inf
 
 
 def select_candidates(ctx: CampaignContext, generation_index: int) -> dict[str, int]:

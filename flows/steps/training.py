@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from flows.campaign import CampaignContext, get_or_create_generation, latest_committee, mark_step_done
 from flows.storage import Committee as CommitteeRow
 from flows.storage import Evaluation, Structure, StructureSource, labelled_atoms
-from nnp_core.committee import Committee, load_committee
+from nnp_core.committee import CHECKPOINT_JSON, Committee, load_committee
 from nnp_core.training import train_committee
 from nnp_core.uncertainty import fit_calibration
 
@@ -57,11 +58,21 @@ def _store_evaluation(session: Session, committee_id: int, label_set: str, metri
 
 
 def load_latest(ctx: CampaignContext) -> tuple[int, Committee] | None:
+    """The campaign's newest committee (id, committee), or None before the first.
+
+    The loop's steps only read it, so each checkpoint is loaded once per process (and
+    again if its files are rewritten)."""
     with Session(ctx.engine) as session:
         row = latest_committee(session, ctx.campaign_id)
         if row is None:
             return None
-        return row.id, load_committee(row.checkpoint_path)
+        committee_id, path = row.id, row.checkpoint_path
+    return committee_id, _load_checkpoint(path, (Path(path) / CHECKPOINT_JSON).stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _load_checkpoint(path: str, written_ns: int) -> Committee:
+    return load_committee(path)
 
 
 def evaluate_fresh(ctx: CampaignContext, generation_index: int) -> dict | None:

@@ -9,9 +9,13 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
 from flows.active_learning import active_learning
 from flows.campaign import open_campaign
 from flows.cli import main
+from flows.progress import attached
 from flows.report import write_report
 from flows.storage import (
     Committee,
@@ -30,8 +34,30 @@ def _count(session, model, *where) -> int:
     return session.scalar(select(func.count()).select_from(model).where(*where))
 
 
+class ProgressRecorder:
+    def __init__(self) -> None:
+        self.fractions: dict[tuple[str, str], list[float]] = {}
+
+    def update(self, key: str, description: str, fraction: float) -> None:
+        self.fractions.setdefault((key, description), []).append(fraction)
+
+
 def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> None:
-    summary = active_learning(config_path=str(tiny_campaign))
+    recorder = ProgressRecorder()
+    with attached(recorder):
+        summary = active_learning(config_path=str(tiny_campaign))
+    # exploration reports progress in every generation, labelling in every one with labels to do
+    explored = {("tiny-water-exploration", f"generation {g}: MD steps done") for g in (1, 2)}
+    labelled = {("tiny-water-labelling", f"generation {g}: labels done") for g in (0, 1, 2)}
+    assert explored | {("tiny-water-labelling", "generation 0: labels done")} <= set(recorder.fractions)
+    assert set(recorder.fractions) <= explored | labelled
+    for fractions in recorder.fractions.values():
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    with get_client(sync_client=True) as client:
+        for what in ("exploration", "labelling"):
+            (latest,) = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
+                key=ArtifactCollectionFilterKey(any_=[f"tiny-water-{what}"])))
+            assert latest.type == "progress" and float(latest.data) == 100.0
     ctx = open_campaign(tiny_campaign, create=False)
     with Session(ctx.engine) as s:
         generations = s.scalars(select(Generation).order_by(Generation.index)).all()

@@ -364,3 +364,30 @@ def test_times_are_timezone_aware_utc(engine: Engine, campaign_id: int) -> None:
         created = session.get_one(Campaign, campaign_id).created_at
     assert created.tzinfo is not None
     assert abs(datetime.now(UTC) - created) < timedelta(minutes=1)
+
+
+def test_a_failed_md_frame_with_nan_scores_is_stored_as_beyond_trust(engine: Engine, campaign_id: int) -> None:
+    """A replica stopped by an energy jump has NaN deviations; storing it must not fail."""
+    from types import SimpleNamespace
+
+    from flows.steps.exploration import _store_frames
+    from flows.storage import Committee, Generation, GenerationStatus, Score
+    from nnp_core.md_results import FrameStatus, MDFrame
+
+    water = molecule("H2O")
+    failed = MDFrame(replica=0, step=7, restarts=0, status=FrameStatus.FAILED, reason="energy jump",
+                     numbers=water.numbers, positions_A=water.positions, velocities_A_per_fs=np.zeros((3, 3)),
+                     temperature_K=300.0, kinetic_temperature_K=900.0, potential_energy_eV=-2000.0,
+                     max_force_dev=float("nan"), energy_dev=float("nan"))
+    ctx = SimpleNamespace(campaign_id=campaign_id,
+                          config=SimpleNamespace(select=SimpleNamespace(trust_lo_eV_A=0.05, trust_hi_eV_A=0.5)))
+    with Session(engine) as session, session.begin():
+        generation = Generation(campaign_id=campaign_id, index=1, status=GenerationStatus.RUNNING)
+        committee = Committee(campaign_id=campaign_id, checkpoint_path="c", n_members=2, architecture="bpnn")
+        session.add_all([generation, committee])
+        session.flush()
+        _store_frames(session, ctx, generation.id, committee.id, [failed])
+    with Session(engine) as session:
+        (score,) = session.scalars(select(Score)).all()
+        assert score.max_force_dev == float("inf") and score.energy_dev == float("inf")
+        assert str(score.decision) == "rejected" and "energy jump" in score.reason
