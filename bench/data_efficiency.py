@@ -180,14 +180,22 @@ def random_curve(preset: Preset, pool: list, test: list, results: Results, log=p
 def run_campaign(config_path: Path, label_budget: int, log=print) -> None:
     """Run the ``active_learning`` flow one generation at a time until the campaign
     has ``label_budget`` labels or stops by itself (needs a Prefect API)."""
+    from sqlalchemy.orm import Session
+
     from flows.active_learning import active_learning
+    from flows.campaign import open_campaign
+    from flows.status import campaign_status
 
     while True:
-        result = active_learning(config_path=str(config_path), max_new_generations=1)
-        log(f"{config_path.parent.name}: {result['generations']} generations, {result['labels']} labels"
-            + (f", stopped: {result['stop_reason']}" if result["stop_reason"] else ""))
-        if result["labels"] >= label_budget or result["stop_reason"]:
-            return
+        if config_path.with_name("alflow.db").exists():
+            ctx = open_campaign(config_path, create=False)
+            with Session(ctx.engine) as session:
+                status = campaign_status(session, ctx.campaign_id)
+            if status["labels"] >= label_budget or status["finished"]:
+                log(f"{config_path.parent.name}: {status['labels']} labels, "
+                    f"{len(status['generations'])} generations, {status['stop_reason'] or 'budget spent'}")
+                return
+        active_learning(config_path=str(config_path), max_new_generations=1)
 
 
 def campaign_frames(config_path: Path) -> tuple[list, dict[int, Any]]:

@@ -18,6 +18,7 @@ key            shape        meaning
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,20 +39,24 @@ def _frame_neighbours(
     pairs = np.stack([i, j]).astype(np.int64)
     # angle triples: for each centre, all unordered pairs of its angular neighbours
     close = distances < angular_cutoff_A
-    centres, js, ks = [], [], []
+    empty = np.zeros(0, dtype=np.int64)
+    centres, js, ks = [empty], [empty], [empty]
     for centre in range(n):
         neigh = np.flatnonzero(close[centre])
-        if len(neigh) < 2:
-            continue
-        a, b = np.triu_indices(len(neigh), k=1)
+        a, b = _unordered_pairs(len(neigh))
         centres.append(np.full(len(a), centre))
         js.append(neigh[a])
         ks.append(neigh[b])
-    if centres:
-        triples = np.stack([np.concatenate(centres), np.concatenate(js), np.concatenate(ks)])
-    else:
-        triples = np.zeros((3, 0), dtype=np.int64)
+    triples = np.stack([np.concatenate(centres), np.concatenate(js), np.concatenate(ks)])
     return pairs, triples.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=256)
+def _unordered_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (a, b), a < b < n, in row-major order (``np.triu_indices(n, 1)``), cached."""
+    a, b = np.triu_indices(n, k=1)
+    a.flags.writeable = b.flags.writeable = False
+    return a, b
 
 
 def check_structure(atoms: Atoms) -> None:

@@ -61,8 +61,9 @@ class CommitteePrediction:
 class Committee:
     """M members of one architecture, held as one stacked model.
 
-    ``evaluate`` works on tensors (for the MD engine and training); ``predict`` takes
-    ASE structures and returns numpy arrays with the committee statistics.
+    ``evaluate`` (every member) and ``mean_energy_forces`` (the mean only, cheaper) work
+    on tensors, for the MD engine and training; ``predict`` takes ASE structures and
+    returns numpy arrays with the committee statistics.
     """
 
     def __init__(self, model: torch.nn.Module, calibration: Calibration | None = None) -> None:
@@ -108,6 +109,12 @@ class Committee:
     def evaluate(self, batch: Batch) -> dict[str, torch.Tensor]:
         """All members on all frames in one pass: ``energy`` (M, B), ``forces`` (M, n, 3)."""
         return self.model(batch, compute_forces=True, create_graph=False)
+
+    def mean_energy_forces(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Committee-mean energy (B,) in eV and forces (n, 3) in eV/Å, without per-member
+        forces: one backward pass instead of M (what MD needs between scoring steps)."""
+        output = self.model.mean_energy_forces(batch)
+        return output["energy"], output["forces"]
 
     def statistics(self, batch: Batch, output: dict[str, torch.Tensor]) -> CommitteeStatistics:
         return committee_statistics(output["energy"], output["forces"], batch["frame"], batch["n_atoms"])

@@ -1,8 +1,9 @@
 """Batched molecular dynamics of R replicas driven by a committee of NNPs (exploration).
 
-All replicas are frames of one batch: every step the committee evaluates all members on
-all active replicas in one pass; replicas move on the committee *mean* force and the
-committee statistics (:mod:`nnp_core.uncertainty`) come with every evaluation.
+All replicas are frames of one batch: every step the committee evaluates all active
+replicas in one pass. Replicas move on the committee *mean* force; every
+``record_interval_steps`` steps all members are evaluated and the committee statistics
+(:mod:`nnp_core.uncertainty`) score and record each replica's frame.
 
 Integrators (``MDConfig.integrator``):
 
@@ -21,15 +22,18 @@ noise and its restart velocities all come from ``numpy.random.default_rng(seed)`
 a replica's trajectory depends on its seed only, never on which other replicas share
 the batch (up to floating-point rounding in the batched evaluation).
 
-Recording and trust. Every ``record_interval_steps`` steps (and at step 0 and the last
-step) each active replica's frame is recorded as ``trusted``, with its scores. Trust is
-checked at *every* step, since ``max_force_dev`` comes with each evaluation: when a
-replica's ``max_force_dev`` reaches ``trust_hi_eV_A``, that frame is recorded as
-``rejected`` and the replica restarts at once from its last trusted recorded frame
-(its seed structure at first) with fresh Maxwell–Boltzmann velocities; after
-``max_restarts`` restarts it stops instead. A replica whose seed structure is already
-beyond trust stops at step 0. Non-finite positions, energy or forces, or a potential
-energy change beyond ``max_energy_jump_eV_per_atom`` in one step, stop a replica with
+Recording, scoring and trust. Replicas move on the committee *mean* force, which
+one backward pass gives. Every ``record_interval_steps`` steps (and at step 0 and the
+last step) is a scoring step: every member is evaluated, each active replica's frame
+gets its ``max_force_dev`` and ``energy_dev`` and is recorded as ``trusted``. Trust is
+checked at scoring steps only: when a replica's ``max_force_dev`` reaches
+``trust_hi_eV_A`` there, that frame is recorded as ``rejected`` and the replica
+restarts at once from its last trusted recorded frame (its seed structure at first)
+with fresh Maxwell–Boltzmann velocities; after ``max_restarts`` restarts it stops
+instead. A replica whose seed structure is already beyond trust stops at step 0.
+Smaller record intervals find crossings sooner at a higher cost per step. At *every*
+step, non-finite positions, mean energy or forces, or a mean potential energy change
+beyond ``max_energy_jump_eV_per_atom`` in one step, stop a replica with
 a ``failed`` frame and the reason. Checks run in this order: non-finite, trust, jump.
 
 The same dynamics through ASE (one replica at a time, any ASE integrator)::
@@ -123,8 +127,10 @@ class Replica:
 class MDConfig:
     """How replicas are propagated, recorded and stopped (units in the names).
 
-    ``trust_hi_eV_A=None`` disables the trust check. ``skin_A`` is the neighbour-list
-    skin: a replica's neighbours are rebuilt once an atom has moved ``skin_A / 2``.
+    ``record_interval_steps`` is also the scoring interval: every member is evaluated,
+    and trust checked, on record steps only. ``trust_hi_eV_A=None`` disables the trust
+    check. ``skin_A`` is the neighbour-list skin: a replica's neighbours are rebuilt
+    once an atom has moved ``skin_A / 2``.
 
     Raises:
         ValueError: non-positive timestep, record interval < 1, negative steps,
@@ -228,7 +234,7 @@ class _Run:
         return step % self.config.record_interval_steps == 0 or step == self.config.n_steps
 
     def begin(self) -> None:
-        """Initial velocities, one evaluation, and the step-0 checks and records."""
+        """Initial velocities, one scoring evaluation, and the step-0 checks and records."""
         ens = self.ensemble
         for r, replica in enumerate(self.replicas):
             if replica.velocities_from_atoms:
@@ -236,16 +242,18 @@ class _Run:
             else:
                 ens.draw_velocities(r)
         with np.errstate(invalid="ignore", over="ignore"):
-            ens.evaluate()
-            temperatures = ens.kinetic_temperatures_K()
-            for r in range(ens.n_replicas):
-                self._check(r, 0, temperatures)
+            ens.evaluate(score=True)
+            self._check(0, ens.kinetic_temperatures_K(), scored=True)
         self.previous_energy_eV[:] = ens.energy_eV
 
     def step(self, step: int) -> None:
-        """One integration step of every active replica, then the per-replica checks."""
+        """One integration step of every active replica, then the per-replica checks.
+
+        Record steps are the scoring steps: only there is every member evaluated.
+        """
         ens, config = self.ensemble, self.config
         dt = config.timestep_fs * units.fs
+        scored = self.is_record_step(step)
         self.steps_run[ens.active_ids] += 1
         with np.errstate(invalid="ignore", over="ignore"):
             ens.kick(0.5 * dt)
@@ -258,42 +266,44 @@ class _Run:
             no_temperatures = np.full(ens.n_replicas, np.nan)
             for r in ens.non_finite_positions():
                 self._fail(r, step, StopReason.NON_FINITE, "non-finite positions", no_temperatures)
-            ens.evaluate()
+            ens.evaluate(score=scored)
             ens.kick(0.5 * dt)
             temperatures = ens.kinetic_temperatures_K()
             ids = ens.active_ids
             finite = ids[np.isfinite(temperatures[ids])]
             self.temperature_sum_K[finite] += temperatures[finite]
             self.temperature_count[finite] += 1
-            for r in ids:
-                self._check(int(r), step, temperatures)
+            self._check(step, temperatures, scored=scored)
         self.previous_energy_eV[ens.active_ids] = ens.energy_eV[ens.active_ids]
 
-    def _check(self, r: int, step: int, temperatures: np.ndarray) -> None:
-        """Non-finite -> failed; trust crossing -> rejected + restart/stop; jump -> failed;
-        else a trusted record on record steps."""
+    def _check(self, step: int, temperatures: np.ndarray, *, scored: bool) -> None:
+        """Per active replica, in this order: non-finite -> failed; at a scoring step, a
+        trust crossing -> rejected + restart/stop; energy jump -> failed; else, at a
+        scoring step, a trusted record (and restart point)."""
         ens, config = self.ensemble, self.config
-        s = ens.slices[r]
-        values = (ens.energy_eV[r], ens.max_force_dev[r], ens.energy_dev[r])
-        if not (np.all(np.isfinite(values)) and np.isfinite(ens.forces[s]).all()
-                and np.isfinite(ens.velocities[s]).all()):
-            message = "non-finite committee energy or forces"
-            self._fail(r, step, StopReason.NON_FINITE, message, temperatures)
-            return
-        if config.trust_hi_eV_A is not None and ens.max_force_dev[r] >= config.trust_hi_eV_A:
-            self._reject(r, step, temperatures)
-            return
-        jump = abs(ens.energy_eV[r] - self.previous_energy_eV[r]) / ens.n_atoms[r]
-        if step > 0 and jump > config.max_energy_jump_eV_per_atom:
-            message = (f"potential energy changed by {jump:.3g} eV/atom in one step "
-                       f"(limit {config.max_energy_jump_eV_per_atom:.3g})")
-            self._fail(r, step, StopReason.ENERGY_JUMP, message, temperatures)
-            return
-        if self.is_record_step(step):
-            self._record(r, step, FrameStatus.TRUSTED, "", temperatures)
-            self.n_trusted[r] += 1
-            self.restart_points[r] = ens.snapshot(r)
-            self.restart_steps[r] = step
+        ids = ens.active_ids
+        finite = ens.finite(scored)[ids]
+        jump = np.abs(ens.energy_eV[ids] - self.previous_energy_eV[ids]) / ens.n_atoms[ids]
+        jumped = (jump > config.max_energy_jump_eV_per_atom) & (step > 0)
+        crossed = np.zeros(len(ids), dtype=bool)
+        if scored and config.trust_hi_eV_A is not None:
+            crossed = ens.max_force_dev[ids] >= config.trust_hi_eV_A
+        for index in np.flatnonzero(~finite | crossed | jumped | scored):
+            r = int(ids[index])
+            if not finite[index]:
+                message = "non-finite committee energy or forces"
+                self._fail(r, step, StopReason.NON_FINITE, message, temperatures)
+            elif crossed[index]:
+                self._reject(r, step, temperatures)
+            elif jumped[index]:
+                message = (f"potential energy changed by {jump[index]:.3g} eV/atom in one step "
+                           f"(limit {config.max_energy_jump_eV_per_atom:.3g})")
+                self._fail(r, step, StopReason.ENERGY_JUMP, message, temperatures)
+            else:
+                self._record(r, step, FrameStatus.TRUSTED, "", temperatures)
+                self.n_trusted[r] += 1
+                self.restart_points[r] = ens.snapshot(r)
+                self.restart_steps[r] = step
 
     def _reject(self, r: int, step: int, temperatures: np.ndarray) -> None:
         ens, config = self.ensemble, self.config

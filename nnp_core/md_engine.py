@@ -2,7 +2,8 @@
 
 All replicas' atoms live in one (n, 3) array; replica r owns rows ``slices[r]``. The
 integrators work on the rows of the *active* replicas only, and the committee
-evaluates all active replicas (all members) in one batched pass.
+evaluates all active replicas in one batched pass: the committee mean only on most
+steps, every member (and so the deviations) on scoring steps.
 
 Internal units are ASE's: Å, eV, amu and the ASE time unit (Å·√(amu/eV) ≈ 10.18 fs),
 so velocities are in Å per ASE time unit and F/m needs no conversion. The public API
@@ -54,7 +55,7 @@ class ReplicaEnsemble:
     """Positions, velocities and committee forces of R replicas, and their random streams.
 
     Args:
-        committee: evaluates every member on every active replica in one pass.
+        committee: evaluates all active replicas in one batched pass.
         structures: one seed structure per replica (copied).
         temperatures_K: (R,) Maxwell–Boltzmann / thermostat temperature of each replica.
         friction_per_fs: (R,) Langevin friction of each replica, 1/fs.
@@ -183,21 +184,38 @@ class ReplicaEnsemble:
         finite = np.isfinite(self.positions).all(axis=1)
         return [int(r) for r in self.active_ids if not finite[self.slices[r]].all()]
 
-    def evaluate(self) -> None:
-        """Committee mean forces, mean energy and deviations for every active replica."""
+    def finite(self, scored: bool) -> np.ndarray:
+        """(R,) whether each replica's energy, forces, velocities (and scores, if
+        ``scored``) are all finite."""
+        per_atom = np.isfinite(self.forces).all(axis=1) & np.isfinite(self.velocities).all(axis=1)
+        ok = np.logical_and.reduceat(per_atom, self.starts) & np.isfinite(self.energy_eV)
+        if scored:
+            ok &= np.isfinite(self.max_force_dev) & np.isfinite(self.energy_dev)
+        return ok
+
+    def evaluate(self, *, score: bool) -> None:
+        """Committee mean energy and forces of every active replica, and with ``score``
+        every member's forces and the deviations (one batched pass either way).
+
+        Without ``score`` only the mean is computed (one backward pass instead of M) and
+        the active replicas' ``max_force_dev`` and ``energy_dev`` are NaN (not known).
+        """
         if not self.active.any():
             return
-        batch = self._active_batch()
-        rows = self._rows
+        rows, ids = self._rows, self.active_ids
         positions = torch.from_numpy(self.positions[rows]).to(self.committee.dtype)
-        batch = with_positions(batch, positions)
-        output = self.committee.evaluate(batch)
-        stats = self.committee.statistics(batch, output)
-        ids = self.active_ids
-        self.forces[rows] = stats.forces_mean.to(torch.float64).numpy()
-        self.energy_eV[ids] = stats.energy_mean.to(torch.float64).numpy()
-        self.max_force_dev[ids] = stats.max_force_dev.to(torch.float64).numpy()
-        self.energy_dev[ids] = stats.energy_dev.to(torch.float64).numpy()
+        batch = with_positions(self._active_batch(), positions)
+        if score:
+            stats = self.committee.statistics(batch, self.committee.evaluate(batch))
+            energy, forces = stats.energy_mean, stats.forces_mean
+            self.max_force_dev[ids] = stats.max_force_dev.to(torch.float64).numpy()
+            self.energy_dev[ids] = stats.energy_dev.to(torch.float64).numpy()
+        else:
+            energy, forces = self.committee.mean_energy_forces(batch)
+            self.max_force_dev[ids] = np.nan
+            self.energy_dev[ids] = np.nan
+        self.forces[rows] = forces.to(torch.float64).numpy()
+        self.energy_eV[ids] = energy.to(torch.float64).numpy()
 
     def _active_batch(self) -> Batch:
         """The active replicas' batch, rebuilding the neighbours of replicas that moved."""

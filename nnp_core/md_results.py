@@ -19,8 +19,8 @@ class FrameStatus(StrEnum):
     """Why a frame was recorded."""
 
     TRUSTED = "trusted"  # a regular record: max_force_dev below trust_hi
-    REJECTED = "rejected"  # the step where max_force_dev reached trust_hi
-    FAILED = "failed"  # non-finite values or an energy jump: the replica stopped
+    REJECTED = "rejected"  # the scoring step where max_force_dev reached trust_hi
+    FAILED = "failed"  # non-finite values or an energy jump (any step): the replica stopped
 
 
 class StopReason(StrEnum):
@@ -39,6 +39,8 @@ class MDFrame:
     ``step`` counts integration steps of the run (0 = the start); ``restarts`` is the
     number of restarts the replica had made when the frame was recorded.
     ``potential_energy_eV`` is the committee mean, a prediction and not a label.
+    Scores come from scoring steps (the record steps); a ``failed`` frame recorded
+    between them has NaN ``max_force_dev`` and ``energy_dev``.
     """
 
     replica: int

@@ -27,6 +27,7 @@ class TrainConfig:
     lr_plateau_factor: float = 0.5
     bootstrap: bool = True
     vectorised: bool = True
+    analytic_forces: bool = True  # force loss through the descriptors' analytic product
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float64"
 

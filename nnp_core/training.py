@@ -21,6 +21,7 @@ from ase import Atoms
 
 from nnp_core.batch import Batch, atoms_to_batch, concat_batches
 from nnp_core.committee import Committee
+from nnp_core import analytic_training
 from nnp_core.models import build_model
 from nnp_core.optim import StackedAdamW
 from nnp_core.train_config import TrainConfig
@@ -200,13 +201,19 @@ def _run_epochs(model, data: LabelledSet, train_w, val_w, config: TrainConfig, p
     rng = np.random.default_rng([config.seed, 7])
     n_frames, history = len(data.frame_batches), []
     val_indices = [int(i) for i in np.flatnonzero(val_w.sum(0).numpy() > 0)]
+    taped = None
+    if config.analytic_forces and analytic_training.supports(model):
+        taped = analytic_training.TapedFrames(model, data.frame_batches)
     for epoch in range(config.max_epochs):
         order = rng.permutation(n_frames)
         train_sum = torch.zeros(n_members, dtype=torch.float64)
         for start in range(0, n_frames, config.batch_size_frames):
             chunk = [int(i) for i in order[start : start + config.batch_size_frames]]
             batch, energies, forces = data.collate(chunk)
-            output = model(batch, compute_forces=True, create_graph=True)
+            if taped is not None:
+                output = taped.outputs(model, batch, chunk)
+            else:
+                output = model(batch, compute_forces=True, create_graph=True)
             losses = member_losses(output, energies, forces, batch, train_w[:, chunk], config, model.energy_scale)
             grads = torch.autograd.grad(losses.sum(), params, allow_unused=True)
             optimiser.step(grads)

@@ -130,57 +130,97 @@ class BehlerParrinello(torch.nn.Module):
         return self.descriptor(pos, species, batch["pairs"], batch["triples"])[0]
 
     def _atomic_outputs(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        """Per-element MLPs, all members at once: (M, n, F) -> (M, n)."""
-        out = features.new_zeros(features.shape[0], features.shape[1])
-        for e, symbol in enumerate(self.element_symbols):
-            index = torch.nonzero(species == e).squeeze(1)
-            if index.numel() == 0:
-                continue
-            h = features[:, index]
+        """Per-element MLPs, all members at once: (M' in {1, M}, n, F) -> (M, n).
+
+        Atoms are grouped by element with one gather (sorted by species) and split into
+        contiguous blocks, rather than gathered and scattered once per element.
+        """
+        order = torch.argsort(species, stable=True)
+        counts = torch.bincount(species, minlength=len(self.element_symbols)).tolist()
+        blocks = features.index_select(1, order).expand(self.n_members, -1, -1).split(counts, dim=1)
+        outputs = []
+        for symbol, h in zip(self.element_symbols, blocks):
             for layer in range(self.n_layers):
                 h = torch.baddbmm(self.weights[f"{symbol}_b{layer}"], h, self.weights[f"{symbol}_w{layer}"])
                 if layer < self.n_layers - 1:
                     h = torch.nn.functional.silu(h)
-            out = out.index_copy(1, index, h.squeeze(-1))
-        return out
+            outputs.append(h.squeeze(-1))
+        return torch.cat(outputs, dim=1).index_select(1, torch.argsort(order))
+
+    def _member_energies(
+        self, batch: Batch, features: torch.Tensor, species: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Atomic energies (M, n) and frame energies (M, B), eV, from features (1 or M, n, F)."""
+        atomic = self.atom_ref_energy[species] + self.energy_scale * self._atomic_outputs(features, species)
+        n_frames = batch["n_atoms"].shape[0]
+        energy = atomic.new_zeros(self.n_members, n_frames).index_add(1, batch["frame"], atomic)
+        return atomic, energy
+
+    def _positions(self, batch: Batch, requires_grad: bool) -> torch.Tensor:
+        """The batch's positions (1, n, 3) in the model's dtype, detached (a new leaf)."""
+        positions = batch["positions"].to(self.feature_mean.dtype).detach().unsqueeze(0)
+        return positions.requires_grad_(requires_grad)
 
     def forward(
         self, batch: Batch, *, compute_forces: bool = True, create_graph: bool = False
     ) -> dict[str, torch.Tensor]:
         """Energies (M, B) in eV and, if asked, forces (M, n, 3) in eV/Å for every member.
 
-        The descriptors are computed once for all members; each member's forces are the
-        vector-Jacobian product of the descriptors with that member's dE/dG, all members
-        in one batched backward pass. ``create_graph=True`` keeps the graph so a loss on
-        forces can be differentiated with respect to the weights (training).
+        The descriptors are computed once for all members. For inference each member's
+        forces are the descriptors' analytic vector-Jacobian product with that member's
+        dE/dG, all members at once (:meth:`SymmetryFunctions.vjp`). ``create_graph=True``
+        (training) takes the same product by autograd instead and keeps the graph, so a
+        loss on forces can be differentiated with respect to the weights.
         """
+        if compute_forces and not create_graph:
+            atomic, energy, forces = self._analytic_forces(batch, mean=False)
+            return {"energy": energy, "atomic_energies": atomic, "forces": forces}
         species = self.species_of(batch["numbers"])
-        positions = batch["positions"].to(self.feature_mean.dtype).detach().unsqueeze(0)
+        positions = self._positions(batch, compute_forces)
         with torch.enable_grad() if compute_forces else torch.no_grad():
-            if compute_forces:
-                positions.requires_grad_(True)
             features = self.features(batch, positions)  # (1, n, F)
             stacked = features.expand(self.n_members, -1, -1)
-            outputs = self._atomic_outputs(stacked, species)
-            atomic = self.atom_ref_energy[species] + self.energy_scale * outputs
-            n_frames = batch["n_atoms"].shape[0]
-            energy = atomic.new_zeros(self.n_members, n_frames).index_add(1, batch["frame"], atomic)
+            atomic, energy = self._member_energies(batch, stacked, species)
             result = {"energy": energy, "atomic_energies": atomic}
             if compute_forces:
-                (cotangent,) = torch.autograd.grad(
-                    energy.sum(), stacked, create_graph=create_graph, retain_graph=True
-                )
+                (cotangent,) = torch.autograd.grad(energy.sum(), stacked, create_graph=True)
                 (grad,) = torch.autograd.grad(
-                    features,
-                    positions,
-                    grad_outputs=cotangent.unsqueeze(1),
-                    is_grads_batched=True,
-                    create_graph=create_graph,
+                    features, positions, grad_outputs=cotangent.unsqueeze(1),
+                    is_grads_batched=True, create_graph=True,
                 )
                 result["forces"] = -grad[:, 0]
-        if not create_graph:
-            result = {k: v.detach() for k, v in result.items()}
         return result
+
+    def mean_energy_forces(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Committee-mean energy (B,) in eV and mean forces (n, 3) in eV/Å.
+
+        The descriptors' vector-Jacobian product is taken once, with the members' dE/dG
+        averaged, instead of once per member (what MD needs between scoring steps).
+        """
+        _, energy, forces = self._analytic_forces(batch, mean=True)
+        return {"energy": energy.mean(dim=0), "forces": forces[0]}
+
+    def _analytic_forces(
+        self, batch: Batch, *, mean: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Atomic energies (M, n), energies (M, B) and forces, detached: (M, n, 3) per
+        member, or (1, n, 3) of the mean energy with ``mean``. Autograd runs through the
+        MLPs only; the descriptors' derivatives are analytic."""
+        species = self.species_of(batch["numbers"])
+        with torch.no_grad():
+            raw, tape = self.descriptor.evaluate(
+                self._positions(batch, False), species, batch["pairs"], batch["triples"]
+            )
+            features = (raw - self.feature_mean[species]) / self.feature_std[species]
+        with torch.enable_grad():
+            features.requires_grad_(True)
+            inputs = features if mean else features.expand(self.n_members, -1, -1)
+            atomic, energy = self._member_energies(batch, inputs, species)
+            target = energy.mean(dim=0) if mean else energy
+            (cotangent,) = torch.autograd.grad(target.sum(), inputs)
+        with torch.no_grad():
+            grad = self.descriptor.vjp(tape, cotangent / self.feature_std[species])  # type: ignore[arg-type]
+        return atomic.detach(), energy.detach(), -grad
 
     def fingerprints(self, batch: Batch) -> torch.Tensor:
         """Per-frame fingerprints (B, n_elements * F): the mean standardised descriptor of

@@ -50,8 +50,8 @@ class RestrainedCommittee(Committee):
         self.rest_A = torch.as_tensor(reference.get_all_distances(), dtype=self.dtype)
         self.spring_eV_A2 = spring_eV_A2
 
-    def evaluate(self, batch: Batch) -> dict[str, torch.Tensor]:
-        out = super().evaluate(batch)
+    def _springs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spring energy (B,) and forces (n, 3)."""
         n = self.rest_A.shape[0]
         positions = batch["positions"].reshape(-1, n, 3)
         vectors = positions[:, :, None, :] - positions[:, None, :, :]  # x_i - x_j
@@ -60,27 +60,45 @@ class RestrainedCommittee(Committee):
         stretch = (distances - self.rest_A).masked_fill(eye, 0.0)
         energy = 0.25 * self.spring_eV_A2 * (stretch**2).sum(dim=(1, 2))
         forces = -self.spring_eV_A2 * ((stretch / distances)[..., None] * vectors).sum(dim=2)
-        return {"energy": out["energy"] + energy, "forces": out["forces"] + forces.reshape(-1, 3)}
+        return energy, forces.reshape(-1, 3)
+
+    def evaluate(self, batch: Batch) -> dict[str, torch.Tensor]:
+        out = super().evaluate(batch)
+        energy, forces = self._springs(batch)
+        return {"energy": out["energy"] + energy, "forces": out["forces"] + forces}
+
+    def mean_energy_forces(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        energy, forces = super().mean_energy_forces(batch)
+        spring_energy, spring_forces = self._springs(batch)
+        return energy + spring_energy, forces + spring_forces
 
 
 class FaultyCommittee(Committee):
-    """Corrupts frame ``frame`` of the ``at_call``-th evaluation: NaN forces or +100 eV."""
+    """Corrupts frame ``frame`` of the ``at_call``-th evaluation (scoring or mean-only):
+    NaN forces or +100 eV."""
 
     def __init__(self, committee: Committee, *, at_call: int, frame: int, fault: str) -> None:
         super().__init__(committee.model, committee.calibration)
         self.at_call, self.frame, self.fault, self.calls = at_call, frame, fault, 0
 
-    def evaluate(self, batch: Batch) -> dict[str, torch.Tensor]:
-        out = super().evaluate(batch)
+    def _corrupt(self, batch: Batch, energy: torch.Tensor, forces: torch.Tensor):
+        """energy (..., B) and forces (..., n, 3), corrupted on the ``at_call``-th call."""
         self.calls += 1
         if self.calls == self.at_call:
-            energy, forces = out["energy"].clone(), out["forces"].clone()
+            energy, forces = energy.clone(), forces.clone()
             if self.fault == "nan":
-                forces[:, batch["frame"] == self.frame] = float("nan")
+                forces[..., batch["frame"] == self.frame, :] = float("nan")
             else:
-                energy[:, self.frame] += 100.0
-            out = {"energy": energy, "forces": forces}
-        return out
+                energy[..., self.frame] += 100.0
+        return energy, forces
+
+    def evaluate(self, batch: Batch) -> dict[str, torch.Tensor]:
+        out = super().evaluate(batch)
+        energy, forces = self._corrupt(batch, out["energy"], out["forces"])
+        return {"energy": energy, "forces": forces}
+
+    def mean_energy_forces(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._corrupt(batch, *super().mean_energy_forces(batch))
 
 
 def _relaxed(committee: Committee, atoms: Atoms) -> Atoms:
@@ -267,8 +285,10 @@ def test_replica_restarts_from_last_trusted_frame_at_first_crossing(restrained_w
     free = run_md(restrained_water, replicas, config=MDConfig(n_steps=300, record_interval_steps=1))
     free_scores = np.array([f.max_force_dev for f in _by_replica(free, 0)])
     trust_hi = float(np.quantile(free_scores, 0.8))
-    first_crossing = int(np.argmax(free_scores >= trust_hi))
-    assert first_crossing > 10
+    interval = 10  # trust is checked at scoring (record) steps only
+    first_crossing = interval * int(np.argmax(free_scores[::interval] >= trust_hi))
+    assert first_crossing > interval
+    assert free_scores[first_crossing] >= trust_hi
 
     restarts_at: list[tuple[int, np.ndarray]] = []
     draw = md_engine.ReplicaEnsemble.draw_velocities
@@ -278,13 +298,13 @@ def test_replica_restarts_from_last_trusted_frame_at_first_crossing(restrained_w
         draw(self, replica)
 
     monkeypatch.setattr(md_engine.ReplicaEnsemble, "draw_velocities", spy)
-    config = MDConfig(n_steps=300, record_interval_steps=10, trust_hi_eV_A=trust_hi, max_restarts=3)
+    config = MDConfig(n_steps=300, record_interval_steps=interval, trust_hi_eV_A=trust_hi, max_restarts=3)
     result = run_md(restrained_water, replicas, config=config)
 
     frames = _by_replica(result, 0)
     rejected = [i for i, f in enumerate(frames) if f.status == FrameStatus.REJECTED]
     first = frames[rejected[0]]
-    # stops at once at the first crossing, which is where the free run crossed
+    # stops at the first scoring step beyond trust, where the free run crossed there
     assert first.step == first_crossing
     np.testing.assert_allclose(first.positions_A, _by_replica(free, 0)[first_crossing].positions_A, atol=1e-9)
     assert first.max_force_dev >= trust_hi

@@ -44,6 +44,36 @@ def test_vectorised_training_equals_one_by_one(ethanol_emt_frames) -> None:
     assert np.ptp(a.member_energies, axis=0).max() > 1e-4  # members really differ
 
 
+def test_analytic_force_training_equals_autograd(ethanol_emt_frames) -> None:
+    """The analytic-product path gives the autograd path's energies, forces and weight
+    gradients, so training with it gives the same committee."""
+    import torch
+
+    from nnp_core.analytic_training import TapedFrames, supports
+
+    committee = Committee.create("bpnn", n_members=3, seed=2, elements=["H", "C", "O"], hidden_layers=[16, 16])
+    model = committee.model
+    data = LabelledSet.from_frames(ethanol_emt_frames, model)
+    fit_normalisation(model, data)
+    assert supports(model)
+    batch, _, _ = data.collate([0, 3, 7])
+    fast = TapedFrames(model, data.frame_batches).outputs(model, batch, [0, 3, 7])
+    slow = model(batch, compute_forces=True, create_graph=True)
+    torch.testing.assert_close(fast["energy"], slow["energy"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(fast["forces"], slow["forces"], rtol=0, atol=1e-10)
+    params = list(model.parameters())
+    grads_fast = torch.autograd.grad(fast["forces"].pow(2).sum() + fast["energy"].sum(), params)
+    grads_slow = torch.autograd.grad(slow["forces"].pow(2).sum() + slow["energy"].sum(), params)
+    for a, b in zip(grads_fast, grads_slow):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    config = TrainConfig(max_epochs=4, seed=1, batch_size_frames=8)
+    with_product, _ = train_committee(ethanol_emt_frames, config, n_members=2, model_hparams={"hidden_layers": [16]})
+    with_autograd, _ = train_committee(ethanol_emt_frames, dataclasses.replace(config, analytic_forces=False),
+                                       n_members=2, model_hparams={"hidden_layers": [16]})
+    np.testing.assert_allclose(with_product.predict(ethanol_emt_frames[:3]).member_forces,
+                               with_autograd.predict(ethanol_emt_frames[:3]).member_forces, atol=1e-8)
+
+
 def test_training_is_deterministic_under_a_seed(ethanol_emt_frames) -> None:
     config = TrainConfig(max_epochs=3, seed=1, batch_size_frames=16)
     first, _ = train_committee(ethanol_emt_frames, config, n_members=2, model_hparams={"hidden_layers": [16]})
