@@ -135,9 +135,14 @@ class Results:
 
     def get_or_compute(self, key: str, compute: Callable[[], dict]) -> dict:
         if key not in self.data:
-            self.data[key] = compute()
+            value = compute()
+            # another run may have added points meanwhile: merge, then replace atomically
+            on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
+            self.data = {**on_disk, **self.data, key: value}
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+            partial = self.path.with_suffix(".partial")
+            partial.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+            partial.replace(self.path)
         return self.data[key]
 
 

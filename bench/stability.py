@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--data-dir", type=Path, help="bench.data_efficiency's data folder")
     parser.add_argument("--out", type=Path, default=BENCHMARKS_MD)
+    parser.add_argument("--only", nargs="+", help="run only committees whose name contains one of these")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     from bench.data_efficiency import PRESETS
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> str:
     n_steps = int(round(args.ps * 1000 / 0.5))
     rows = []
     for name, (committee, geometry) in committees_of(data_dir).items():
+        if args.only and not any(part in name for part in args.only):
+            continue
         results, wall = stability_run(committee, geometry, seeds=args.seeds, n_steps=n_steps)
         survived = sum(r.failed_at_ps is None for r in results)
         rows.append([name, f"{survived}/{len(results)}",
