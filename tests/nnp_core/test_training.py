@@ -66,7 +66,7 @@ def test_analytic_force_training_equals_autograd(ethanol_emt_frames) -> None:
     grads_slow = torch.autograd.grad(slow["forces"].pow(2).sum() + slow["energy"].sum(), params)
     for a, b in zip(grads_fast, grads_slow):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
-    config = TrainConfig(max_epochs=4, seed=1, batch_size_frames=8)
+    config = TrainConfig(max_epochs=4, seed=1, batch_size_frames=8, analytic_forces=True)
     with_product, _ = train_committee(ethanol_emt_frames, config, n_members=2, model_hparams={"hidden_layers": [16]})
     with_autograd, _ = train_committee(ethanol_emt_frames, dataclasses.replace(config, analytic_forces=False),
                                        n_members=2, model_hparams={"hidden_layers": [16]})
