@@ -24,9 +24,9 @@ from ase import Atoms, units
 from ase.build import molecule
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
-from ase.neighborlist import natural_cutoffs
 from ase.optimize import BFGS
 
+from nnp_core.sanity import bond_graph
 from qm_backends import get_backend
 
 CACHE_ROOT = Path(__file__).resolve().parent / "data"
@@ -105,18 +105,14 @@ def md_frames(atoms: Atoms, sampler: str, temperature_K: float, n_frames: int, *
     return frames
 
 
-def bond_matrix(atoms: Atoms) -> np.ndarray:
-    """(N, N) bool: bonded when closer than 1.2 x the sum of covalent radii."""
-    radii = np.array(natural_cutoffs(atoms, mult=1.2))
-    bonded = atoms.get_all_distances() < radii[:, None] + radii[None, :]
-    np.fill_diagonal(bonded, False)
-    return bonded
-
-
 def rotatable_bonds(atoms: Atoms) -> list[tuple[int, int, int, int, np.ndarray]]:
-    """(a, i, j, b, mask) for each single bond i-j between two atoms that both have other
+    """(a, i, j, b, mask) for each bond i-j (``nnp_core.sanity.bond_graph``: 1.2 x the
+    covalent radii) between two atoms that both have other
     neighbours and that is not in a ring; ``mask`` marks the atoms on j's side."""
-    neighbours = [set(np.flatnonzero(row).tolist()) for row in bond_matrix(atoms)]
+    neighbours: list[set[int]] = [set() for _ in range(len(atoms))]
+    for a, b in bond_graph(atoms):
+        neighbours[a].add(b)
+        neighbours[b].add(a)
     bonds = []
     for i in range(len(atoms)):
         for j in neighbours[i]:

@@ -155,12 +155,11 @@ def train_and_test(preset: Preset, frames: list, test: list, seed: int, save_to:
 
     config = load_config(ROOT / preset.example)
     committee_cfg = config.committee
-    hparams = {"hidden_layers": committee_cfg.hidden_layers, "descriptor": {
-        "cutoff_A": committee_cfg.cutoff_A, "angular_cutoff_A": min(committee_cfg.cutoff_A, 3.5)}}
     train_cfg = replace(config.train_config(), seed=seed,
                         **preset.overrides.get("train", {}))
     committee, report = train_committee(frames, train_cfg, n_members=committee_cfg.members,
-                                        architecture=committee_cfg.architecture, model_hparams=hparams)
+                                        architecture=committee_cfg.architecture,
+                                        model_hparams=committee_cfg.network_hparams())
     if save_to is not None:
         committee.save(save_to)
     return {"n_labels": len(frames), "train_s": report.wall_s, **evaluation_metrics(committee, test)}
@@ -298,6 +297,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--al-labels", type=int, help="override the campaigns' label budget")
     parser.add_argument("--skip", nargs="+", choices=("random", "al"), default=())
     args = parser.parse_args(argv)
+    if args.sizes and min(args.sizes) < 2:
+        parser.error(f"--sizes: a committee needs at least 2 frames (got {args.sizes})")
+    if args.al_labels is not None and args.al_labels < 1:
+        parser.error(f"--al-labels must be >= 1 (got {args.al_labels})")
     changes = {name: tuple(value) if isinstance(value, list) else value
                for name, value in (("seeds", args.seeds), ("sizes", args.sizes), ("al_labels", args.al_labels))
                if value is not None}

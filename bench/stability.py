@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from bench._learning_data import bond_matrix
 from bench._report import BENCHMARKS_MD, machine_line, markdown_table, write_section
 from nnp_core.committee import Committee, load_committee
 from nnp_core.md import Integrator, MDConfig, Replica, run_md
+from nnp_core.sanity import bond_graph
 
 BOND_LIMIT_A = 0.5
 
@@ -43,7 +43,7 @@ class SeedResult:
 
 def bond_deviation(reference: Atoms, positions: np.ndarray) -> float:
     """Largest |r_ij - r_ij^ref| over the reference geometry's bonded pairs, Å."""
-    i, j = np.nonzero(np.triu(bond_matrix(reference)))
+    i, j = np.array(sorted(bond_graph(reference))).T
     ref = np.linalg.norm(reference.positions[i] - reference.positions[j], axis=1)
     now = np.linalg.norm(positions[i] - positions[j], axis=1)
     return float(np.max(np.abs(now - ref)))
@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--only", nargs="+", help="run only committees whose name contains one of these")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    if not (args.ps > 0 and args.seeds >= 1):
+        parser.error(f"--ps must be > 0 and --seeds >= 1 (got {args.ps:g} and {args.seeds})")
     from bench.data_efficiency import PRESETS
 
     data_dir = args.data_dir or PRESETS[args.preset].data.folder

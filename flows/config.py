@@ -214,6 +214,11 @@ class CommitteeSection(_Section):
     hidden_layers: list[PositiveInt] = Field(default_factory=lambda: [64, 64], min_length=1)
     dtype: Literal["float32", "float64"] = "float64"
 
+    def network_hparams(self) -> dict[str, Any]:
+        """Keyword arguments for ``nnp_core.models.build_model`` (besides members, seed)."""
+        return {"hidden_layers": self.hidden_layers, "descriptor": {
+            "cutoff_A": self.cutoff_A, "angular_cutoff_A": min(self.cutoff_A, 3.5)}}
+
 
 class ExploreSection(_Section):
     """Committee-driven Langevin MD; ``temperatures_K`` has one value per replica, or one

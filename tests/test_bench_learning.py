@@ -99,3 +99,15 @@ def test_labels_to_reach_interpolates_log_log() -> None:
     assert labels_to_reach(points, 0.05) is None
     with pytest.raises(ValueError):
         take(list(range(3)), 4, seed=0)
+
+
+def test_bad_benchmark_arguments_are_refused_with_the_reason(tmp_path, capsys) -> None:
+    for main, argv, words in ((data_efficiency.main, ["--sizes", "1", "10"], "at least 2 frames"),
+                              (data_efficiency.main, ["--al-labels", "0"], "--al-labels"),
+                              (stability.main, ["--ps", "0"], "--ps must be > 0")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and words in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no committees under"):
+        stability.main(["--data-dir", str(tmp_path), "--no-write"])
+    assert list(tmp_path.iterdir()) == []  # nothing written

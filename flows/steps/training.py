@@ -101,12 +101,9 @@ def train_generation(ctx: CampaignContext, generation_index: int) -> int:
     with Session(ctx.engine) as session:
         frames = labelled_atoms(session, ctx.campaign_id, sources=TRAINING_SOURCES)
         validation = labelled_atoms(session, ctx.campaign_id, sources=[StructureSource.VALIDATION])
-    hparams = {"hidden_layers": config.committee.hidden_layers, "descriptor": {
-        "cutoff_A": config.committee.cutoff_A,
-        "angular_cutoff_A": min(config.committee.cutoff_A, 3.5)}}
     committee, report = train_committee(
         frames, config.train_config(), n_members=config.committee.members,
-        architecture=config.committee.architecture, model_hparams=hparams,
+        architecture=config.committee.architecture, model_hparams=config.committee.network_hparams(),
         initial=previous[1] if previous else None,
     )
     metrics = {"n_frames": len(frames), "wall_s": report.wall_s,
