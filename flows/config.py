@@ -230,6 +230,10 @@ class ExploreSection(_Section):
     timestep_fs: Positive = 0.5
     record_interval_steps: PositiveInt = 10
     friction_per_fs: float = Field(0.01, ge=0)
+    # at a frame beyond trust_hi: "restart" from the replica's last trusted frame (at
+    # most max_restarts times), or "continue" and only mark the frame (DP-GEN)
+    beyond_trust: Literal["restart", "continue"] = "restart"
+    max_restarts: int = Field(3, ge=0)
 
     @field_validator("temperatures_K")
     @classmethod

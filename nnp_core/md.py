@@ -31,6 +31,8 @@ checked at scoring steps only: when a replica's ``max_force_dev`` reaches
 restarts at once from its last trusted recorded frame (its seed structure at first)
 with fresh Maxwell–Boltzmann velocities; after ``max_restarts`` restarts it stops
 instead. A replica whose seed structure is already beyond trust stops at step 0.
+With ``MDConfig.beyond_trust = "continue"`` a crossing is recorded as ``rejected``
+and the replica carries on (DP-GEN style; no restarts, no trust stop).
 Smaller record intervals find crossings sooner at a higher cost per step. At *every*
 step, non-finite positions, mean energy or forces, or a mean potential energy change
 beyond ``max_energy_jump_eV_per_atom`` in one step, stop a replica with
@@ -73,6 +75,7 @@ from nnp_core.md_engine import ReplicaEnsemble, Snapshot
 from nnp_core.md_results import ExplorationResult, FrameStatus, MDFrame, ReplicaSummary, StopReason
 
 __all__ = [
+    "BeyondTrust",
     "ExplorationResult",
     "FrameStatus",
     "Integrator",
@@ -93,6 +96,20 @@ ProgressCallback = Callable[[int, int, int], None]
 class Integrator(StrEnum):
     LANGEVIN = "langevin"
     NVE = "nve"
+
+
+class BeyondTrust(StrEnum):
+    """What a replica does at a scoring step whose ``max_force_dev`` reaches trust_hi.
+
+    ``restart``: go back to its last trusted frame with fresh velocities (at most
+    ``max_restarts`` times, then stop). ``continue``: record the frame as rejected and
+    carry on (DP-GEN's exploration): the trajectory can leave the region the committee
+    knows and come back, so later trusted frames lie further out. Non-finite values
+    and energy jumps stop a replica in both modes.
+    """
+
+    RESTART = "restart"
+    CONTINUE = "continue"
 
 
 @dataclass(frozen=True)
@@ -142,6 +159,7 @@ class MDConfig:
     n_steps: int = 1000
     record_interval_steps: int = 10
     trust_hi_eV_A: float | None = None
+    beyond_trust: BeyondTrust = BeyondTrust.RESTART
     max_restarts: int = 3
     skin_A: float = 0.5
     max_energy_jump_eV_per_atom: float = 1.0
@@ -153,6 +171,10 @@ class MDConfig:
                 f"choose from {[i.value for i in Integrator]}"
             )
         object.__setattr__(self, "integrator", Integrator(self.integrator))
+        if self.beyond_trust not in set(BeyondTrust):
+            raise ValueError(f"invalid MDConfig beyond_trust {self.beyond_trust!r}; "
+                             f"choose from {[b.value for b in BeyondTrust]}")
+        object.__setattr__(self, "beyond_trust", BeyondTrust(self.beyond_trust))
         trust = self.trust_hi_eV_A
         checks = {
             "timestep_fs": math.isfinite(self.timestep_fs) and self.timestep_fs > 0,
@@ -293,7 +315,7 @@ class _Run:
             if not finite[index]:
                 message = "non-finite committee energy or forces"
                 self._fail(r, step, StopReason.NON_FINITE, message, temperatures)
-            elif crossed[index]:
+            elif crossed[index] and not (jumped[index] and config.beyond_trust == BeyondTrust.CONTINUE):
                 self._reject(r, step, temperatures)
             elif jumped[index]:
                 message = (f"potential energy changed by {jump[index]:.3g} eV/atom in one step "
@@ -309,6 +331,9 @@ class _Run:
         ens, config = self.ensemble, self.config
         reason = (f"max_force_dev {ens.max_force_dev[r]:.3g} eV/Å >= trust_hi "
                   f"{config.trust_hi_eV_A:.3g} eV/Å")
+        if config.beyond_trust == BeyondTrust.CONTINUE:
+            self._record(r, step, FrameStatus.REJECTED, f"{reason}; continuing", temperatures)
+            return
         point = self.restart_points[r]
         if point is None or self.restarts[r] >= config.max_restarts:
             why = "seed structure beyond trust" if point is None else (

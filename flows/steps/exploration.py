@@ -68,7 +68,8 @@ def explore(ctx: CampaignContext, generation_index: int, *, progress: ProgressCa
         for r, (point, temperature) in enumerate(zip(points, cfg.temperatures_K))
     ]
     md_config = MDConfig(timestep_fs=cfg.timestep_fs, n_steps=cfg.steps,
-                         record_interval_steps=cfg.record_interval_steps, trust_hi_eV_A=sel.trust_hi_eV_A)
+                         record_interval_steps=cfg.record_interval_steps, trust_hi_eV_A=sel.trust_hi_eV_A,
+                         beyond_trust=cfg.beyond_trust, max_restarts=cfg.max_restarts)
     result = run_md(committee, replicas, config=md_config, progress=progress)
     frames = [f for f in result.frames if f.step > 0 or f.restarts > 0]  # step 0 is the known seed
     with Session(ctx.engine) as session, session.begin():

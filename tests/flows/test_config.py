@@ -137,6 +137,8 @@ def test_level_of_theory_is_case_insensitive_and_ignores_solver_settings(tmp_pat
         ("[train]\nlearning_rate = -1.0\n", "train", "learning_rate"),
         ("[train]\ndtype = \"float32\"\n", "train", "committee.dtype"),
         ("[loop]\ninitial_sampler = \"random\"\n", "loop.initial_sampler", "'normal_modes'"),
+        ("[explore]\nbeyond_trust = \"stop\"\n", "explore.beyond_trust", "'restart' or 'continue'"),
+        ("[explore]\nmax_restarts = -1\n", "explore.max_restarts", "greater than or equal to 0"),
         ("[loop.convergence]\npatience = 2\n", "loop.convergence.patience", "unknown field"),
         ("[execution]\ntask_runner = \"dask\"\ndask_address = \"tcp://h:8786\"\n"
          "dask_cluster_class = \"dask_jobqueue.SLURMCluster\"\n", "execution", "not both"),

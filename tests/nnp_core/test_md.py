@@ -322,6 +322,31 @@ def test_replica_restarts_from_last_trusted_frame_at_first_crossing(restrained_w
         assert "restart limit 3 reached" in frames[-1].reason
 
 
+def test_beyond_trust_continue_runs_the_free_trajectory_and_only_marks_frames(restrained_water) -> None:
+    """DP-GEN-style exploration: crossings are recorded as rejected, the replica goes on
+    exactly as without a trust check, and trusted frames after a crossing are kept."""
+    replicas = [Replica(molecule("H2O"), temperature_K=900.0, friction_per_fs=0.02, seed=s) for s in (1, 2)]
+    free = run_md(restrained_water, replicas, config=MDConfig(n_steps=200, record_interval_steps=5))
+    scores = np.array([f.max_force_dev for f in free.frames])
+    trust_hi = float(np.quantile(scores, 0.7))
+    config = MDConfig(n_steps=200, record_interval_steps=5, trust_hi_eV_A=trust_hi, beyond_trust="continue")
+    result = run_md(restrained_water, replicas, config=config)
+    assert [s.stop_reason for s in result.replicas] == [StopReason.COMPLETED] * 2
+    assert all(s.restarts == 0 and s.steps_run == 200 for s in result.replicas)
+    assert len(result.frames) == len(free.frames)
+    for a, b in zip(result.frames, free.frames):
+        assert (a.replica, a.step) == (b.replica, b.step)
+        np.testing.assert_allclose(a.positions_A, b.positions_A, atol=1e-9)
+        expected = FrameStatus.REJECTED if b.max_force_dev >= trust_hi else FrameStatus.TRUSTED
+        assert a.status == expected, (a.step, a.max_force_dev, trust_hi)
+    statuses = [f.status for f in _by_replica(result, 0)]
+    first_rejected = statuses.index(FrameStatus.REJECTED)
+    assert FrameStatus.TRUSTED in statuses[first_rejected + 1:]  # it came back into trust
+    assert "continuing" in _by_replica(result, 0)[first_rejected].reason
+    with pytest.raises(ValueError, match="beyond_trust"):
+        MDConfig(beyond_trust="stop")
+
+
 def test_restart_cap_stops_the_replica(restrained_water) -> None:
     # the seed structure scores 0.044 eV/Å; a third of this replica's steps score above 0.05
     replica = Replica(molecule("H2O"), temperature_K=900.0, friction_per_fs=0.02, seed=3)

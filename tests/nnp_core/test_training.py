@@ -31,6 +31,27 @@ def test_training_on_pyscf_labels_cuts_validation_force_error_fivefold(water_fra
     assert len(report.members) == 3 and report.history
 
 
+def test_feature_scale_is_floored_so_near_constant_features_are_not_amplified(ethanol_emt_frames) -> None:
+    """A feature that barely varies over the training frames (an unoccupied radial shell)
+    must not be divided by its own tiny std: that blew inputs up 10-60x on new frames."""
+    import torch
+
+    from nnp_core.training import FEATURE_STD_FLOOR
+
+    committee = Committee.create("bpnn", n_members=1, seed=0, elements=["H", "C", "O"], hidden_layers=[8])
+    model = committee.model
+    data = LabelledSet.from_frames(ethanol_emt_frames, model)
+    fit_normalisation(model, data)
+    species = torch.cat([model.species_of(b["numbers"]) for b in data.frame_batches])
+    features = torch.cat([model.raw_features(b) for b in data.frame_batches])
+    for e in range(len(model.elements)):
+        raw_std = features[species == e].std(0, unbiased=False)
+        floor = FEATURE_STD_FLOOR * float(raw_std.max())
+        assert (raw_std < 1e-3 * float(raw_std.max())).any()  # the case exists on these frames
+        torch.testing.assert_close(model.feature_std[e], raw_std.clamp(min=floor))
+        torch.testing.assert_close(model.feature_mean[e], features[species == e].mean(0))
+
+
 def test_vectorised_training_equals_one_by_one(ethanol_emt_frames) -> None:
     config = TrainConfig(max_epochs=8, seed=3, batch_size_frames=16, early_stopping_patience_epochs=3,
                          lr_plateau_patience_epochs=2)
