@@ -111,3 +111,10 @@ def test_bad_benchmark_arguments_are_refused_with_the_reason(tmp_path, capsys) -
     with pytest.raises(SystemExit, match="no committees under"):
         stability.main(["--data-dir", str(tmp_path), "--no-write"])
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_scratch_generations_pick_the_first_generation_past_each_size() -> None:
+    labels = {0: 28, 1: 53, 2: 78, 3: 103, 4: 128, 5: 153}
+    assert data_efficiency.scratch_generations(labels, (25, 50, 100, 200)) == {0, 1, 3, 5}
+    assert data_efficiency.scratch_generations({0: 4}, (4, 8)) == {0}
+    assert data_efficiency.scratch_generations({}, (4,)) == set()
