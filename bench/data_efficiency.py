@@ -285,7 +285,10 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
     page = benchmarks_md or BENCHMARKS_MD
     plot_path = (page.parent / "img" / "learning_curve.png") if write else data_dir / "learning_curve.png"
     plot_curves(results.data, plot_path)
-    command = "`.venv/bin/python -m bench.data_efficiency" + ("`" if preset_name == "full" else f" --preset {preset_name}`")
+    command = "`.venv/bin/python -m bench.data_efficiency" + ("" if preset_name == "full" else f" --preset {preset_name}")
+    for name, value in changes.items():
+        command += f" --{name.replace('_', '-')} " + (" ".join(map(str, value)) if isinstance(value, tuple) else str(value))
+    command += "`"
     text = "\n".join([
         f"## Data efficiency: active learning vs random sampling ({preset.data.molecule})", "", command, "",
         machine_line(), "",

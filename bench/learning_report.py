@@ -102,8 +102,11 @@ def headline(results: dict[str, dict], preset: Any) -> list[str]:
         random_at = {round(p["n_labels"]): p for p in random}
         for n in sorted(random_at):
             reach = labels_to_reach(al, random_at[n]["force_mae_eV_A"])
+            deployed = labels_to_reach(campaign, random_at[n]["force_mae_eV_A"]) if campaign else None
             lines.append(f"  - random {n} labels ({1000 * random_at[n]['force_mae_eV_A']:.1f} meV/Å): AL needs "
-                         + (f"{reach:.0f}" if reach is not None else "more than it had"))
+                         + (f"{reach:.0f}" if reach is not None else "more than it had")
+                         + (f" retrained from scratch, {deployed:.0f} with the campaign's own committee"
+                            if deployed is not None else ""))
     for name, points in (("active learning", al), ("random sampling", random)):
         within = [p for p in points if p["n_labels"] <= 300]
         if within:
