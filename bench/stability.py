@@ -17,6 +17,7 @@ saves them), so the two ways of collecting data are compared in one run.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> str:
         raise SystemExit(f"no committees under {data_dir}: run bench.data_efficiency first")
     text = "\n".join([
         "## Stability: long MD with the final committees", "",
-        "`.venv/bin/python -m bench.stability" + ("`" if args.preset == "full" else f" --preset {args.preset}`"), "",
+        "`.venv/bin/python -m bench.stability" + " ".join([""] + (argv if argv is not None else sys.argv[1:])) + "`", "",
         machine_line(), "",
         f"Langevin MD at 500 K, 0.5 fs, friction 0.01/fs, {args.ps:g} ps per seed, {args.seeds} seeds in one "
         f"batch, no restarts. Failure: a bonded pair of the reference geometry deviates > {BOND_LIMIT_A} Å "
