@@ -231,10 +231,10 @@ def active_learning_curve(preset: Preset, test: list, results: Results, folder: 
         config_path = campaign_config(preset, seed, folder / f"al-seed{seed}")
         run_campaign(config_path, preset.al_labels, log)
         frames, committees = campaign_frames(config_path)
-        labels = {g: sum(a.info.get("generation", 0) <= g for a in frames) for g in committees}
-        retrain = scratch_generations(labels, preset.sizes)
+        paid = {g: [a for a in frames if a.info.get("generation", 0) <= g] for g in committees}
+        retrain = scratch_generations({g: len(mine) for g, mine in paid.items()}, preset.sizes)
         for generation, committee in sorted(committees.items()):
-            mine = [a for a in frames if a.info.get("generation", 0) <= generation]
+            mine = paid[generation]
             key = f"al/seed{seed}/g{generation}"
             deployed = results.get_or_compute(f"{key}/campaign", lambda: {
                 "n_labels": len(mine), **evaluation_metrics(committee, test),
@@ -251,11 +251,10 @@ def scratch_generations(labels: dict[int, int], sizes: tuple[int, ...]) -> set[i
     """Generations whose labels are retrained from scratch: for each random-curve size,
     the first generation with at least that many labels, and the last one (training
     from scratch at every generation would cost as much as the campaign itself)."""
+    if not labels:
+        return set()
     order = sorted(labels)
-    chosen = {order[-1]} if order else set()
-    for size in sizes:
-        chosen |= {next((g for g in order if labels[g] >= size), order[-1])} if order else set()
-    return chosen
+    return {order[-1]} | {next((g for g in order if labels[g] >= size), order[-1]) for size in sizes}
 
 
 # -------------------------------------------------------------------------------- main

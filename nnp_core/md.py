@@ -310,12 +310,14 @@ class _Run:
         crossed = np.zeros(len(ids), dtype=bool)
         if scored and config.trust_hi_eV_A is not None:
             crossed = ens.max_force_dev[ids] >= config.trust_hi_eV_A
+            if config.beyond_trust == BeyondTrust.CONTINUE:
+                crossed &= ~jumped  # a replica that goes on still fails on an energy jump
         for index in np.flatnonzero(~finite | crossed | jumped | scored):
             r = int(ids[index])
             if not finite[index]:
                 message = "non-finite committee energy or forces"
                 self._fail(r, step, StopReason.NON_FINITE, message, temperatures)
-            elif crossed[index] and not (jumped[index] and config.beyond_trust == BeyondTrust.CONTINUE):
+            elif crossed[index]:
                 self._reject(r, step, temperatures)
             elif jumped[index]:
                 message = (f"potential energy changed by {jump[index]:.3g} eV/atom in one step "

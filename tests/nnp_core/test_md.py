@@ -343,6 +343,11 @@ def test_beyond_trust_continue_runs_the_free_trajectory_and_only_marks_frames(re
     first_rejected = statuses.index(FrameStatus.REJECTED)
     assert FrameStatus.TRUSTED in statuses[first_rejected + 1:]  # it came back into trust
     assert "continuing" in _by_replica(result, 0)[first_rejected].reason
+    # going on past trust does not go on past an energy jump
+    jumpy = MDConfig(n_steps=20, record_interval_steps=1, trust_hi_eV_A=1e-9, beyond_trust="continue",
+                     max_energy_jump_eV_per_atom=1e-9)
+    (summary,) = run_md(restrained_water, replicas[:1], config=jumpy).replicas
+    assert summary.stop_reason == StopReason.ENERGY_JUMP and summary.steps_run == 1
     with pytest.raises(ValueError, match="beyond_trust"):
         MDConfig(beyond_trust="stop")
 
