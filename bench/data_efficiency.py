@@ -71,8 +71,11 @@ PRESETS = {
                       test=Sampling({300: 3, 600: 3}, interval_steps=10, equilibration_steps=20, seed=1),
                       pool=Sampling({300: 4, 600: 4}, interval_steps=10, equilibration_steps=20, seed=2)),
         sizes=(4, 8), seeds=(0,), al_labels=8,
-        overrides={"explore": {"steps": 40}, "train": {"max_epochs": 5},
-                   "select": {"trust_lo_eV_A": 0.0, "trust_hi_eV_A": 1e6, "max_selected_per_generation": 4},
+        # the 8-frame committees may drive water apart in 20 fs; the tiny run checks the
+        # plumbing, so such frames are still selected (and labelled) rather than filtered
+        overrides={"explore": {"steps": 40}, "train": {"max_epochs": 20},
+                   "select": {"trust_lo_eV_A": 0.0, "trust_hi_eV_A": 1e6, "max_selected_per_generation": 4,
+                              "allow_bond_changes": True, "min_distance_A": 0.1},
                    "loop": {"initial_samples": 4, "max_generations": 2},
                    "execution": {"max_workers": 1}},
     ),
