@@ -16,7 +16,7 @@ Both curves are measured on the test set (force MAE is per component, as in MD17
 papers). The final campaign committees also give the uncertainty figures: Spearman rank
 correlation between ``max_force_dev`` and the true largest per-atom force error, and the
 coverage of the nominal 95% interval, raw and calibrated (calibration fitted by the
-campaign on its validation frames). Results are cached per point in
+campaign on its validation frames, and refitted on held-out pool frames). Results are cached per point in
 ``bench/data/<name>/results.json``, so an interrupted run resumes.
 
     .venv/bin/python -m bench.data_efficiency [--preset full|tiny] [--no-write]
@@ -54,6 +54,12 @@ class Preset:
     seeds: tuple[int, ...]
     al_labels: int  # stop a campaign once it has this many labels
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: random N frames are drawn from the pool's first max(N, draw_from) frames (None: the
+    #: whole pool); the pool is shuffled, so every prefix is itself a random sample
+    draw_from: int | None = None
+    #: pool frames (its first ones) that calibrate the campaign committees' uncertainty
+    #: for the held-out coverage; campaigns never see the pool
+    held_out: int = 0
 
 
 PRESETS = {
@@ -63,6 +69,8 @@ PRESETS = {
                       test=Sampling({300: 50, 600: 50}, interval_steps=100, torsion_frames=50, seed=1),
                       pool=Sampling({300: 134, 500: 133, 700: 133}, interval_steps=100, seed=2)),
         sizes=(25, 50, 100, 200, 400), seeds=(0, 1, 2), al_labels=200,
+        # the points up to 200 labels were computed when 200 pool frames were labelled
+        draw_from=200, held_out=50,
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30}},
     ),
     "tiny": Preset(
@@ -70,7 +78,7 @@ PRESETS = {
         data=DataSpec("water-hf-sto3g-tiny", "H2O", {},
                       test=Sampling({300: 3, 600: 3}, interval_steps=10, equilibration_steps=20, seed=1),
                       pool=Sampling({300: 4, 600: 4}, interval_steps=10, equilibration_steps=20, seed=2)),
-        sizes=(4, 8), seeds=(0,), al_labels=8,
+        sizes=(4, 8), seeds=(0,), al_labels=8, held_out=4,
         # the 8-frame committees may drive water apart in 20 fs; the tiny run checks the
         # plumbing, so such frames are still selected (and labelled) rather than filtered
         overrides={"explore": {"steps": 40}, "train": {"max_epochs": 20},
@@ -177,8 +185,9 @@ def random_curve(preset: Preset, pool: list, test: list, results: Results, log=p
                 log(f"random: skipping N={n}, the pool has {len(pool)} labelled frames")
                 continue
             keep = preset.data.folder / "committees" / f"random-seed{seed}-n{n}" if n == max(preset.sizes) else None
+            source = pool if preset.draw_from is None else pool[:max(n, preset.draw_from)]
             point = results.get_or_compute(f"random/seed{seed}/n{n}",
-                                           lambda: train_and_test(preset, take(pool, n, seed), test, seed, keep))
+                                           lambda: train_and_test(preset, take(source, n, seed), test, seed, keep))
             log(f"random seed {seed} N={n}: force MAE {1000 * point['force_mae_eV_A']:.1f} meV/Å")
 
 
@@ -230,6 +239,8 @@ def active_learning_curve(preset: Preset, test: list, results: Results, folder: 
     """Campaigns (one per seed) and their from-scratch and as-deployed test errors."""
     from flows.steps.training import evaluation_metrics
 
+    held_out = labelled_set(preset.data, "pool", limit=preset.held_out) if preset.held_out else None
+
     for seed in preset.seeds:
         config_path = campaign_config(preset, seed, folder / f"al-seed{seed}")
         run_campaign(config_path, preset.al_labels, log)
@@ -241,7 +252,7 @@ def active_learning_curve(preset: Preset, test: list, results: Results, folder: 
             key = f"al/seed{seed}/g{generation}"
             deployed = results.get_or_compute(f"{key}/campaign", lambda: {
                 "n_labels": len(mine), **evaluation_metrics(committee, test),
-                **uncertainty_metrics(committee, test, COVERAGE_FACTOR)})
+                **uncertainty_metrics(committee, test, COVERAGE_FACTOR, held_out)})
             line = f"AL seed {seed} generation {generation} N={len(mine)}: campaign committee force MAE " \
                    f"{1000 * deployed['force_mae_eV_A']:.1f} meV/Å"
             if generation in retrain:
@@ -297,7 +308,10 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
         f"Reference level: {json.dumps(preset.data.reference)}. Test set: {len(test)} frames "
         f"(xTB MD at {sorted(preset.data.test.md_frames)} K, {preset.data.test.torsion_frames} torsion-scan "
         f"frames), relabelled at the reference level. Random pool: frames of xTB MD at "
-        f"{sorted(preset.data.pool.md_frames)} K. Campaign settings: `{preset.example}` with {preset.overrides}. "
+        f"{sorted(preset.data.pool.md_frames)} K"
+        + ("" if preset.draw_from is None else
+           f"; random N frames are drawn (per seed) from its first max(N, {preset.draw_from}) frames")
+        + f". Campaign settings: `{preset.example}` with {preset.overrides}. "
         f"Seeds {list(preset.seeds)}; mean ± std over seeds; force MAE per component.", "",
         markdown_table(["curve", "labels", "force MAE meV/Å", "force RMSE meV/Å", "energy MAE meV/atom", "seeds"],
                        curve_rows(results.data)), "",

@@ -20,18 +20,33 @@ CURVES = {"random": "random sampling", "al": "active learning (retrained from sc
 _KEY = re.compile(r"^(random|al)/seed(\d+)/(n|g)(\d+)(/campaign)?$")
 
 
-def uncertainty_metrics(committee: Any, test: list, coverage_factor: float) -> dict[str, float]:
+def uncertainty_metrics(committee: Any, test: list, coverage_factor: float,
+                        held_out: list | None = None) -> dict[str, float]:
     """Coverage of the nominal 95% per-atom force interval (|dF_i| <= k * sigma_i), raw
-    (sigma = force_dev) and calibrated (sigma = scale * force_dev)."""
-    prediction = committee.predict(test)
-    f_ref = np.concatenate([a.get_forces() for a in test])
-    error = np.linalg.norm(prediction.forces_mean - f_ref, axis=1)
+    (sigma = force_dev) and calibrated (sigma = scale * force_dev) with the committee's
+    own scale; with ``held_out`` (labelled frames the committee never saw) also with a
+    scale fitted on those frames."""
+    from nnp_core.uncertainty import fit_calibration
+
+    def errors(frames: list) -> tuple[np.ndarray, np.ndarray]:
+        prediction = committee.predict(frames)
+        f_ref = np.concatenate([a.get_forces() for a in frames])
+        return prediction.forces_mean - f_ref, prediction.force_dev
+
+    delta, dev = errors(test)
+    error = np.linalg.norm(delta, axis=1)
     scale = committee.calibration.force_dev_scale
-    return {
+    out = {
         "calibration_scale": float(scale),
-        "coverage_raw": float(np.mean(error <= coverage_factor * prediction.force_dev)),
-        "coverage_calibrated": float(np.mean(error <= coverage_factor * scale * prediction.force_dev)),
+        "coverage_raw": float(np.mean(error <= coverage_factor * dev)),
+        "coverage_calibrated": float(np.mean(error <= coverage_factor * scale * dev)),
     }
+    if held_out:
+        held_delta, held_dev = errors(held_out)
+        fitted = fit_calibration(held_dev, held_delta).force_dev_scale
+        out["calibration_scale_heldout"] = float(fitted)
+        out["coverage_heldout"] = float(np.mean(error <= coverage_factor * fitted * dev))
+    return out
 
 
 def curves(results: dict[str, dict]) -> dict[str, list[dict[str, float]]]:
@@ -52,7 +67,8 @@ def curves(results: dict[str, dict]) -> dict[str, list[dict[str, float]]]:
         row = {"seeds": len(points)}
         for name in ("n_labels", "force_mae_eV_A", "force_rmse_eV_A", "energy_mae_eV_atom"):
             row[name], row[name + "_std"] = stat(name)
-        for name in ("force_dev_spearman", "coverage_raw", "coverage_calibrated", "calibration_scale"):
+        for name in ("force_dev_spearman", "coverage_raw", "coverage_calibrated", "calibration_scale",
+                     "coverage_heldout", "calibration_scale_heldout"):
             if all(p.get(name) is not None for p in points) and name in points[0]:
                 row[name], row[name + "_std"] = stat(name)
         out[kind].append(row)
@@ -123,7 +139,10 @@ def headline(results: dict[str, dict], preset: Any) -> list[str]:
             f"{'met' if last['force_dev_spearman'] >= 0.5 else 'missed'}); coverage of the nominal 95% "
             f"per-atom force interval: raw {100 * last['coverage_raw']:.0f}%, calibrated "
             f"{100 * last['coverage_calibrated']:.0f}% (scale {last['calibration_scale']:.2f}, fitted on the "
-            "campaign's validation frames).")
+            "campaign's validation frames)"
+            + (f", calibrated on {preset.held_out} held-out pool frames {100 * last['coverage_heldout']:.0f}% "
+               f"(scale {last['calibration_scale_heldout']:.2f})" if "coverage_heldout" in last else "")
+            + ".")
     return lines
 
 

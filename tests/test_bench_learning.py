@@ -12,8 +12,8 @@ from ase.build import molecule
 
 from bench import data_efficiency, stability
 from bench._learning_data import labelled_set, rotatable_bonds, take, torsion_frames
-from bench.learning_report import curves, labels_to_reach
-from nnp_core.committee import Committee
+from bench.learning_report import curves, labels_to_reach, uncertainty_metrics
+from nnp_core.committee import Committee, load_committee
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,23 @@ def test_tiny_run_writes_both_curves_and_the_report(tiny_run) -> None:
     assert "coverage of the nominal 95%" in text
     assert (data_dir.parent / "img" / "learning_curve.png").stat().st_size > 1000
     assert (data_dir / "committees" / "random-seed0-n8").is_dir()
+    final = results[max((k for k in results if k.endswith("/campaign")), key=lambda k: results[k]["n_labels"])]
+    assert 0 <= final["coverage_heldout"] <= 1 and final["calibration_scale_heldout"] > 0
+    assert "held-out pool frames" in text
+
+
+def test_held_out_calibration_matches_the_errors_in_rms(tiny_run) -> None:
+    data_dir, _ = tiny_run
+    committee = load_committee(data_dir / "committees" / "random-seed0-n8")
+    test = ase.io.read(data_dir / "test.extxyz", index=":")
+    metrics = uncertainty_metrics(committee, test, data_efficiency.COVERAGE_FACTOR, held_out=test)
+    prediction = committee.predict(test)
+    error = prediction.forces_mean - np.concatenate([a.get_forces() for a in test])
+    scale = metrics["calibration_scale_heldout"]
+    assert np.mean(np.sum(error**2, axis=1)) == pytest.approx(scale**2 * np.mean(prediction.force_dev**2))
+    inside = np.linalg.norm(error, axis=1) <= data_efficiency.COVERAGE_FACTOR * scale * prediction.force_dev
+    assert metrics["coverage_heldout"] == pytest.approx(np.mean(inside))
+    assert "coverage_heldout" not in uncertainty_metrics(committee, test, 1.0)
 
 
 def test_labelled_cache_resumes_without_relabelling(tiny_run) -> None:
