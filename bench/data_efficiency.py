@@ -47,6 +47,17 @@ COVERAGE_FACTOR = float(np.sqrt(7.814727903251178 / 3))
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One active-learning protocol: the example campaign with ``overrides`` on top of the
+    preset's. Campaigns live in ``<name>-seed<s>/``, results under ``<name>/seed<s>/``."""
+
+    name: str
+    label: str
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: tuple[int, ...] | None = None  # None: the preset's
+
+
+@dataclass(frozen=True)
 class Preset:
     example: str  # campaign TOML the active-learning runs start from
     data: DataSpec
@@ -60,6 +71,7 @@ class Preset:
     #: pool frames (its first ones) that calibrate the campaign committees' uncertainty
     #: for the held-out coverage; campaigns never see the pool
     held_out: int = 0
+    variants: tuple[Variant, ...] = (Variant("al", "active learning"),)
 
 
 PRESETS = {
@@ -71,6 +83,12 @@ PRESETS = {
         sizes=(25, 50, 100, 200, 400), seeds=(0, 1, 2), al_labels=200,
         # the points up to 200 labels were computed when 200 pool frames were labelled
         draw_from=200, held_out=50,
+        variants=(Variant("al", "active learning, normal-mode start"),
+                  # generation 0 from GFN2-xTB MD instead of harmonic normal modes, one seed
+                  Variant("al-mdinit", "active learning, xTB-MD start",
+                          {"loop": {"initial_sampler": "md", "initial_md_backend": "xtb",
+                                    "initial_temperature_K": 500, "initial_md_interval_steps": 100}},
+                          seeds=(0,))),
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30}},
     ),
     "tiny": Preset(
@@ -114,12 +132,15 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
     return text
 
 
-def campaign_config(preset: Preset, seed: int, folder: Path) -> Path:
-    """The example campaign with the preset's overrides, seeded, living in ``folder``."""
+def campaign_config(preset: Preset, seed: int, folder: Path, variant: Variant | None = None) -> Path:
+    """The example campaign with the preset's and the variant's overrides, seeded,
+    living in ``folder``."""
+    variant = variant or preset.variants[0]
     data = tomllib.loads((ROOT / preset.example).read_text())
-    for section, values in preset.overrides.items():
-        data.setdefault(section, {}).update(values)
-    data["campaign"] = {"name": f"{data['campaign']['name']}-al-seed{seed}", "work_dir": str(folder)}
+    for overrides in (preset.overrides, variant.overrides):
+        for section, values in overrides.items():
+            data.setdefault(section, {}).update(values)
+    data["campaign"] = {"name": f"{data['campaign']['name']}-{variant.name}-seed{seed}", "work_dir": str(folder)}
     data["train"]["seed"] = seed
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "campaign.toml"
@@ -236,29 +257,30 @@ def campaign_frames(config_path: Path) -> tuple[list, dict[int, Any]]:
 
 
 def active_learning_curve(preset: Preset, test: list, results: Results, folder: Path, log=print) -> None:
-    """Campaigns (one per seed) and their from-scratch and as-deployed test errors."""
+    """Campaigns (one per variant and seed) and their from-scratch and as-deployed test errors."""
     from flows.steps.training import evaluation_metrics
 
     held_out = labelled_set(preset.data, "pool", limit=preset.held_out) if preset.held_out else None
-
-    for seed in preset.seeds:
-        config_path = campaign_config(preset, seed, folder / f"al-seed{seed}")
-        run_campaign(config_path, preset.al_labels, log)
-        frames, committees = campaign_frames(config_path)
-        paid = {g: [a for a in frames if a.info.get("generation", 0) <= g] for g in committees}
-        retrain = scratch_generations({g: len(mine) for g, mine in paid.items()}, preset.sizes)
-        for generation, committee in sorted(committees.items()):
-            mine = paid[generation]
-            key = f"al/seed{seed}/g{generation}"
-            deployed = results.get_or_compute(f"{key}/campaign", lambda: {
-                "n_labels": len(mine), **evaluation_metrics(committee, test),
-                **uncertainty_metrics(committee, test, COVERAGE_FACTOR, held_out)})
-            line = f"AL seed {seed} generation {generation} N={len(mine)}: campaign committee force MAE " \
-                   f"{1000 * deployed['force_mae_eV_A']:.1f} meV/Å"
-            if generation in retrain:
-                point = results.get_or_compute(key, lambda: train_and_test(preset, mine, test, seed))
-                line += f", retrained from scratch {1000 * point['force_mae_eV_A']:.1f} meV/Å"
-            log(line)
+    for variant in preset.variants:
+        for seed in variant.seeds or preset.seeds:
+            name = f"{variant.name}-seed{seed}"
+            config_path = campaign_config(preset, seed, folder / name, variant)
+            run_campaign(config_path, preset.al_labels, log)
+            frames, committees = campaign_frames(config_path)
+            paid = {g: [a for a in frames if a.info.get("generation", 0) <= g] for g in committees}
+            retrain = scratch_generations({g: len(mine) for g, mine in paid.items()}, preset.sizes)
+            for generation, committee in sorted(committees.items()):
+                mine = paid[generation]
+                key = f"{variant.name}/seed{seed}/g{generation}"
+                deployed = results.get_or_compute(f"{key}/campaign", lambda: {
+                    "n_labels": len(mine), **evaluation_metrics(committee, test),
+                    **uncertainty_metrics(committee, test, COVERAGE_FACTOR, held_out)})
+                line = f"{name} generation {generation} N={len(mine)}: campaign committee force MAE " \
+                       f"{1000 * deployed['force_mae_eV_A']:.1f} meV/Å"
+                if generation in retrain:
+                    point = results.get_or_compute(key, lambda: train_and_test(preset, mine, test, seed))
+                    line += f", retrained from scratch {1000 * point['force_mae_eV_A']:.1f} meV/Å"
+                log(line)
 
 
 def scratch_generations(labels: dict[int, int], sizes: tuple[int, ...]) -> set[int]:
@@ -274,11 +296,12 @@ def scratch_generations(labels: dict[int, int], sizes: tuple[int, ...]) -> set[i
 # -------------------------------------------------------------------------------- main
 
 def run(preset_name: str, *, folder: Path | None = None, write: bool = True, benchmarks_md: Path | None = None,
-        log=print, skip: tuple[str, ...] = (), **changes: Any) -> str:
+        log=print, skip: tuple[str, ...] = (), only: tuple[str, ...] = (), **changes: Any) -> str:
     """Build the data, both curves and the report; returns the markdown section.
 
     ``changes`` replace preset fields (``seeds``, ``sizes``, ``al_labels``); ``skip``
-    may hold "random" and/or "al" to leave a curve as it is in the results file."""
+    may hold "random" and/or "al" to leave a curve as it is in the results file; ``only``
+    names the active-learning variants to run (default: all)."""
     preset = replace(with_reference(PRESETS[preset_name]), **changes)
     if folder is not None:
         preset = replace(preset, data=replace(preset.data, root=folder))
@@ -294,10 +317,12 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
         log(f"test set {len(test)} frames, random pool {len(pool)} frames ({data_dir})")
         random_curve(preset, pool, test, results, log)
     if "al" not in skip:
-        active_learning_curve(preset, test, results, data_dir, log)
+        run_variants = tuple(v for v in preset.variants if not only or v.name in only)
+        active_learning_curve(replace(preset, variants=run_variants), test, results, data_dir, log)
     page = benchmarks_md or BENCHMARKS_MD
     plot_path = (page.parent / "img" / "learning_curve.png") if write else data_dir / "learning_curve.png"
-    plot_curves(results.data, plot_path)
+    labels = {v.name: v.label for v in preset.variants}
+    plot_curves(results.data, plot_path, labels)
     command = "`.venv/bin/python -m bench.data_efficiency" + ("" if preset_name == "full" else f" --preset {preset_name}")
     for name, value in changes.items():
         command += f" --{name.replace('_', '-')} " + (" ".join(map(str, value)) if isinstance(value, tuple) else str(value))
@@ -312,9 +337,12 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
         + ("" if preset.draw_from is None else
            f"; random N frames are drawn (per seed) from its first max(N, {preset.draw_from}) frames")
         + f". Campaign settings: `{preset.example}` with {preset.overrides}. "
-        f"Seeds {list(preset.seeds)}; mean ± std over seeds; force MAE per component.", "",
+        f"Seeds {list(preset.seeds)}"
+        + "".join(f" ({v.label}: seeds {list(v.seeds)})" for v in preset.variants if v.seeds)
+        + "; mean ± std over seeds (a generation's mean over the seeds that reached it); force MAE per "
+        "component.", "",
         markdown_table(["curve", "labels", "force MAE meV/Å", "force RMSE meV/Å", "energy MAE meV/atom", "seeds"],
-                       curve_rows(results.data)), "",
+                       curve_rows(results.data, labels)), "",
         *headline(results.data, preset), "",
         f"![learning curve]({'img/learning_curve.png' if write else plot_path})",
     ])
@@ -331,9 +359,14 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--sizes", type=int, nargs="+", help="override the random curve's label counts")
     parser.add_argument("--al-labels", type=int, help="override the campaigns' label budget")
     parser.add_argument("--skip", nargs="+", choices=("random", "al"), default=())
+    parser.add_argument("--variants", nargs="+", metavar="NAME",
+                        help="run only these active-learning variants (the report still shows all)")
     args = parser.parse_args(argv)
     if args.sizes and min(args.sizes) < 2:
         parser.error(f"--sizes: a committee needs at least 2 frames (got {args.sizes})")
+    known = [v.name for v in PRESETS[args.preset].variants]
+    if args.variants and not set(args.variants) <= set(known):
+        parser.error(f"--variants: unknown {sorted(set(args.variants) - set(known))}; {args.preset} has {known}")
     if args.al_labels is not None and args.al_labels < 1:
         parser.error(f"--al-labels must be >= 1 (got {args.al_labels})")
     changes = {name: tuple(value) if isinstance(value, list) else value
@@ -342,7 +375,8 @@ def main(argv: list[str] | None = None) -> str:
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):
-        text = run(args.preset, write=not args.no_write, skip=tuple(args.skip), **changes)
+        text = run(args.preset, write=not args.no_write, skip=tuple(args.skip), only=tuple(args.variants or ()),
+                   **changes)
     print(text)
     return text
 

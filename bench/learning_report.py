@@ -1,9 +1,11 @@
 """Tables, headline figures and the plot for ``bench.data_efficiency``.
 
 Results are a flat dict written by that script: ``random/seed{s}/n{N}`` (committees
-trained on N random frames), ``al/seed{s}/g{g}`` (trained from scratch on every label
-campaign s had after generation g) and ``al/seed{s}/g{g}/campaign`` (campaign s's own
-committee of generation g). Each value holds ``n_labels`` and test-set metrics.
+trained on N random frames), ``<variant>/seed{s}/g{g}`` (trained from scratch on every
+label campaign s of an active-learning variant such as ``al`` had after generation g)
+and ``<variant>/seed{s}/g{g}/campaign`` (that campaign's own committee of generation g).
+Each value holds ``n_labels`` and test-set metrics. Curves are keyed ``random``,
+``<variant>`` and ``<variant>/campaign``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,16 @@ from typing import Any
 
 import numpy as np
 
-CURVES = {"random": "random sampling", "al": "active learning (retrained from scratch)",
-          "campaign": "active learning (campaign's own committee)"}
-_KEY = re.compile(r"^(random|al)/seed(\d+)/(n|g)(\d+)(/campaign)?$")
+_KEY = re.compile(r"^(random|al[\w-]*)/seed(\d+)/(n|g)(\d+)(/campaign)?$")
+
+
+def curve_label(kind: str, variants: dict[str, str] | None = None) -> str:
+    """Legend/table name of a curve; ``variants`` maps variant names to their labels."""
+    if kind == "random":
+        return "random sampling"
+    name, _, campaign = kind.partition("/")
+    label = (variants or {}).get(name, "active learning" if name == "al" else f"active learning ({name})")
+    return f"{label} ({'campaign committee' if campaign else 'retrained from scratch'})"
 
 
 def uncertainty_metrics(committee: Any, test: list, coverage_factor: float,
@@ -56,7 +65,7 @@ def curves(results: dict[str, dict]) -> dict[str, list[dict[str, float]]]:
     for key, value in results.items():
         match = _KEY.match(key)
         if match:
-            kind = "campaign" if match.group(5) else match.group(1)
+            kind = match.group(1) + (match.group(5) or "")
             groups[(kind, int(match.group(4)))].append(value)
     out: dict[str, list[dict[str, float]]] = defaultdict(list)
     for (kind, _), points in groups.items():
@@ -75,7 +84,7 @@ def curves(results: dict[str, dict]) -> dict[str, list[dict[str, float]]]:
     return {kind: sorted(rows, key=lambda r: r["n_labels"]) for kind, rows in out.items()}
 
 
-def curve_rows(results: dict[str, dict]) -> list[list[object]]:
+def curve_rows(results: dict[str, dict], variants: dict[str, str] | None = None) -> list[list[object]]:
     """Rows for the learning-curve table (milli-units, mean ± std over seeds)."""
     def pm(row: dict, name: str, scale: float = 1000.0) -> str:
         return f"{scale * row[name]:.1f} ± {scale * row[name + '_std']:.1f}"
@@ -83,7 +92,7 @@ def curve_rows(results: dict[str, dict]) -> list[list[object]]:
     rows = []
     for kind, points in curves(results).items():
         for row in points:
-            rows.append([CURVES[kind], f"{row['n_labels']:.0f}", pm(row, "force_mae_eV_A"),
+            rows.append([curve_label(kind, variants), f"{row['n_labels']:.0f}", pm(row, "force_mae_eV_A"),
                          pm(row, "force_rmse_eV_A"), pm(row, "energy_mae_eV_atom"), row["seeds"]])
     return rows
 
@@ -102,51 +111,63 @@ def labels_to_reach(points: list[dict[str, float]], target: float) -> float | No
 
 
 def headline(results: dict[str, dict], preset: Any) -> list[str]:
-    """The figures the issue asks for, each with its target and verdict."""
+    """The figures the issue asks for, each with its target and verdict, per
+    active-learning variant of ``preset``."""
     data = curves(results)
-    random, al, campaign = data.get("random", []), data.get("al", []), data.get("campaign", [])
+    random = data.get("random", [])
     lines = []
-    if random and al:
-        best = random[-1]
-        reach = labels_to_reach(al, best["force_mae_eV_A"])
-        lines.append(
-            f"- Random sampling's {best['n_labels']:.0f}-label force MAE is "
-            f"{1000 * best['force_mae_eV_A']:.1f} meV/Å; active learning reaches it with "
-            + (f"**{reach:.0f} labels**" if reach is not None else
-               f"**not within {al[-1]['n_labels']:.0f} labels** (its best: {1000 * min(p['force_mae_eV_A'] for p in al):.1f} meV/Å)")
-            + f" (target ≤ 150: {'met' if reach is not None and reach <= 150 else 'missed'}).")
-        random_at = {round(p["n_labels"]): p for p in random}
-        for n in sorted(random_at):
-            reach = labels_to_reach(al, random_at[n]["force_mae_eV_A"])
-            deployed = labels_to_reach(campaign, random_at[n]["force_mae_eV_A"]) if campaign else None
-            lines.append(f"  - random {n} labels ({1000 * random_at[n]['force_mae_eV_A']:.1f} meV/Å): AL needs "
-                         + (f"{reach:.0f}" if reach is not None else "more than it had")
-                         + (f" retrained from scratch, {deployed:.0f} with the campaign's own committee"
-                            if deployed is not None else ""))
-    for name, points in (("active learning", al), ("random sampling", random)):
-        within = [p for p in points if p["n_labels"] <= 300]
-        if within:
-            best = min(within, key=lambda p: p["force_mae_eV_A"])
-            lines.append(f"- Best {name} force MAE with ≤ 300 labels: {1000 * best['force_mae_eV_A']:.1f} meV/Å "
-                         f"at {best['n_labels']:.0f} labels (target ≤ 25: "
-                         f"{'met' if best['force_mae_eV_A'] <= 0.025 else 'missed'}).")
-    if campaign and "coverage_raw" in campaign[-1]:
-        last = campaign[-1]
-        lines.append(
-            f"- Uncertainty, final campaign committees ({last['n_labels']:.0f} labels): Spearman(max_force_dev, "
-            f"true max force error) on the test set {last['force_dev_spearman']:.2f} ± "
-            f"{last['force_dev_spearman_std']:.2f} (target ≥ 0.5: "
-            f"{'met' if last['force_dev_spearman'] >= 0.5 else 'missed'}); coverage of the nominal 95% "
-            f"per-atom force interval: raw {100 * last['coverage_raw']:.0f}%, calibrated "
-            f"{100 * last['coverage_calibrated']:.0f}% (scale {last['calibration_scale']:.2f}, fitted on the "
-            "campaign's validation frames)"
-            + (f", calibrated on {preset.held_out} held-out pool frames {100 * last['coverage_heldout']:.0f}% "
-               f"(scale {last['calibration_scale_heldout']:.2f})" if "coverage_heldout" in last else "")
-            + ".")
-    return lines
+    for variant in preset.variants:
+        al, campaign = data.get(variant.name, []), data.get(variant.name + "/campaign", [])
+        if not al:
+            continue
+        n_seeds = max(p["seeds"] for p in al)
+        seeds = f"{n_seeds} seed{'s' if n_seeds > 1 else ''}"
+        lines.append(f"- **{variant.label}** ({seeds}):")
+        if random:
+            best = random[-1]
+            reach = labels_to_reach(al, best["force_mae_eV_A"])
+            lines.append(
+                f"  - Random sampling's {best['n_labels']:.0f}-label force MAE is "
+                f"{1000 * best['force_mae_eV_A']:.1f} meV/Å; active learning "
+                + (f"reaches it with **{reach:.0f} labels**" if reach is not None else
+                   f"does **not reach it within {al[-1]['n_labels']:.0f} labels** "
+                   f"(its best: {1000 * min(p['force_mae_eV_A'] for p in al):.1f} meV/Å)")
+                + f" (target ≤ 150: {'met' if reach is not None and reach <= 150 else 'missed'}).")
+            for point in random:
+                target = point["force_mae_eV_A"]
+                reach, deployed = labels_to_reach(al, target), labels_to_reach(campaign, target)
+                lines.append(f"  - random {point['n_labels']:.0f} labels ({1000 * target:.1f} meV/Å): AL needs "
+                             + (f"{reach:.0f}" if reach is not None else "more than it had")
+                             + " retrained from scratch, "
+                             + (f"{deployed:.0f}" if deployed is not None else "more than it had")
+                             + " with the campaign's own committee")
+        lines += _best_within(variant.label, al)
+        if campaign and "coverage_raw" in campaign[-1]:
+            last = campaign[-1]
+            lines.append(
+                f"  - Uncertainty, final campaign committees ({last['n_labels']:.0f} labels): Spearman(max_force_dev, "
+                f"true max force error) on the test set {last['force_dev_spearman']:.2f} ± "
+                f"{last['force_dev_spearman_std']:.2f} (target ≥ 0.5: "
+                f"{'met' if last['force_dev_spearman'] >= 0.5 else 'missed'}); coverage of the nominal 95% "
+                f"per-atom force interval: raw {100 * last['coverage_raw']:.0f}%, calibrated "
+                f"{100 * last['coverage_calibrated']:.0f}% (scale {last['calibration_scale']:.2f}, fitted on the "
+                "campaign's validation frames)"
+                + (f", calibrated on {preset.held_out} held-out pool frames {100 * last['coverage_heldout']:.0f}% "
+                   f"(scale {last['calibration_scale_heldout']:.2f})" if "coverage_heldout" in last else "")
+                + ".")
+    return lines + _best_within("random sampling", random, indent="")
 
 
-def plot_curves(results: dict[str, dict], path: Path) -> Path:
+def _best_within(name: str, points: list[dict], indent: str = "  ") -> list[str]:
+    within = [p for p in points if p["n_labels"] <= 300]
+    if not within:
+        return []
+    best = min(within, key=lambda p: p["force_mae_eV_A"])
+    return [f"{indent}- Best {name} force MAE with ≤ 300 labels: {1000 * best['force_mae_eV_A']:.1f} meV/Å "
+            f"at {best['n_labels']:.0f} labels (target ≤ 25: {'met' if best['force_mae_eV_A'] <= 0.025 else 'missed'})."]
+
+
+def plot_curves(results: dict[str, dict], path: Path, variants: dict[str, str] | None = None) -> Path:
     """Force MAE vs labels, log-log, mean ± std over seeds."""
     import matplotlib
 
@@ -158,7 +179,8 @@ def plot_curves(results: dict[str, dict], path: Path) -> Path:
         x = np.array([p["n_labels"] for p in points])
         y = 1000 * np.array([p["force_mae_eV_A"] for p in points])
         dy = 1000 * np.array([p["force_mae_eV_A_std"] for p in points])
-        ax.errorbar(x, y, yerr=dy, marker="o", capsize=3, label=CURVES[kind])
+        ax.errorbar(x, y, yerr=dy, marker="o", capsize=3, label=curve_label(kind, variants),
+                    ls="--" if kind.endswith("/campaign") else "-")
     ax.axhline(25, color="grey", ls="--", lw=1, label="target 25 meV/Å")
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -322,13 +322,30 @@ class LoopSection(_Section):
     """The initial data set and the generation loop."""
 
     initial_samples: PositiveInt = 20
-    initial_sampler: Literal["normal_modes", "wigner", "displacements"] = "normal_modes"
+    #: "normal_modes" / "wigner": harmonic samples around the (optimised) structure, from
+    #: the reference Hessian; "displacements": Gaussian noise; "md": frames of Langevin
+    #: MD at initial_temperature_K driven by initial_md_backend (a cheap level)
+    initial_sampler: Literal["normal_modes", "wigner", "displacements", "md"] = "normal_modes"
     initial_temperature_K: Positive = 300.0
+    #: backend name that drives the "md" sampler ("xtb": GFN2-xTB through tblite; "emt";
+    #: the reference's own backend name uses the reference level itself)
+    initial_md_backend: str = "xtb"
+    #: steps of 0.5 fs between "md" frames (as many again equilibrate first)
+    initial_md_interval_steps: PositiveInt = 100
     optimise_first: bool = True
     max_generations: PositiveInt = 10
     #: fraction of the initial frames held out as the fixed validation set
     validation_fraction_frames: float = Field(0.1, ge=0, lt=1)
     convergence: ConvergenceSection = ConvergenceSection()
+
+    @field_validator("initial_md_backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        from qm_backends import available_backends
+
+        if name.strip().lower() not in available_backends():
+            raise ValueError(f"unknown backend {name!r}; available: {available_backends()}")
+        return name.strip().lower()
 
 
 class ExecutionSection(_Section):
@@ -402,6 +419,17 @@ class CampaignConfig(_Section):
         from qm_backends import get_backend
 
         return get_backend(self.reference.backend, **self.backend_options())
+
+    def make_initial_md_backend(self) -> Any:
+        """The backend that drives ``loop.initial_sampler = "md"``: the reference itself
+        when ``loop.initial_md_backend`` names its backend, else that backend with the
+        system's charge and multiplicity."""
+        from qm_backends import get_backend
+
+        name = self.loop.initial_md_backend
+        if name == self.reference.backend.lower():
+            return self.make_backend()
+        return get_backend(name, charge=self.system.charge, multiplicity=self.system.multiplicity)
 
     def level_of_theory(self) -> dict[str, Any]:
         """The backend's own canonical level-of-theory dict (what fixes the numbers)."""

@@ -10,7 +10,10 @@ Harmonic samplers start from a minimum-energy structure and its Cartesian Hessia
   distribution);
 - :func:`wigner_sampling` draws positions *and* momenta from the quantum harmonic
   Wigner distribution;
-- :func:`random_displacements` adds Gaussian Cartesian noise, no Hessian needed.
+- :func:`random_displacements` adds Gaussian Cartesian noise, no Hessian needed;
+- :func:`md_sampling` takes frames from Langevin MD driven by any ASE calculator
+  (typically a cheap level such as GFN2-xTB): anharmonic, and it turns torsions that
+  harmonic sampling only shears.
 
 Conventions. Mass-weighted coordinates are ``q_i = sqrt(m_i) x_i`` (Å·√amu). The
 eigenvalues of the mass-weighted Hessian are ω² in eV/(Å²·amu), which is exactly
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 from ase import Atoms, units
+from ase.calculators.calculator import Calculator
 
 #: ħ in eV · (ASE time unit)
 HBAR_EV_ASE_TIME = units._hbar * units.J * units.s
@@ -373,6 +377,64 @@ def random_displacements(
     return [
         _make_frame(atoms, disp, {**info, "sample_index": i}, None) for i, disp in enumerate(noise)
     ]
+
+
+def md_sampling(
+    atoms: Atoms,
+    calculator: Calculator,
+    *,
+    temperature_K: float,
+    n_samples: int,
+    seed: int,
+    interval_steps: int = 100,
+    equilibration_steps: int | None = None,
+    timestep_fs: float = 0.5,
+    friction_per_fs: float = 0.01,
+) -> list[Atoms]:
+    """Frames every ``interval_steps`` of one Langevin trajectory at ``temperature_K``.
+
+    Velocities start Maxwell-Boltzmann (no centre-of-mass motion or rotation); the first
+    ``equilibration_steps`` (default: ``interval_steps``) are discarded. ``calculator``
+    drives the dynamics only: frames carry positions and velocities, no calculator and
+    no energies, and ``info`` records the sampler, temperature, seed and sample index.
+
+    Raises:
+        ValueError: negative or non-finite temperature, ``n_samples < 1``,
+            ``interval_steps < 1``, a negative ``equilibration_steps``, non-finite
+            positions, or a trajectory that reaches non-finite positions.
+    """
+    from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+
+    _check_sampling_args(temperature_K, n_samples, 1.0)
+    equilibration_steps = interval_steps if equilibration_steps is None else equilibration_steps
+    if int(interval_steps) != interval_steps or interval_steps < 1:
+        raise ValueError(f"interval_steps must be a positive integer, got {interval_steps}")
+    if int(equilibration_steps) != equilibration_steps or equilibration_steps < 0:
+        raise ValueError(f"equilibration_steps must be an integer >= 0, got {equilibration_steps}")
+    _check_structure(atoms)
+    work = atoms.copy()
+    work.calc = calculator
+    # FixCom rather than Langevin(fixcm=True), which runs small molecules far too hot
+    # (EMT water: 5.5x the kinetic energy of the target temperature; FixCom: 0.99x)
+    work.set_constraint(FixCom())
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(work, temperature_K=temperature_K, rng=rng)
+    Stationary(work)
+    ZeroRotation(work)
+    dyn = Langevin(work, timestep_fs * units.fs, temperature_K=temperature_K,
+                   friction=friction_per_fs / units.fs, fixcm=False, rng=rng)
+    dyn.run(int(equilibration_steps))
+    frames = []
+    for i in range(int(n_samples)):
+        dyn.run(int(interval_steps))
+        if not np.all(np.isfinite(work.positions)):
+            raise ValueError(f"the sampling MD reached non-finite positions before frame {i}")
+        frames.append(_make_frame(atoms, work.positions - atoms.positions,
+                                  {**_info("md", temperature_K, seed, i), "interval_steps": int(interval_steps)},
+                                  work.get_velocities()))
+    return frames
 
 
 def _info(sampler: str, temperature_K: float, seed: int, index: int) -> dict:

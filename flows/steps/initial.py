@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from flows.campaign import CampaignContext, get_or_create_generation, mark_step_done, step_done
 from flows.storage import StructureSource, add_structures, enqueue_labels
-from nnp_core.sampling import normal_mode_sampling, random_displacements, wigner_sampling
+from nnp_core.sampling import md_sampling, normal_mode_sampling, random_displacements, wigner_sampling
 
 log = logging.getLogger(__name__)
 DISPLACEMENT_STDDEV_A = 0.05
@@ -35,9 +35,16 @@ def initial_frames(ctx: CampaignContext, atoms: Atoms, n_samples: int, *, seed: 
     """``n_samples`` frames around ``atoms`` with the configured sampler.
 
     Normal-mode and Wigner sampling need the reference Hessian; where the backend has
-    none (NotImplementedError) the sampler falls back to random displacements.
+    none (NotImplementedError) the sampler falls back to random displacements. MD
+    sampling runs one Langevin trajectory with ``loop.initial_md_backend``.
     """
     loop = ctx.config.loop
+    if loop.initial_sampler == "md":
+        backend = ctx.config.make_initial_md_backend()
+        # the wrapped ASE calculator where there is one (no per-step validation or copy)
+        calculator = getattr(backend, "calculator", backend)
+        return md_sampling(atoms, calculator, temperature_K=loop.initial_temperature_K, n_samples=n_samples,
+                           seed=seed, interval_steps=loop.initial_md_interval_steps)
     if loop.initial_sampler != "displacements":
         try:
             hessian = ctx.backend.hessian(atoms)

@@ -13,6 +13,7 @@ from nnp_core.sampling import (
     HBAR_EV_ASE_TIME,
     external_basis,
     harmonic_position_variance,
+    md_sampling,
     normal_mode_sampling,
     normal_modes,
     random_displacements,
@@ -316,3 +317,42 @@ def test_bad_random_displacement_arguments_raise():
     atoms.positions[0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         random_displacements(atoms, stddev_A=0.1, n_samples=2, seed=0)
+
+
+# ------------------------------------------------------------------------- MD sampling
+
+
+def test_md_samples_hold_the_temperature_and_are_reproducible(water):
+    atoms, _, _ = water
+    frames = md_sampling(atoms, EMT(), temperature_K=600.0, n_samples=400, seed=3, interval_steps=10,
+                         friction_per_fs=0.1)
+    # Langevin keeps the centre of mass fixed: 3N - 3 momenta, each kT/2 on average
+    kinetic = _kinetic_energy(frames)
+    expected = 0.5 * (3 * len(atoms) - 3) * units.kB * 600.0
+    assert abs(kinetic.mean() - expected) < 0.15 * expected, (kinetic.mean(), expected)
+    # an MD trajectory, not noise around the minimum: successive frames differ, the
+    # centre of mass stays put, and every frame is calculator-free with provenance
+    assert not np.allclose(frames[0].positions, frames[1].positions)
+    assert np.allclose(frames[-1].get_center_of_mass(), atoms.get_center_of_mass(), atol=1e-6)
+    assert frames[5].calc is None and frames[5].info["sampler"] == "md"
+    assert frames[5].info["sample_index"] == 5 and frames[5].info["temperature_K"] == 600.0
+    again = md_sampling(atoms, EMT(), temperature_K=600.0, n_samples=6, seed=3, interval_steps=10,
+                        friction_per_fs=0.1)
+    np.testing.assert_allclose(again[5].positions, frames[5].positions)
+    other = md_sampling(atoms, EMT(), temperature_K=600.0, n_samples=1, seed=4, interval_steps=10)
+    assert not np.allclose(other[0].positions, frames[0].positions)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(temperature_K=-5.0, n_samples=2, seed=0), "temperature_K"),
+        (dict(temperature_K=300.0, n_samples=0, seed=0), "n_samples"),
+        (dict(temperature_K=300.0, n_samples=2, seed=0, interval_steps=0), "interval_steps"),
+        (dict(temperature_K=300.0, n_samples=2, seed=0, equilibration_steps=-1), "equilibration_steps"),
+    ],
+)
+def test_bad_md_sampling_arguments_raise(water, kwargs, match):
+    atoms, _, _ = water
+    with pytest.raises(ValueError, match=match):
+        md_sampling(atoms, EMT(), **kwargs)
