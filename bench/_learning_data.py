@@ -6,6 +6,12 @@ are then labelled at the reference level (PySCF) in worker processes; every labe
 appended to an extended-XYZ cache as soon as it is computed, so a killed build resumes
 where it stopped and no frame is ever labelled twice. Each cached frame carries a
 ``key`` (``info["key"]``) naming where it came from, e.g. ``test-md600-0007``.
+
+Temperatures are nominal: :func:`md_frames` uses ASE's ``Langevin`` with its default
+``fixcm=True``, which runs a molecule this small hot (ethanol, GFN2-xTB, 600 K: mean
+kinetic energy over 2000 steps 1.34x that of 600 K, and 0.95x with ``FixCom``; measured
+2026-11-22). It is kept so the cached data sets stay the ones defined here;
+``nnp_core.sampling.md_sampling`` uses ``FixCom``.
 """
 
 from __future__ import annotations
