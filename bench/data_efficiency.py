@@ -55,6 +55,7 @@ class Variant:
     label: str
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: tuple[int, ...] | None = None  # None: the preset's
+    al_labels: int | None = None  # a smaller label budget than the preset's
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ PRESETS = {
                   Variant("al-mdinit", "active learning, xTB-MD start",
                           {"loop": {"initial_sampler": "md", "initial_md_backend": "xtb",
                                     "initial_temperature_K": 500, "initial_md_interval_steps": 100}},
-                          seeds=(0,))),
+                          seeds=(0,), al_labels=128)),
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30}},
     ),
     "tiny": Preset(
@@ -265,7 +266,7 @@ def active_learning_curve(preset: Preset, test: list, results: Results, folder: 
         for seed in variant.seeds or preset.seeds:
             name = f"{variant.name}-seed{seed}"
             config_path = campaign_config(preset, seed, folder / name, variant)
-            run_campaign(config_path, preset.al_labels, log)
+            run_campaign(config_path, min(preset.al_labels, variant.al_labels or preset.al_labels), log)
             frames, committees = campaign_frames(config_path)
             paid = {g: [a for a in frames if a.info.get("generation", 0) <= g] for g in committees}
             retrain = scratch_generations({g: len(mine) for g, mine in paid.items()}, preset.sizes)
@@ -338,7 +339,7 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
            f"; random N frames are drawn (per seed) from its first max(N, {preset.draw_from}) frames")
         + f". Campaign settings: `{preset.example}` with {preset.overrides}. "
         f"Seeds {list(preset.seeds)}"
-        + "".join(f" ({v.label}: seeds {list(v.seeds)})" for v in preset.variants if v.seeds)
+        + "".join(f" ({v.label}: seeds {list(v.seeds)}, {v.al_labels} labels)" for v in preset.variants if v.seeds)
         + "; mean ± std over seeds (a generation's mean over the seeds that reached it); force MAE per "
         "component.", "",
         markdown_table(["curve", "labels", "force MAE meV/Å", "force RMSE meV/Å", "energy MAE meV/atom", "seeds"],
