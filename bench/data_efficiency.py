@@ -339,7 +339,9 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
            f"; random N frames are drawn (per seed) from its first max(N, {preset.draw_from}) frames")
         + f". Campaign settings: `{preset.example}` with {preset.overrides}. "
         f"Seeds {list(preset.seeds)}"
-        + "".join(f" ({v.label}: seeds {list(v.seeds)}, {v.al_labels} labels)" for v in preset.variants if v.seeds)
+        + "".join(f" ({v.label}: seeds {list(v.seeds or preset.seeds)}, "
+                  f"{min(preset.al_labels, v.al_labels or preset.al_labels)} labels)"
+                  for v in preset.variants if v.seeds or v.al_labels)
         + "; mean ± std over seeds (a generation's mean over the seeds that reached it); force MAE per "
         "component.", "",
         markdown_table(["curve", "labels", "force MAE meV/Å", "force RMSE meV/Å", "energy MAE meV/atom", "seeds"],
