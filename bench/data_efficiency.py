@@ -84,8 +84,10 @@ PRESETS = {
         sizes=(25, 50, 100, 200, 400), seeds=(0, 1, 2), al_labels=200,
         # the points up to 200 labels were computed when 200 pool frames were labelled
         draw_from=200, held_out=50,
-        variants=(Variant("al", "active learning, normal-mode start"),
-                  # generation 0 from GFN2-xTB MD instead of harmonic normal modes, one seed
+        # generation 0 from harmonic normal modes at 300 K (the example's start until
+        # 2026-11-22, 3 seeds) and from GFN2-xTB MD at 500 K (the example's start since, 1 seed)
+        variants=(Variant("al", "active learning, normal-mode start",
+                          {"loop": {"initial_sampler": "normal_modes", "initial_temperature_K": 300}}),
                   Variant("al-mdinit", "active learning, xTB-MD start",
                           {"loop": {"initial_sampler": "md", "initial_md_backend": "xtb",
                                     "initial_temperature_K": 500, "initial_md_interval_steps": 100}},

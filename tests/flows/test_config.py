@@ -60,6 +60,8 @@ def test_ethanol_example_is_the_documented_campaign() -> None:
     assert config.committee.members == 4
     assert config.explore.temperatures_K == [300.0, 500.0, 700.0]
     assert config.system.atoms().get_chemical_formula() == "C2H6O"
+    assert (config.loop.initial_sampler, config.loop.initial_md_backend) == ("md", "xtb")
+    assert config.make_initial_md_backend().level_of_theory["method"] == "gfn2-xtb"
 
 
 def test_defaults_and_relative_paths_resolve_against_the_toml_folder(tmp_path: Path) -> None:
