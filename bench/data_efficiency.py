@@ -81,7 +81,7 @@ PRESETS = {
         data=DataSpec("ethanol-pbe-def2svp", "CH3CH2OH", {},
                       test=Sampling({300: 50, 600: 50}, interval_steps=100, torsion_frames=50, seed=1),
                       pool=Sampling({300: 134, 500: 133, 700: 133}, interval_steps=100, seed=2)),
-        sizes=(25, 50, 100, 200, 400), seeds=(0, 1, 2), al_labels=200,
+        sizes=(25, 50, 100, 200, 300, 400), seeds=(0, 1, 2), al_labels=200,
         # the points up to 200 labels were computed when 200 pool frames were labelled
         draw_from=200, held_out=50,
         # generation 0 from harmonic normal modes at 300 K (the example's start until
