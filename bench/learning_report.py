@@ -142,8 +142,9 @@ def headline(results: dict[str, dict], preset: Any) -> list[str]:
                              + (f"{deployed:.0f}" if deployed is not None else "more than it had")
                              + " with the campaign's own committee")
         lines += _best_within(variant.label, al)
-        if campaign and "coverage_raw" in campaign[-1]:
-            last = campaign[-1]
+        # the last generation every seed reached (later ones may hold a single seed)
+        last = max(campaign, key=lambda p: (p["seeds"], p["n_labels"])) if campaign else {}
+        if "coverage_raw" in last:
             lines.append(
                 f"  - Uncertainty, final campaign committees ({last['n_labels']:.0f} labels): Spearman(max_force_dev, "
                 f"true max force error) on the test set {last['force_dev_spearman']:.2f} ± "
