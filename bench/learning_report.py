@@ -185,6 +185,13 @@ def plot_curves(results: dict[str, dict], path: Path, variants: dict[str, str] |
     ax.axhline(25, color="grey", ls="--", lw=1, label="target 25 meV/Å")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xticks([t for t in (10, 25, 50, 100, 200, 400, 800) if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]])
+    ax.set_yticks([t for t in (10, 20, 50, 100, 200, 500) if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]])
     ax.set_xlabel("reference labels")
     ax.set_ylabel("test force MAE (meV/Å)")
     ax.legend(fontsize=8)
