@@ -401,6 +401,12 @@ class CampaignConfig(_Section):
             backend.validate(self.system.atoms())  # cheap checks, no SCF
         except ValueError as exc:
             raise ValueError(f"system: the starting structure is unusable: {exc}") from None
+        if self.loop.initial_sampler == "md":
+            try:
+                self.make_initial_md_backend().validate(self.system.atoms())
+            except (TypeError, ValueError, KeyError, ImportError) as exc:
+                raise ValueError(f"loop.initial_md_backend: the {self.loop.initial_md_backend} backend cannot "
+                                 f"drive the initial MD: {exc}") from None
         return self
 
     def train_config(self) -> TrainConfig:

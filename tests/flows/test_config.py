@@ -141,6 +141,8 @@ def test_level_of_theory_is_case_insensitive_and_ignores_solver_settings(tmp_pat
         ("[loop]\ninitial_sampler = \"random\"\n", "loop.initial_sampler", "'normal_modes'"),
         ("[loop]\ninitial_md_backend = \"gaussian\"\n", "loop.initial_md_backend", "unknown backend 'gaussian'"),
         ("[loop]\ninitial_md_interval_steps = 0\n", "loop.initial_md_interval_steps", "greater than or equal to 1"),
+        ("[loop]\ninitial_sampler = \"md\"\ninitial_md_backend = \"ase\"\n", "",
+         "loop.initial_md_backend: the ase backend cannot drive the initial MD"),
         ("[explore]\nbeyond_trust = \"stop\"\n", "explore.beyond_trust", "'restart' or 'continue'"),
         ("[explore]\nmax_restarts = -1\n", "explore.max_restarts", "greater than or equal to 0"),
         ("[loop.convergence]\npatience = 2\n", "loop.convergence.patience", "unknown field"),
