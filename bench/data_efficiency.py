@@ -74,6 +74,13 @@ class Preset:
     held_out: int = 0
     variants: tuple[Variant, ...] = (Variant("al", "active learning"),)
 
+    def seeds_of(self, variant: Variant) -> tuple[int, ...]:
+        return variant.seeds or self.seeds
+
+    def budget_of(self, variant: Variant) -> int:
+        """Labels a campaign of ``variant`` runs to."""
+        return min(self.al_labels, variant.al_labels or self.al_labels)
+
 
 PRESETS = {
     "full": Preset(
@@ -265,10 +272,10 @@ def active_learning_curve(preset: Preset, test: list, results: Results, folder: 
 
     held_out = labelled_set(preset.data, "pool", limit=preset.held_out) if preset.held_out else None
     for variant in preset.variants:
-        for seed in variant.seeds or preset.seeds:
+        for seed in preset.seeds_of(variant):
             name = f"{variant.name}-seed{seed}"
             config_path = campaign_config(preset, seed, folder / name, variant)
-            run_campaign(config_path, min(preset.al_labels, variant.al_labels or preset.al_labels), log)
+            run_campaign(config_path, preset.budget_of(variant), log)
             frames, committees = campaign_frames(config_path)
             paid = {g: [a for a in frames if a.info.get("generation", 0) <= g] for g in committees}
             retrain = scratch_generations({g: len(mine) for g, mine in paid.items()}, preset.sizes)
@@ -341,8 +348,7 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
            f"; random N frames are drawn (per seed) from its first max(N, {preset.draw_from}) frames")
         + f". Campaign settings: `{preset.example}` with {preset.overrides}. "
         f"Seeds {list(preset.seeds)}"
-        + "".join(f" ({v.label}: seeds {list(v.seeds or preset.seeds)}, "
-                  f"{min(preset.al_labels, v.al_labels or preset.al_labels)} labels)"
+        + "".join(f" ({v.label}: seeds {list(preset.seeds_of(v))}, {preset.budget_of(v)} labels)"
                   for v in preset.variants if v.seeds or v.al_labels)
         + "; mean ± std over seeds (a generation's mean over the seeds that reached it); force MAE per "
         "component.", "",
