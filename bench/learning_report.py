@@ -3,9 +3,11 @@
 Results are a flat dict written by that script: ``random/seed{s}/n{N}`` (committees
 trained on N random frames), ``<variant>/seed{s}/g{g}`` (trained from scratch on every
 label campaign s of an active-learning variant such as ``al`` had after generation g)
-and ``<variant>/seed{s}/g{g}/campaign`` (that campaign's own committee of generation g).
-Each value holds ``n_labels`` and test-set metrics. Curves are keyed ``random``,
-``<variant>`` and ``<variant>/campaign``.
+and ``<variant>/seed{s}/g{g}/campaign`` (that campaign's own committee of generation g);
+``<architecture>:`` in front of a key (e.g. ``painn:random/seed0/n100``) marks a point
+retrained with another architecture than the example's. Each value holds ``n_labels``
+and test-set metrics. Curves are keyed ``random``, ``<variant>``, ``<variant>/campaign``
+and ``<architecture>:random``, ``<architecture>:<variant>``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,17 @@ from typing import Any
 
 import numpy as np
 
-_KEY = re.compile(r"^(random|al[\w-]*)/seed(\d+)/(n|g)(\d+)(/campaign)?$")
+_KEY = re.compile(r"^((?:\w+:)?(?:random|al[\w-]*))/seed(\d+)/(n|g)(\d+)(/campaign)?$")
+#: display names of architectures other than the example's (the key prefix otherwise)
+ARCHITECTURE_NAMES = {"painn": "PaiNN"}
 
 
 def curve_label(kind: str, variants: dict[str, str] | None = None) -> str:
     """Legend/table name of a curve; ``variants`` maps variant names to their labels."""
+    architecture, _, kind = kind.rpartition(":")
+    if architecture:
+        name = ARCHITECTURE_NAMES.get(architecture, architecture)
+        return f"{name}: {curve_label(kind, variants)}"
     if kind == "random":
         return "random sampling"
     name, _, campaign = kind.partition("/")

@@ -206,16 +206,27 @@ class ReferenceSection(_Section):
 
 
 class CommitteeSection(_Section):
-    """The committee of NNPs; ``dtype`` is also the training dtype."""
+    """The committee of NNPs; ``dtype`` is also the training dtype.
 
-    architecture: str = Field("bpnn", min_length=1)
+    ``architecture`` "bpnn" (Behler-Parrinello with ANI symmetry functions; reads
+    ``hidden_layers``) or "painn" (equivariant message passing; reads ``features``,
+    ``interactions``, ``radial_basis``).
+    """
+
+    architecture: Literal["bpnn", "painn"] = "bpnn"
     members: int = Field(4, ge=2)
     cutoff_A: Positive = 5.2
     hidden_layers: list[PositiveInt] = Field(default_factory=lambda: [64, 64], min_length=1)
+    features: PositiveInt = 64
+    interactions: PositiveInt = 3
+    radial_basis: PositiveInt = 20
     dtype: Literal["float32", "float64"] = "float64"
 
     def network_hparams(self) -> dict[str, Any]:
         """Keyword arguments for ``nnp_core.models.build_model`` (besides members, seed)."""
+        if self.architecture == "painn":
+            return {"cutoff_A": self.cutoff_A, "features": self.features,
+                    "interactions": self.interactions, "radial_basis": self.radial_basis}
         return {"hidden_layers": self.hidden_layers, "descriptor": {
             "cutoff_A": self.cutoff_A, "angular_cutoff_A": min(self.cutoff_A, 3.5)}}
 

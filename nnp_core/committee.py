@@ -93,14 +93,14 @@ class Committee:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.feature_mean.dtype
+        return self.model.dtype
 
     # --------------------------------------------------------------- evaluation
     def make_batch(self, frames: Sequence[Atoms], *, skin_A: float = 0.0) -> Batch:
         """Batch ``frames`` with this committee's cutoffs; unknown elements raise ValueError."""
-        spec = self.model.descriptor.spec
+        cutoff, angular_cutoff = self.model.neighbour_cutoffs
         batch = atoms_to_batch(
-            frames, cutoff_A=spec.cutoff_A, angular_cutoff_A=spec.angular_cutoff_A,
+            frames, cutoff_A=cutoff, angular_cutoff_A=angular_cutoff,
             skin_A=skin_A, dtype=self.dtype,
         )
         self.model.species_of(batch["numbers"])

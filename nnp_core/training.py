@@ -67,12 +67,12 @@ class LabelledSet:
 
     @classmethod
     def from_frames(cls, frames: Sequence[Atoms], model: torch.nn.Module) -> "LabelledSet":
-        spec, dtype = model.descriptor.spec, model.feature_mean.dtype
+        (cutoff, angular_cutoff), dtype = model.neighbour_cutoffs, model.dtype
         batches, energies, forces = [], [], []
         for index, atoms in enumerate(frames):
             energy, frame_forces = _reference_of(atoms, index)
-            batches.append(atoms_to_batch([atoms], cutoff_A=spec.cutoff_A,
-                                          angular_cutoff_A=spec.angular_cutoff_A, dtype=dtype))
+            batches.append(atoms_to_batch([atoms], cutoff_A=cutoff,
+                                          angular_cutoff_A=angular_cutoff, dtype=dtype))
             energies.append(energy)
             forces.append(torch.as_tensor(frame_forces, dtype=dtype))
         model.species_of(torch.cat([b["numbers"] for b in batches]))

@@ -19,6 +19,7 @@ from nnp_core.committee import Committee, load_committee
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, prefect_harness) -> tuple[Path, str]:
     folder = tmp_path_factory.mktemp("data-efficiency")
+    data_efficiency.run("tiny", folder=folder, write=False, architecture="painn")
     text = data_efficiency.run("tiny", folder=folder, write=True, benchmarks_md=folder / "benchmarks.md")
     return folder / data_efficiency.PRESETS["tiny"].data.name, text
 
@@ -40,6 +41,21 @@ def test_tiny_run_writes_both_curves_and_the_report(tiny_run) -> None:
     final = results[max((k for k in results if k.endswith("/campaign")), key=lambda k: results[k]["n_labels"])]
     assert 0 <= final["coverage_heldout"] <= 1 and final["calibration_scale_heldout"] > 0
     assert "held-out pool frames" in text
+
+
+def test_tiny_run_retrains_both_curves_with_another_architecture(tiny_run) -> None:
+    """``--architecture painn`` retrains the random subsets and the campaign's labels with
+    PaiNN; the campaign itself (and its committees) stays the example's."""
+    data_dir, text = tiny_run
+    results = data_efficiency.Results(data_dir / "results.json").data
+    assert {"painn:random/seed0/n4", "painn:random/seed0/n8", "painn:al/seed0/g0"} <= set(results)
+    assert not any(k.startswith("painn:") and k.endswith("/campaign") for k in results)
+    for kind in ("random", "al"):
+        bpnn, painn = curves(results)[kind], curves(results)["painn:" + kind]
+        assert [p["n_labels"] for p in painn] == [p["n_labels"] for p in bpnn][:len(painn)]
+        assert painn[0]["force_mae_eV_A"] != bpnn[0]["force_mae_eV_A"]
+    assert load_committee(data_dir / "committees" / "painn-random-seed0-n8").architecture == "painn"
+    assert "| PaiNN: random sampling | 8 |" in text
 
 
 def test_held_out_calibration_matches_the_errors_in_rms(tiny_run) -> None:
@@ -122,6 +138,7 @@ def test_bad_benchmark_arguments_are_refused_with_the_reason(tmp_path, capsys) -
     for main, argv, words in ((data_efficiency.main, ["--sizes", "1", "10"], "at least 2 frames"),
                               (data_efficiency.main, ["--al-labels", "0"], "--al-labels"),
                               (data_efficiency.main, ["--variants", "al", "nope"], "--variants: unknown ['nope']"),
+                              (data_efficiency.main, ["--architecture", "mace"], "--architecture: unknown 'mace'"),
                               (stability.main, ["--ps", "0"], "--ps must be > 0")):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)

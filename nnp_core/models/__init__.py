@@ -1,6 +1,7 @@
 """Architectures, looked up by name through the registry."""
 
 from nnp_core.models.bpnn import BehlerParrinello
+from nnp_core.models.painn import PaiNN
 from nnp_core.models.registry import MODEL_REGISTRY, StackedModel, build_model, register_model
 
-__all__ = ["BehlerParrinello", "MODEL_REGISTRY", "StackedModel", "build_model", "register_model"]
+__all__ = ["BehlerParrinello", "PaiNN", "MODEL_REGISTRY", "StackedModel", "build_model", "register_model"]

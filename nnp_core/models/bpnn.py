@@ -13,17 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from ase.data import chemical_symbols
 
 from nnp_core.batch import Batch
 from nnp_core.descriptors import DescriptorSpec, SymmetryFunctions
+from nnp_core.models.base import DTYPES, StackedModule
 from nnp_core.models.registry import member_generator, register_model
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
 @register_model("bpnn")
-class BehlerParrinello(torch.nn.Module):
+class BehlerParrinello(StackedModule):
     """A committee-ready BPNN: parameters carry a leading axis of ``n_members``."""
 
     architecture = "bpnn"
@@ -39,42 +36,26 @@ class BehlerParrinello(torch.nn.Module):
         dtype: str = "float64",
     ) -> None:
         super().__init__()
-        numbers = sorted({_atomic_number(e) for e in elements})
-        if not numbers:
-            raise ValueError("a model needs at least one element")
-        if n_members < 1:
-            raise ValueError(f"n_members must be >= 1, got {n_members}")
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         spec = descriptor if isinstance(descriptor, DescriptorSpec) else DescriptorSpec(**(descriptor or {}))
-        self.n_members = n_members
+        numbers = self._init_common(elements, n_members, spec.cutoff_A, dtype)
         self.hidden_layers = tuple(int(h) for h in hidden_layers)
-        self.dtype_name = dtype
         self.descriptor = SymmetryFunctions(spec, len(numbers))
         n_el, n_feat = len(numbers), self.descriptor.n_features
-        self.register_buffer("elements", torch.tensor(numbers, dtype=torch.int64))
-        self.register_buffer("cutoff", torch.tensor(spec.cutoff_A, dtype=torch.float64))
-        table = torch.full((119,), -1, dtype=torch.int64)
-        table[torch.tensor(numbers)] = torch.arange(n_el)
-        self.register_buffer("species_table", table, persistent=False)
         self.register_buffer("feature_mean", torch.zeros(n_el, n_feat))
         self.register_buffer("feature_std", torch.ones(n_el, n_feat))
-        self.register_buffer("atom_ref_energy", torch.zeros(n_el))
-        self.register_buffer("energy_scale", torch.tensor(1.0))
         sizes = [n_feat, *self.hidden_layers, 1]
-        self.weights = torch.nn.ParameterDict()
         for symbol in self.element_symbols:
             for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
                 self.weights[f"{symbol}_w{layer}"] = torch.nn.Parameter(torch.empty(n_members, n_in, n_out))
                 self.weights[f"{symbol}_b{layer}"] = torch.nn.Parameter(torch.zeros(n_members, 1, n_out))
-        self.to(_DTYPES[dtype])
+        self.to(DTYPES[dtype])
         for member in range(n_members):
             self.initialise_member(member, seed)
 
     # ------------------------------------------------------------------ set-up
     @property
-    def element_symbols(self) -> list[str]:
-        return [chemical_symbols[int(z)] for z in self.elements]
+    def neighbour_cutoffs(self) -> tuple[float, float]:
+        return self.descriptor.spec.cutoff_A, self.descriptor.spec.angular_cutoff_A
 
     @property
     def n_layers(self) -> int:
@@ -100,19 +81,6 @@ class BehlerParrinello(torch.nn.Module):
             "hidden_layers": list(self.hidden_layers),
             "dtype": self.dtype_name,
         }
-
-    def species_of(self, numbers: torch.Tensor) -> torch.Tensor:
-        """Element indices of ``numbers``; raises ValueError for an element the model lacks."""
-        if numbers.numel() and (numbers.min() < 1 or numbers.max() > 118):
-            raise ValueError(f"invalid atomic numbers in batch: {sorted(set(numbers.tolist()))}")
-        species = self.species_table[numbers]
-        if (species < 0).any():
-            unknown = sorted({chemical_symbols[int(z)] for z in numbers[species < 0]})
-            raise ValueError(
-                f"element(s) {unknown} not in this model's elements {self.element_symbols}; "
-                "the model was not trained on them"
-            )
-        return species
 
     # ------------------------------------------------------------------ forward
     def features(self, batch: Batch, positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -233,45 +201,3 @@ class BehlerParrinello(torch.nn.Module):
             sums = features.new_zeros(n_frames * n_el, features.shape[1]).index_add(0, key, features)
             counts = torch.bincount(key, minlength=n_frames * n_el).clamp(min=1).to(features.dtype)
             return (sums / counts[:, None]).reshape(n_frames, -1)
-
-    # ------------------------------------------------------------------ members
-    def select_members(self, indices: Sequence[int]) -> "BehlerParrinello":
-        """A new model holding copies of the chosen members (same buffers)."""
-        indices = list(indices)
-        new = BehlerParrinello(n_members=len(indices), **self.hparams())
-        state = {k: v for k, v in self.state_dict().items() if not k.startswith("weights.")}
-        state.update({f"weights.{k}": p.detach()[indices].clone() for k, p in self.weights.items()})
-        new.load_state_dict(state)
-        return new
-
-    @classmethod
-    def stack(cls, models: Sequence["BehlerParrinello"]) -> "BehlerParrinello":
-        """One model holding all members of ``models`` (which must share everything else)."""
-        first = models[0]
-        for other in models[1:]:
-            _check_same_buffers(first, other)
-        new = cls(n_members=sum(m.n_members for m in models), **first.hparams())
-        state = {k: v for k, v in first.state_dict().items() if not k.startswith("weights.")}
-        for key in first.weights:
-            state[f"weights.{key}"] = torch.cat([m.weights[key].detach() for m in models])
-        new.load_state_dict(state)
-        return new
-
-
-def _atomic_number(element: int | str) -> int:
-    if isinstance(element, str):
-        if element not in chemical_symbols[1:]:
-            raise ValueError(f"unknown element symbol {element!r}")
-        return chemical_symbols.index(element)
-    if not 1 <= int(element) <= 118:
-        raise ValueError(f"invalid atomic number {element}")
-    return int(element)
-
-
-def _check_same_buffers(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    if a.hparams() != b.hparams():  # type: ignore[operator]
-        raise ValueError(f"members differ in hyperparameters: {a.hparams()} vs {b.hparams()}")  # type: ignore[operator]
-    for name, buf in a.named_buffers():
-        other = dict(b.named_buffers())[name]
-        if not torch.allclose(buf.to(torch.float64), other.to(torch.float64), rtol=1e-12, atol=1e-12):
-            raise ValueError(f"members differ in buffer {name!r}; they cannot form one committee")

@@ -135,6 +135,8 @@ def test_level_of_theory_is_case_insensitive_and_ignores_solver_settings(tmp_pat
         ("[committee]\nmembers = 4.0\n", "committee.members", "valid integer"),
         ("[select]\nallow_bond_changes = \"yes\"\n", "select.allow_bond_changes", "valid boolean"),
         ("[committee]\ndtype = \"float16\"\n", "committee.dtype", "'float32' or 'float64'"),
+        ("[committee]\narchitecture = \"mace\"\n", "committee.architecture", "'bpnn' or 'painn'"),
+        ("[committee]\narchitecture = \"painn\"\nfeatures = 0\n", "committee.features", "greater than or equal to 1"),
         ("[train]\nmax_epoch = 10\n", "train.max_epoch", "did you mean 'max_epochs'"),
         ("[train]\nlearning_rate = -1.0\n", "train", "learning_rate"),
         ("[train]\ndtype = \"float32\"\n", "train", "committee.dtype"),
@@ -155,6 +157,20 @@ def test_bad_fields_name_their_path(tmp_path: Path, extra: str, where: str, word
     found = problems(tmp_path, MINIMAL + extra)
     assert where in found, found
     assert words in found[where]
+
+
+def test_each_architecture_gets_its_own_hyperparameters(tmp_path: Path) -> None:
+    from nnp_core.models import build_model
+
+    for text, expected in (("", {"hidden_layers"}), ("architecture = \"painn\"\nfeatures = 16\n",
+                                                       {"cutoff_A", "features", "interactions", "radial_basis"})):
+        committee = load_config(write(tmp_path, MINIMAL + "[committee]\n" + text)).committee
+        hparams = committee.network_hparams()
+        assert set(hparams) - {"descriptor"} == expected
+        model = build_model(committee.architecture, elements=["H", "O"], **hparams)
+        assert model.architecture == committee.architecture
+        assert model.neighbour_cutoffs[0] == committee.cutoff_A
+    assert hparams["features"] == 16
 
 
 def test_unknown_molecule_suggests_the_ase_name(tmp_path: Path) -> None:

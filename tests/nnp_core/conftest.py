@@ -75,10 +75,25 @@ def trained_water_committee(trained_water) -> Committee:
     return trained_water[0]
 
 
+#: small settings of each registered architecture for the architecture-generic tests
+ARCHITECTURES = {"bpnn": {}, "painn": {"features": 16, "interactions": 2, "radial_basis": 8}}
+
+
 @pytest.fixture()
 def random_committee() -> Committee:
-    """An untrained 3-member committee on H, C, O with non-trivial normalisation."""
-    committee = Committee.create("bpnn", n_members=3, seed=11, elements=["H", "C", "O"])
+    """An untrained 3-member BPNN committee on H, C, O with non-trivial normalisation."""
+    return _untrained("bpnn")
+
+
+@pytest.fixture(params=sorted(ARCHITECTURES))
+def any_committee(request) -> Committee:
+    """``random_committee`` of each registered architecture."""
+    return _untrained(request.param)
+
+
+def _untrained(architecture: str) -> Committee:
+    committee = Committee.create(architecture, n_members=3, seed=11, elements=["H", "C", "O"],
+                                 **ARCHITECTURES[architecture])
     model = committee.model
     model.energy_scale.fill_(0.7)
     model.atom_ref_energy.copy_(model.atom_ref_energy.new_tensor([-13.6, -1030.0, -2040.0]))

@@ -20,40 +20,40 @@ def _energies(committee, atoms: Atoms) -> np.ndarray:
     return committee.model(batch, compute_forces=False)["energy"][:, 0].numpy()
 
 
-def test_forces_are_negative_finite_difference_gradient(random_committee) -> None:
+def test_forces_are_negative_finite_difference_gradient(any_committee) -> None:
     atoms = displaced(molecule("CH3CH2OH"), 1, 0.1, seed=1)[0]
-    prediction = random_committee.predict(atoms)
+    prediction = any_committee.predict(atoms)
     h = 1e-4
-    fd = np.zeros((random_committee.n_members, len(atoms), 3))
+    fd = np.zeros((any_committee.n_members, len(atoms), 3))
     for i in range(len(atoms)):
         for k in range(3):
             plus, minus = atoms.copy(), atoms.copy()
             plus.positions[i, k] += h
             minus.positions[i, k] -= h
-            fd[:, i, k] = -(_energies(random_committee, plus) - _energies(random_committee, minus)) / (2 * h)
+            fd[:, i, k] = -(_energies(any_committee, plus) - _energies(any_committee, minus)) / (2 * h)
     assert np.abs(prediction.member_forces - fd).max() < 1e-4
     assert np.abs(prediction.forces_mean - fd.mean(0)).max() < 1e-4
     assert np.abs(fd).max() > 1e-2  # the test is not vacuous
 
 
-def test_rotation_translation_invariance_and_force_covariance(random_committee) -> None:
+def test_rotation_translation_invariance_and_force_covariance(any_committee) -> None:
     atoms = displaced(molecule("CH3CH2OH"), 1, 0.1, seed=2)[0]
     rotation = Rotation.random(random_state=4).as_matrix()
     moved = atoms.copy()
     moved.positions = atoms.positions @ rotation.T + np.array([3.0, -1.5, 7.0])
-    p0, p1 = random_committee.predict(atoms), random_committee.predict(moved)
+    p0, p1 = any_committee.predict(atoms), any_committee.predict(moved)
     np.testing.assert_allclose(p1.member_energies, p0.member_energies, atol=1e-9)
     np.testing.assert_allclose(p1.member_forces, p0.member_forces @ rotation.T, atol=1e-9)
 
 
-def test_permutation_of_same_element_atoms(random_committee) -> None:
+def test_permutation_of_same_element_atoms(any_committee) -> None:
     atoms = displaced(molecule("CH3CH2OH"), 1, 0.1, seed=3)[0]
     hydrogens = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "H"]
     order = np.arange(len(atoms))
     order[hydrogens] = np.random.default_rng(0).permutation(hydrogens)
     assert not np.array_equal(order, np.arange(len(atoms)))
     permuted = atoms[order]
-    p0, p1 = random_committee.predict(atoms), random_committee.predict(permuted)
+    p0, p1 = any_committee.predict(atoms), any_committee.predict(permuted)
     np.testing.assert_allclose(p1.member_energies, p0.member_energies, atol=1e-9)
     np.testing.assert_allclose(p1.member_forces, p0.member_forces[:, order], atol=1e-9)
 
@@ -68,23 +68,23 @@ def test_energy_is_smooth_across_the_cutoff() -> None:
     assert abs(energy(2.5) - far) > 1e-6
 
 
-def test_unknown_element_raises_clear_error(random_committee) -> None:
+def test_unknown_element_raises_clear_error(any_committee) -> None:
     with pytest.raises(ValueError, match=r"\['N'\] not in this model's elements"):
-        random_committee.predict(molecule("CH3CN"))
+        any_committee.predict(molecule("CH3CN"))
 
 
-def test_periodic_cells_are_refused(random_committee) -> None:
+def test_periodic_cells_are_refused(any_committee) -> None:
     atoms = molecule("H2O", vacuum=3.0)
     atoms.pbc = True
     with pytest.raises(NotImplementedError, match="periodic"):
-        random_committee.predict(atoms)
+        any_committee.predict(atoms)
 
 
-def test_nan_positions_are_refused(random_committee) -> None:
+def test_nan_positions_are_refused(any_committee) -> None:
     atoms = molecule("H2O")
     atoms.positions[0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
-        random_committee.predict(atoms)
+        any_committee.predict(atoms)
 
 
 def test_registry_builds_by_name_and_refuses_unknown() -> None:
@@ -141,3 +141,33 @@ def test_inference_training_and_mean_forces_agree(random_committee) -> None:
     energy, forces = random_committee.mean_energy_forces(batch)
     torch.testing.assert_close(energy, inference["energy"].mean(0), rtol=0.0, atol=1e-10)
     torch.testing.assert_close(forces, inference["forces"].mean(0), rtol=1e-10, atol=1e-10)
+
+
+def test_painn_energy_is_smooth_across_the_cutoff() -> None:
+    model = build_model("painn", elements=["H"], cutoff_A=3.0, features=8, interactions=2, radial_basis=6)
+    def energy(r: float) -> float:
+        batch = atoms_to_batch([Atoms("H2", positions=[[0, 0, 0], [r, 0, 0]])], cutoff_A=3.0, angular_cutoff_A=0.0)
+        return float(model(batch, compute_forces=False)["energy"][0, 0])
+    far = energy(3.5)
+    assert abs(energy(3.0 - 1e-6) - far) < 1e-9
+    assert abs(energy(2.5) - far) > 1e-6
+
+
+def test_painn_members_are_independent_of_committee_size_and_training_graph_agrees() -> None:
+    small = build_model("painn", elements=["H", "O"], n_members=2, seed=5, features=8, interactions=2)
+    large = build_model("painn", elements=["H", "O"], n_members=4, seed=5, features=8, interactions=2)
+    for key, p in small.weights.items():
+        assert torch.equal(p, large.weights[key][:2])
+    assert not torch.equal(large.weights["msg0_w0"][0], large.weights["msg0_w0"][1])
+    frames = displaced(molecule("H2O"), 3, 0.1, seed=2) + [Atoms("H")]
+    batch = atoms_to_batch(frames, cutoff_A=5.0, angular_cutoff_A=0.0, skin_A=0.5)
+    inference, training = large(batch), large(batch, create_graph=True)
+    assert training["forces"].requires_grad and not inference["forces"].requires_grad
+    torch.testing.assert_close(inference["forces"], training["forces"].detach(), rtol=0.0, atol=1e-12)
+    mean = large.mean_energy_forces(batch)
+    torch.testing.assert_close(mean["energy"], inference["energy"].mean(0), rtol=0.0, atol=1e-10)
+    torch.testing.assert_close(mean["forces"], inference["forces"].mean(0), rtol=1e-10, atol=1e-10)
+    # a member's energy depends on its own weights only
+    (grad,) = torch.autograd.grad(large(batch, create_graph=True)["energy"][2].sum(),
+                                  large.weights["out_b1"])
+    assert grad[2].abs().sum() > 0 and grad[[0, 1, 3]].abs().sum() == 0

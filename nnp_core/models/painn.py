@@ -1,0 +1,222 @@
+"""PaiNN: polarizable atom interaction neural network (Schütt, Unke & Gastegger, ICML 2021).
+
+An equivariant message-passing network. Each atom carries scalar features s (F,) and
+vector features v (3, F); ``interactions`` rounds of
+
+    message:  phi(s_j) * W(r_ij) -> (ds, dvv, dvs),  s_i += sum_j ds,
+              v_i += sum_j v_j * dvv + dvs * r_ij / |r_ij|
+    update:   a = MLP(s_i, |V v_i|) -> (avv, asv, ass),  v_i += avv * U v_i,
+              s_i += asv * <U v_i, V v_i> + ass
+
+with W(r) a linear map of sin(n pi r / rc) / r radial basis functions times a cosine
+cutoff, then an atomwise MLP on s gives the atomic energy:
+
+    E = sum_i [ E0(Z_i) + s_scale * MLP(s_i) ]
+
+Forces are -dE/dr by autograd. As for every registered architecture the parameters
+carry a leading member axis and all members are evaluated in one pass. Positions are
+copied once per member before differentiation, so one backward pass gives every
+member's forces.
+
+``raw_features`` (element-resolved radial-basis sums, no angles) standardised by the
+fitted ``feature_mean``/``feature_std`` are the member-independent fingerprints that
+diversity selection uses; they do not enter the energy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from nnp_core.batch import Batch
+from nnp_core.descriptors import cosine_cutoff
+from nnp_core.models.base import DTYPES, StackedModule
+from nnp_core.models.registry import member_generator, register_model
+
+#: added under the square root of |V v|² so its gradient is finite at v = 0 (all vector
+#: features start at zero)
+NORM_EPS = 1e-8
+
+
+def radial_basis(r: torch.Tensor, n_basis: int, cutoff_A: float) -> torch.Tensor:
+    """sin(n pi r / rc) / r for n = 1..n_basis, times the cosine cutoff: (..., n_basis)."""
+    n = torch.arange(1, n_basis + 1, dtype=r.dtype, device=r.device)
+    r = r[..., None]
+    return torch.sin(n * math.pi * r / cutoff_A) / r * cosine_cutoff(r, cutoff_A)
+
+
+@register_model("painn")
+class PaiNN(StackedModule):
+    """A committee-ready PaiNN: parameters carry a leading axis of ``n_members``."""
+
+    architecture = "painn"
+
+    def __init__(
+        self,
+        *,
+        elements: Sequence[int | str],
+        n_members: int = 1,
+        seed: int = 0,
+        cutoff_A: float = 5.0,
+        features: int = 64,
+        interactions: int = 3,
+        radial_basis: int = 20,
+        dtype: str = "float64",
+    ) -> None:
+        super().__init__()
+        if min(features, interactions, radial_basis) < 1:
+            raise ValueError(
+                f"features, interactions and radial_basis must be >= 1, got {features}, "
+                f"{interactions}, {radial_basis}"
+            )
+        numbers = self._init_common(elements, n_members, cutoff_A, dtype)
+        self.n_features, self.n_interactions, self.n_basis = int(features), int(interactions), int(radial_basis)
+        n_el, f, k = len(numbers), self.n_features, self.n_basis
+        self.register_buffer("feature_mean", torch.zeros(n_el, n_el * k))
+        self.register_buffer("feature_std", torch.ones(n_el, n_el * k))
+        shapes: dict[str, tuple[int, ...]] = {"embedding": (n_el, f)}
+        for t in range(self.n_interactions):
+            shapes |= {
+                f"msg{t}_w0": (f, f), f"msg{t}_b0": (1, f), f"msg{t}_w1": (f, 3 * f), f"msg{t}_b1": (1, 3 * f),
+                f"msg{t}_wr": (k, 3 * f), f"msg{t}_br": (1, 3 * f),
+                f"upd{t}_u": (f, f), f"upd{t}_v": (f, f),
+                f"upd{t}_w0": (2 * f, f), f"upd{t}_b0": (1, f), f"upd{t}_w1": (f, 3 * f), f"upd{t}_b1": (1, 3 * f),
+            }
+        shapes |= {"out_w0": (f, f // 2 or 1), "out_b0": (1, f // 2 or 1), "out_w1": (f // 2 or 1, 1), "out_b1": (1, 1)}
+        for name, shape in shapes.items():
+            self.weights[name] = torch.nn.Parameter(torch.zeros(n_members, *shape))
+        self.to(DTYPES[dtype])
+        for member in range(n_members):
+            self.initialise_member(member, seed)
+
+    # ------------------------------------------------------------------ set-up
+    def initialise_member(self, member: int, seed: int) -> None:
+        """LeCun-normal matrices, zero biases, unit-normal embeddings, from the member's
+        own random stream."""
+        self._initialise_lecun(member, seed, skip=("embedding",))
+        generator = member_generator(seed + 7919, member)
+        with torch.no_grad():
+            emb = self.weights["embedding"]
+            emb[member] = torch.randn(emb.shape[1:], generator=generator, dtype=torch.float64).to(emb.dtype)
+
+    @property
+    def neighbour_cutoffs(self) -> tuple[float, float]:
+        # no angle triples: angular information travels through the vector features
+        return float(self.cutoff), 0.0
+
+    def hparams(self) -> dict[str, Any]:
+        return {
+            "elements": [int(z) for z in self.elements],
+            "cutoff_A": float(self.cutoff),
+            "features": self.n_features,
+            "interactions": self.n_interactions,
+            "radial_basis": self.n_basis,
+            "dtype": self.dtype_name,
+        }
+
+    # ------------------------------------------------------------------ network
+    def _linear(self, x: torch.Tensor, name: str, bias: str | None = None) -> torch.Tensor:
+        """x (M or 1, N, in) @ weights[name] (M, in, out) (+ weights[bias]) -> (M, N, out)."""
+        w = self.weights[name]
+        out = torch.matmul(x, w)
+        return out + self.weights[bias] if bias is not None else out
+
+    def _mlp(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        h = torch.nn.functional.silu(self._linear(x, f"{prefix}_w0", f"{prefix}_b0"))
+        return self._linear(h, f"{prefix}_w1", f"{prefix}_b1")
+
+    def atomic_energies(self, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
+        """Atomic energies (M, n), eV, from positions (1 or M, n, 3)."""
+        species = self.species_of(batch["numbers"])
+        m, n, f = self.n_members, species.shape[0], self.n_features
+        i, j = batch["pairs"][0], batch["pairs"][1]
+        vectors = positions[:, j] - positions[:, i]  # (M', P, 3)
+        r = torch.linalg.vector_norm(vectors, dim=-1)
+        # vector features are held as (M, 3, n, F): the Cartesian axis leads, so that
+        # (M, 3n, F) @ (M, F, F) needs no copy
+        unit = (vectors / r[..., None]).transpose(1, 2)[..., None]  # (M', 3, P, 1)
+        basis = radial_basis(r, self.n_basis, float(self.cutoff))  # (M', P, K)
+        fc = cosine_cutoff(r, float(self.cutoff))[..., None]  # (M', P, 1)
+        s = self.weights["embedding"][:, species]  # (M, n, F)
+        v = s.new_zeros(m, 3, n, f)
+        for t in range(self.n_interactions):
+            # message
+            x = self._mlp(s, f"msg{t}")[:, j] * (self._linear(basis, f"msg{t}_wr", f"msg{t}_br") * fc)
+            ds, dvv, dvs = x.split(f, dim=-1)  # (M, P, F) each
+            dv = v[:, :, j] * dvv[:, None] + dvs[:, None] * unit
+            s = s.index_add(1, i, ds)
+            v = v.index_add(2, i, dv)
+            # update
+            uv = self._linear(v.reshape(m, 3 * n, f), f"upd{t}_u").reshape(m, 3, n, f)
+            vv = self._linear(v.reshape(m, 3 * n, f), f"upd{t}_v").reshape(m, 3, n, f)
+            norm = torch.sqrt(vv.pow(2).sum(1) + NORM_EPS)
+            a = self._mlp(torch.cat([s, norm], dim=-1), f"upd{t}")
+            avv, asv, ass = a.split(f, dim=-1)
+            v = v + avv[:, None] * uv
+            s = s + asv * (uv * vv).sum(1) + ass
+        out = self._mlp(s, "out")[..., 0]  # (M, n)
+        return self.atom_ref_energy[species] + self.energy_scale * out
+
+    def _positions(self, batch: Batch, copies: int, requires_grad: bool) -> torch.Tensor:
+        positions = batch["positions"].to(self.dtype).detach().unsqueeze(0)
+        if copies > 1:
+            positions = positions.expand(copies, -1, -1).clone()
+        return positions.requires_grad_(requires_grad)
+
+    def forward(
+        self, batch: Batch, *, compute_forces: bool = True, create_graph: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Energies (M, B) in eV and, if asked, forces (M, n, 3) in eV/Å for every member.
+
+        ``create_graph=True`` (training) keeps the graph of the forces so that a loss on
+        them can be differentiated with respect to the weights.
+        """
+        positions = self._positions(batch, self.n_members, compute_forces)
+        with torch.enable_grad() if compute_forces else torch.no_grad():
+            atomic = self.atomic_energies(batch, positions)
+            energy = self.frame_energies(atomic, batch)
+            result = {"energy": energy, "atomic_energies": atomic}
+            if compute_forces:
+                (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=create_graph)
+                result["forces"] = -grad
+        if not create_graph:
+            result = {key: value.detach() for key, value in result.items()}
+        return result
+
+    def mean_energy_forces(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Committee-mean energy (B,) in eV and forces (n, 3) in eV/Å: one backward pass
+        through the shared positions."""
+        positions = self._positions(batch, 1, True)
+        with torch.enable_grad():
+            energy = self.frame_energies(self.atomic_energies(batch, positions), batch).mean(dim=0)
+            (grad,) = torch.autograd.grad(energy.sum(), positions)
+        return {"energy": energy.detach(), "forces": -grad[0]}
+
+    # ------------------------------------------------------------------ fingerprints
+    def raw_features(self, batch: Batch) -> torch.Tensor:
+        """Element-resolved radial-basis sums (n, n_elements * K): for each neighbour
+        element, sum over its atoms of the radial basis (for normalisation/fingerprints)."""
+        species = self.species_of(batch["numbers"])
+        i, j = batch["pairs"][0], batch["pairs"][1]
+        pos = batch["positions"].to(self.dtype)
+        r = torch.linalg.vector_norm(pos[j] - pos[i], dim=-1)
+        basis = radial_basis(r, self.n_basis, float(self.cutoff))
+        n_el = len(self.elements)
+        out = pos.new_zeros(species.shape[0] * n_el, self.n_basis)
+        out = out.index_add(0, i * n_el + species[j], basis)
+        return out.reshape(species.shape[0], n_el * self.n_basis)
+
+    def fingerprints(self, batch: Batch) -> torch.Tensor:
+        """Per-frame fingerprints (B, n_elements * D): the mean standardised radial
+        features of each element's atoms in the frame (zeros for an absent element)."""
+        with torch.no_grad():
+            species = self.species_of(batch["numbers"])
+            features = (self.raw_features(batch) - self.feature_mean[species]) / self.feature_std[species]
+            n_frames, n_el = batch["n_atoms"].shape[0], len(self.elements)
+            key = batch["frame"] * n_el + species
+            sums = features.new_zeros(n_frames * n_el, features.shape[1]).index_add(0, key, features)
+            counts = torch.bincount(key, minlength=n_frames * n_el).clamp(min=1).to(features.dtype)
+            return (sums / counts[:, None]).reshape(n_frames, -1)
