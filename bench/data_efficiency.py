@@ -195,6 +195,17 @@ class Results:
             partial.replace(self.path)
         return self.data[key]
 
+    def amend(self, key: str, extra: Callable[[], dict], fields: tuple[str, ...]) -> dict:
+        """Add ``extra()`` to an existing point unless it already holds ``fields``."""
+        if not all(name in self.data[key] for name in fields):
+            value = {**self.data[key], **extra()}
+            on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
+            self.data = {**on_disk, **self.data, key: value}
+            partial = self.path.with_suffix(".partial")
+            partial.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+            partial.replace(self.path)
+        return self.data[key]
+
 
 def train_and_test(preset: Preset, frames: list, test: list, seed: int, save_to: Path | None = None,
                    architecture: str | None = None) -> dict:
@@ -309,11 +320,42 @@ def active_learning_curve(preset: Preset, test: list, results: Results, folder: 
                         "n_labels": len(mine), **evaluation_metrics(committee, test),
                         **uncertainty_metrics(committee, test, COVERAGE_FACTOR, held_out)})
                     line += f" campaign committee force MAE {1000 * deployed['force_mae_eV_A']:.1f} meV/Å"
+                    if generation - 1 in committees:
+                        deployed = results.amend(f"{key}/campaign", lambda: fresh_coverage(
+                            committees, frames, generation, test, calibration_generations(config_path)),
+                            ("coverage_fresh",))
                 if generation in retrain:
                     point = results.get_or_compute(prefix + key, lambda: train_and_test(
                         preset, mine, test, seed, architecture=architecture))
                     line += f" retrained from scratch {1000 * point['force_mae_eV_A']:.1f} meV/Å"
                 log(line)
+
+
+def calibration_generations(config_path: Path) -> int:
+    from flows.config import load_config
+
+    return load_config(config_path).loop.calibration_generations
+
+
+def fresh_coverage(committees: dict[int, Any], frames: list, generation: int, test: list,
+                   n_generations: int) -> dict[str, float]:
+    """Test coverage of generation ``generation``'s committee with the calibration the
+    product fits now (``flows.steps.training.fresh_calibration``): the errors each
+    earlier committee made on the next generation's fresh MD labels, pooled over the last
+    ``n_generations`` generations. Computed here because the cached campaigns ran before
+    the product stored those sums."""
+    from flows.steps.training import calibration_sums, pooled_calibration
+
+    sums = []
+    for g in range(max(1, generation - n_generations + 1), generation + 1):
+        fresh = [a for a in frames if a.info.get("generation") == g and a.info.get("source") == "md"]
+        if fresh and g - 1 in committees:
+            sums.append(calibration_sums(committees[g - 1], fresh))
+    scale = pooled_calibration(sums).force_dev_scale
+    prediction = committees[generation].predict(test)
+    error = np.linalg.norm(prediction.forces_mean - np.concatenate([a.get_forces() for a in test]), axis=1)
+    return {"calibration_scale_fresh": scale,
+            "coverage_fresh": float(np.mean(error <= COVERAGE_FACTOR * scale * prediction.force_dev))}
 
 
 def scratch_generations(labels: dict[int, int], sizes: tuple[int, ...]) -> set[int]:

@@ -85,7 +85,8 @@ def curves(results: dict[str, dict]) -> dict[str, list[dict[str, float]]]:
         for name in ("n_labels", "force_mae_eV_A", "force_rmse_eV_A", "energy_mae_eV_atom"):
             row[name], row[name + "_std"] = stat(name)
         for name in ("force_dev_spearman", "coverage_raw", "coverage_calibrated", "calibration_scale",
-                     "coverage_heldout", "calibration_scale_heldout"):
+                     "coverage_heldout", "calibration_scale_heldout", "coverage_fresh",
+                     "calibration_scale_fresh"):
             if all(p.get(name) is not None for p in points) and name in points[0]:
                 row[name], row[name + "_std"] = stat(name)
         out[kind].append(row)
@@ -164,6 +165,14 @@ def headline(results: dict[str, dict], preset: Any) -> list[str]:
                 + (f", calibrated on {preset.held_out} held-out pool frames {100 * last['coverage_heldout']:.0f}% "
                    f"(scale {last['calibration_scale_heldout']:.2f})" if "coverage_heldout" in last else "")
                 + ".")
+        fresh = [p for p in campaign if "coverage_fresh" in p]
+        if fresh:
+            low, high = min(p["coverage_fresh"] for p in fresh), max(p["coverage_fresh"] for p in fresh)
+            lines.append(
+                f"  - With the product's calibration on fresh labels (the last 3 generations' errors of the "
+                f"committees that explored them): coverage {100 * last.get('coverage_fresh', float('nan')):.0f}% "
+                f"(scale {last.get('calibration_scale_fresh', float('nan')):.2f}) for the final committees; "
+                f"the per-generation mean over seeds lies in {100 * low:.0f}-{100 * high:.0f}% from generation 1 on.")
     return lines + _best_within("random sampling", random, indent="")
 
 

@@ -347,6 +347,10 @@ class LoopSection(_Section):
     max_generations: PositiveInt = 10
     #: fraction of the initial frames held out as the fixed validation set
     validation_fraction_frames: float = Field(0.1, ge=0, lt=1)
+    #: a new committee's uncertainty scale is fitted on the errors its predecessors made
+    #: on the fresh labels of the last N generations (frames no committee had seen when it
+    #: was scored on them); 0, or before any fresh label exists: on the validation frames
+    calibration_generations: int = Field(3, ge=0)
     convergence: ConvergenceSection = ConvergenceSection()
 
     @field_validator("initial_md_backend")

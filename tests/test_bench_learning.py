@@ -41,6 +41,10 @@ def test_tiny_run_writes_both_curves_and_the_report(tiny_run) -> None:
     final = results[max((k for k in results if k.endswith("/campaign")), key=lambda k: results[k]["n_labels"])]
     assert 0 <= final["coverage_heldout"] <= 1 and final["calibration_scale_heldout"] > 0
     assert "held-out pool frames" in text
+    # generations after the first also carry the coverage with the product's fresh-label calibration
+    later = [v for k, v in results.items() if k.endswith("/campaign") and not k.endswith("/g0/campaign")]
+    assert later and all(0 <= v["coverage_fresh"] <= 1 and v["calibration_scale_fresh"] > 0 for v in later)
+    assert "calibration on fresh labels" in text
 
 
 def test_tiny_run_retrains_both_curves_with_another_architecture(tiny_run) -> None:

@@ -6,6 +6,7 @@ import json
 
 import ase.io
 import numpy as np
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -26,8 +27,10 @@ from flows.storage import (
     Score,
     Structure,
     StructureSource,
+    labelled_atoms,
 )
 from nnp_core.committee import load_committee
+from nnp_core.uncertainty import fit_calibration
 
 
 def _count(session, model, *where) -> int:
@@ -40,6 +43,29 @@ class ProgressRecorder:
 
     def update(self, key: str, description: str, fraction: float) -> None:
         self.fractions.setdefault((key, description), []).append(fraction)
+
+
+def _check_fresh_calibration(session, campaign_id, generations, committees) -> None:
+    """Committee g's force scale = RMS(error) / RMS(force_dev) of the committees before
+    it on the fresh MD labels of generations g-2..g (generation 0's: the validation fit)."""
+    assert committees[0].training_metrics["calibrated_on"] == "validation"
+    for g in (1, 2):
+        errors, devs = [], []
+        for h in range(max(1, g - 2), g + 1):
+            fresh = labelled_atoms(session, campaign_id, generation_ids=[generations[h].id],
+                                   sources=[StructureSource.MD])
+            if fresh:
+                prediction = load_committee(committees[h - 1].checkpoint_path).predict(fresh)
+                errors.append(np.concatenate([a.get_forces() for a in fresh]) - prediction.forces_mean)
+                devs.append(prediction.force_dev)
+        scale = load_committee(committees[g].checkpoint_path).calibration.force_dev_scale
+        if not errors:
+            assert committees[g].training_metrics["calibrated_on"] == "validation"
+            continue
+        expected = fit_calibration(np.concatenate(devs), np.concatenate(errors)).force_dev_scale
+        assert scale == pytest.approx(expected, rel=1e-9)
+        assert committees[g].training_metrics["calibrated_on"].startswith("fresh labels of generations")
+        assert committees[g].training_metrics["calibration"]["force_dev_scale"] == pytest.approx(scale)
 
 
 def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> None:
@@ -80,6 +106,7 @@ def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> Non
         assert _count(s, Evaluation, Evaluation.label_set == "validation") == 3
         assert _count(s, Evaluation, Evaluation.label_set == "fresh") >= 1
         latest = committees[-1].checkpoint_path
+        _check_fresh_calibration(s, ctx.campaign_id, generations, committees)
     committee = load_committee(latest)
     assert committee.n_members == 2 and committee.elements == [1, 8]
     assert summary["latest_committee"] == latest
