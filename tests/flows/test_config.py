@@ -142,6 +142,7 @@ def test_level_of_theory_is_case_insensitive_and_ignores_solver_settings(tmp_pat
         ("[train]\ndtype = \"float32\"\n", "train", "committee.dtype"),
         ("[loop]\ninitial_sampler = \"random\"\n", "loop.initial_sampler", "'normal_modes'"),
         ("[loop]\ninitial_md_backend = \"gaussian\"\n", "loop.initial_md_backend", "unknown backend 'gaussian'"),
+        ("[loop]\ncalibration_generations = -1\n", "loop.calibration_generations", "greater than or equal to 0"),
         ("[loop]\ninitial_md_interval_steps = 0\n", "loop.initial_md_interval_steps", "greater than or equal to 1"),
         ("[loop]\ninitial_sampler = \"md\"\ninitial_md_backend = \"ase\"\n", "",
          "loop.initial_md_backend: the ase backend cannot drive the initial MD"),
