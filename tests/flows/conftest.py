@@ -20,9 +20,13 @@ basis = "sto-3g"
 density_fit = false
 
 [committee]
+architecture = "{architecture}"
 members = 2
 cutoff_A = 4.0
 hidden_layers = [16]
+features = 8
+interactions = 1
+radial_basis = 6
 
 [explore]
 replicas = 2
@@ -55,9 +59,10 @@ label_batch_size = 3
 """
 
 
-def write_campaign(folder: Path, name: str = "tiny-water", initial_samples: int = 6) -> Path:
+def write_campaign(folder: Path, name: str = "tiny-water", initial_samples: int = 6,
+                   architecture: str = "bpnn") -> Path:
     path = folder / f"{name}.toml"
-    path.write_text(TINY_CAMPAIGN.format(name=name, initial_samples=initial_samples))
+    path.write_text(TINY_CAMPAIGN.format(name=name, initial_samples=initial_samples, architecture=architecture))
     return path
 
 

@@ -32,6 +32,8 @@ from flows.storage import (
 from nnp_core.committee import load_committee
 from nnp_core.uncertainty import fit_calibration
 
+from .conftest import write_campaign
+
 
 def _count(session, model, *where) -> int:
     return session.scalar(select(func.count()).select_from(model).where(*where))
@@ -43,6 +45,27 @@ class ProgressRecorder:
 
     def update(self, key: str, description: str, fraction: float) -> None:
         self.fractions.setdefault((key, description), []).append(fraction)
+
+
+def test_a_painn_campaign_explores_selects_and_trains(prefect_harness, tmp_path) -> None:
+    """The whole loop with the message-passing committee: batched MD on it, its
+    fingerprints for diversity selection, warm-started training, checkpoints."""
+    config = write_campaign(tmp_path, name="tiny-water-painn", architecture="painn")
+    summary = active_learning(config_path=str(config))
+    ctx = open_campaign(config, create=False)
+    with Session(ctx.engine) as s:
+        committees = s.scalars(select(Committee).order_by(Committee.id)).all()
+        assert [c.architecture for c in committees] == ["painn"] * 3
+        explored = _count(s, Structure, Structure.source.in_([StructureSource.MD, StructureSource.REJECTED]))
+        assert explored > 0 and _count(s, Score) == explored
+        assert _count(s, Score, Score.decision == "selected") > 0
+    final = load_committee(summary["latest_committee"])
+    assert final.architecture == "painn" and final.model.hparams()["features"] == 8
+    first = load_committee(committees[0].checkpoint_path)
+    with Session(ctx.engine) as s:
+        frames = labelled_atoms(s, ctx.campaign_id)
+    assert summary["labels"] == len(frames)
+    assert not np.allclose(first.predict(frames).member_forces, final.predict(frames).member_forces)
 
 
 def _check_fresh_calibration(session, campaign_id, generations, committees) -> None:
