@@ -173,7 +173,32 @@ def headline(results: dict[str, dict], preset: Any) -> list[str]:
                 f"committees that explored them): coverage {100 * last.get('coverage_fresh', float('nan')):.0f}% "
                 f"(scale {last.get('calibration_scale_fresh', float('nan')):.2f}) for the final committees; "
                 f"the per-generation mean over seeds lies in {100 * low:.0f}-{100 * high:.0f}% from generation 1 on.")
-    return lines + _best_within("random sampling", random, indent="")
+    return lines + _best_within("random sampling", random, indent="") + _architecture_lines(results, preset)
+
+
+def _architecture_lines(results: dict[str, dict], preset: Any) -> list[str]:
+    """Other architectures against the example's on the very same labels (same seeds
+    and points), mean over the seeds both have."""
+    labels = {v.name: v.label for v in preset.variants}
+    paired: dict[str, dict[str, dict[int, list[tuple[dict, dict]]]]] = defaultdict(lambda: defaultdict(dict))
+    for key, value in results.items():
+        architecture, _, own_key = key.partition(":")
+        match = _KEY.match(own_key) if own_key else None
+        if match and not match.group(5) and own_key in results:
+            kind = match.group(1)
+            paired[architecture][kind].setdefault(round(value["n_labels"]), []).append((value, results[own_key]))
+    lines = []
+    for architecture, kinds in sorted(paired.items()):
+        lines.append(f"- **{ARCHITECTURE_NAMES.get(architecture, architecture)}** against the example's committee, "
+                     "both trained from scratch on the same labels (force MAE meV/Å, theirs vs the example's, "
+                     "mean over the seeds both have):")
+        for kind in sorted(kinds, key=lambda k: (k != "random", k)):
+            points = sorted(kinds[kind].items())
+            lines.append(f"  - {curve_label(kind, labels)}: " + ", ".join(
+                f"{n} labels {1000 * np.mean([a['force_mae_eV_A'] for a, _ in pts]):.1f} vs "
+                f"{1000 * np.mean([b['force_mae_eV_A'] for _, b in pts]):.1f}"
+                + f" ({len(pts)} seed{'s' if len(pts) > 1 else ''})" for n, pts in points))
+    return lines
 
 
 def _best_within(name: str, points: list[dict], indent: str = "  ") -> list[str]:

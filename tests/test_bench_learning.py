@@ -60,6 +60,7 @@ def test_tiny_run_retrains_both_curves_with_another_architecture(tiny_run) -> No
         assert painn[0]["force_mae_eV_A"] != bpnn[0]["force_mae_eV_A"]
     assert load_committee(data_dir / "committees" / "painn-random-seed0-n8").architecture == "painn"
     assert "| PaiNN: random sampling | 8 |" in text
+    assert "**PaiNN** against the example's committee" in text and "8 labels" in text
 
 
 def test_held_out_calibration_matches_the_errors_in_rms(tiny_run) -> None:

@@ -20,7 +20,7 @@ basis = "sto-3g"
 density_fit = false
 
 [committee]
-architecture = "{architecture}"
+architecture = "bpnn"
 members = 2
 cutoff_A = 4.0
 hidden_layers = [16]
@@ -62,7 +62,8 @@ label_batch_size = 3
 def write_campaign(folder: Path, name: str = "tiny-water", initial_samples: int = 6,
                    architecture: str = "bpnn") -> Path:
     path = folder / f"{name}.toml"
-    path.write_text(TINY_CAMPAIGN.format(name=name, initial_samples=initial_samples, architecture=architecture))
+    text = TINY_CAMPAIGN.format(name=name, initial_samples=initial_samples)
+    path.write_text(text.replace('architecture = "bpnn"', f'architecture = "{architecture}"'))
     return path
 
 
