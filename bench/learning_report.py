@@ -160,8 +160,9 @@ def headline(results: dict[str, dict], preset: Any) -> list[str]:
                 f"{last['force_dev_spearman_std']:.2f} (target ≥ 0.5: "
                 f"{'met' if last['force_dev_spearman'] >= 0.5 else 'missed'}); coverage of the nominal 95% "
                 f"per-atom force interval: raw {100 * last['coverage_raw']:.0f}%, calibrated "
-                f"{100 * last['coverage_calibrated']:.0f}% (scale {last['calibration_scale']:.2f}, fitted on the "
-                "campaign's validation frames)"
+                f"{100 * last['coverage_calibrated']:.0f}% with the committees' own scale "
+                f"({last['calibration_scale']:.2f}; fitted by each campaign as it ran: on its validation frames "
+                "before `loop.calibration_generations` existed, on fresh labels since)"
                 + (f", calibrated on {preset.held_out} held-out pool frames {100 * last['coverage_heldout']:.0f}% "
                    f"(scale {last['calibration_scale_heldout']:.2f})" if "coverage_heldout" in last else "")
                 + ".")
