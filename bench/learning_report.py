@@ -218,13 +218,19 @@ def plot_curves(results: dict[str, dict], path: Path, variants: dict[str, str] |
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for kind, points in curves(results).items():
+    fig, ax = plt.subplots(figsize=(11, 5))
+    colours: dict[str, str] = {"random": "black"}
+    cycle = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for kind, points in sorted(curves(results).items(), key=lambda item: (":" in item[0], item[0])):
+        # one colour per sampling (random, each variant); the line style tells the rest
+        base = kind.rpartition(":")[2].partition("/")[0]
+        colour = colours.setdefault(base, next(cycle))
         x = np.array([p["n_labels"] for p in points])
         y = 1000 * np.array([p["force_mae_eV_A"] for p in points])
         dy = 1000 * np.array([p["force_mae_eV_A_std"] for p in points])
-        ax.errorbar(x, y, yerr=dy, marker="o", capsize=3, label=curve_label(kind, variants),
-                    ls="--" if kind.endswith("/campaign") else "-")
+        other = ":" in kind  # another architecture than the example's
+        ax.errorbar(x, y, yerr=dy, marker="s" if other else "o", mfc="none" if other else None, capsize=3, color=colour,
+                    label=curve_label(kind, variants), ls=":" if other else "--" if kind.endswith("/campaign") else "-")
     ax.axhline(25, color="grey", ls="--", lw=1, label="target 25 meV/Å")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -237,10 +243,10 @@ def plot_curves(results: dict[str, dict], path: Path, variants: dict[str, str] |
     ax.set_yticks([t for t in (10, 20, 50, 100, 200, 500) if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]])
     ax.set_xlabel("reference labels")
     ax.set_ylabel("test force MAE (meV/Å)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.58, bottom=0.11, top=0.97)  # the legend goes right of the axes
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
