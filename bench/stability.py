@@ -89,7 +89,7 @@ def committees_of(data_dir: Path) -> dict[str, tuple[Committee, Atoms]]:
 
     found: dict[str, tuple[Committee, Atoms]] = {}
     geometry = None
-    for config_path in sorted(data_dir.glob("al-seed*/campaign.toml")):
+    for config_path in sorted(data_dir.glob("al*-seed*/campaign.toml")):
         ctx = open_campaign(config_path, create=False)
         with Session(ctx.engine) as session:
             row = latest_committee(session, ctx.campaign_id)
@@ -99,7 +99,7 @@ def committees_of(data_dir: Path) -> dict[str, tuple[Committee, Atoms]]:
         if row is not None:
             found[f"active learning, {config_path.parent.name} ({row.training_metrics.get('n_frames')} "
                   "training frames)"] = (load_committee(row.checkpoint_path), geometry)
-    for path in sorted((data_dir / "committees").glob("random-*")):
+    for path in sorted((data_dir / "committees").glob("*random-*")):
         if geometry is not None:
             found[f"random sampling, {path.name}"] = (load_committee(path), geometry)
     return found
