@@ -192,26 +192,23 @@ class Results:
 
     def get_or_compute(self, key: str, compute: Callable[[], dict]) -> dict:
         if key not in self.data:
-            value = compute()
-            # another run may have added points meanwhile: merge, then replace atomically
-            on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
-            self.data = {**on_disk, **self.data, key: value}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_suffix(".partial")
-            partial.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-            partial.replace(self.path)
+            self._store(key, compute())
         return self.data[key]
 
     def amend(self, key: str, extra: Callable[[], dict], fields: tuple[str, ...]) -> dict:
         """Add ``extra()`` to an existing point unless it already holds ``fields``."""
         if not all(name in self.data[key] for name in fields):
-            value = {**self.data[key], **extra()}
-            on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
-            self.data = {**on_disk, **self.data, key: value}
-            partial = self.path.with_suffix(".partial")
-            partial.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-            partial.replace(self.path)
+            self._store(key, {**self.data[key], **extra()})
         return self.data[key]
+
+    def _store(self, key: str, value: dict) -> None:
+        # another run may have added points meanwhile: merge, then replace atomically
+        on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.data = {**on_disk, **self.data, key: value}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+        partial.replace(self.path)
 
 
 def train_and_test(preset: Preset, frames: list, test: list, seed: int, save_to: Path | None = None,

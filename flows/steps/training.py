@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from flows.storage import Committee as CommitteeRow
 from flows.storage import Evaluation, Generation, Structure, StructureSource, labelled_atoms
 from nnp_core.committee import CHECKPOINT_JSON, Committee, load_committee
 from nnp_core.training import train_committee
-from nnp_core.uncertainty import Calibration, fit_calibration
+from nnp_core.uncertainty import Calibration
 
 log = logging.getLogger(__name__)
 TRAINING_SOURCES = (StructureSource.INITIAL, StructureSource.MD)
@@ -127,6 +127,8 @@ def pooled_calibration(sums: list[dict[str, float]]) -> Calibration:
     their atoms)."""
     error = sum(s["sum_sq_force_error"] for s in sums)
     dev = sum(s["sum_sq_force_dev"] for s in sums)
+    if dev <= 0:
+        raise ValueError("cannot calibrate: the committee's force deviations are all zero")
     return Calibration(force_dev_scale=float(np.sqrt(error / dev)))
 
 
@@ -154,20 +156,17 @@ def train_generation(ctx: CampaignContext, generation_index: int) -> int:
                "val_force_mae_eV_A": report.val_force_mae_eV_A,
                "val_energy_mae_eV_atom": report.val_energy_mae_eV_atom,
                "members": [asdict(m) for m in report.members]}
-    validation_metrics, calibrated_on = None, "none"
-    if len(validation) >= 2:
-        prediction = committee.predict(validation)
-        errors = np.concatenate([a.get_forces() for a in validation]) - prediction.forces_mean
-        committee.calibration = fit_calibration(prediction.force_dev, errors)
-        calibrated_on = "validation"
     with Session(ctx.engine) as session:
         fresh = fresh_calibration(session, ctx.campaign_id, generation_index,
                                   config.loop.calibration_generations)
+    calibrated_on = "none"  # a warm start keeps its predecessor's calibration
     if fresh is not None:
-        committee.calibration = replace(committee.calibration, force_dev_scale=fresh[0].force_dev_scale)
-        calibrated_on = f"fresh labels of generations {fresh[1]}"
-    if len(validation) >= 2:
-        validation_metrics = evaluation_metrics(committee, validation)
+        committee.calibration, used = fresh
+        calibrated_on = f"fresh labels of generations {used}"
+    elif len(validation) >= 2:
+        committee.calibration = pooled_calibration([calibration_sums(committee, validation)])
+        calibrated_on = "validation"
+    validation_metrics = evaluation_metrics(committee, validation) if len(validation) >= 2 else None
     path = committee.save(ctx.committee_dir(generation_index))
     with Session(ctx.engine) as session, session.begin():
         generation = get_or_create_generation(session, ctx.campaign_id, generation_index)
