@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,7 +40,8 @@ import numpy as np  # noqa: E402
 
 from bench._learning_data import DataSpec, Sampling, labelled_set, take  # noqa: E402
 from bench._report import BENCHMARKS_MD, machine_line, markdown_table, write_section  # noqa: E402
-from bench.learning_report import curve_rows, headline, plot_curves, uncertainty_metrics  # noqa: E402
+from bench.learning_report import (SUBSET_FIELD, curve_rows, headline, plot_curves, subset_errors,  # noqa: E402
+                                   subset_rows, uncertainty_metrics)
 
 ROOT = Path(__file__).resolve().parents[1]
 #: chi-square(3) 95% quantile: |dF_i| <= sqrt(q/3) * sigma_i for isotropic Gaussian errors
@@ -102,7 +104,7 @@ PRESETS = {
                   Variant("al-mdinit", "active learning, xTB-MD start",
                           {"loop": {"initial_sampler": "md", "initial_md_backend": "xtb",
                                     "initial_temperature_K": 500, "initial_md_interval_steps": 100}},
-                          seeds=(0, 1, 2), al_labels=128)),
+                          seeds=(0, 1, 2), al_labels=200)),
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30}},
         # PaiNN with the BPNN's training settings (lr 3e-3, plateau patience 10) gave
         # 127 meV/Å at 100 random labels; 64 features and 3 interactions with lr 1e-3
@@ -336,6 +338,33 @@ def active_learning_curve(preset: Preset, test: list, results: Results, folder: 
                 log(line)
 
 
+def subset_points(preset: Preset, results: Results, test: list, log=print) -> None:
+    """Add per-test-subset force errors to every point whose committee is on disk: the
+    kept random committees and the campaigns' own committees."""
+    from nnp_core.committee import load_committee
+
+    kept = re.compile(r"^(?:(\w+)-)?random-seed(\d+)-n(\d+)$")
+    for path in sorted((preset.data.folder / "committees").glob("*random-seed*")):
+        match = kept.match(path.name)
+        key = match and f"{match.group(1) + ':' if match.group(1) else ''}random/seed{match.group(2)}/n{match.group(3)}"
+        if key in results.data:
+            results.amend(key, lambda: subset_errors(load_committee(path), test), (SUBSET_FIELD,))
+    for variant in preset.variants:
+        for seed in preset.seeds_of(variant):
+            config_path = preset.data.folder / f"{variant.name}-seed{seed}" / "campaign.toml"
+            if not config_path.with_name("alflow.db").exists():
+                continue
+            mine = re.compile(rf"^{variant.name}/seed{seed}/g\d+/campaign$")
+            if all(SUBSET_FIELD in value for key, value in results.data.items() if mine.match(key)):
+                continue
+            _, committees = campaign_frames(config_path)
+            for generation, committee in committees.items():
+                key = f"{variant.name}/seed{seed}/g{generation}/campaign"
+                if key in results.data:
+                    results.amend(key, lambda: subset_errors(committee, test), (SUBSET_FIELD,))
+            log(f"{config_path.parent.name}: per-subset test errors of {len(committees)} committees")
+
+
 def calibration_generations(config_path: Path) -> int:
     from flows.config import load_config
 
@@ -375,6 +404,16 @@ def scratch_generations(labels: dict[int, int], sizes: tuple[int, ...]) -> set[i
 
 # -------------------------------------------------------------------------------- main
 
+def subset_table(results: dict[str, dict], labels: dict[str, str]) -> list[str]:
+    """Where on the test set the curves differ (empty before any committee was kept)."""
+    header, rows = subset_rows(results, labels)
+    if not rows:
+        return []
+    return ["Force MAE (meV/Å) by test subset: the kept random committees and the campaigns' own "
+            "committees at the generation nearest the same label count.", "",
+            markdown_table(header, rows), ""]
+
+
 def run(preset_name: str, *, folder: Path | None = None, write: bool = True, benchmarks_md: Path | None = None,
         log=print, skip: tuple[str, ...] = (), only: tuple[str, ...] = (), architecture: str | None = None,
         **changes: Any) -> str:
@@ -401,6 +440,7 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
     if "al" not in skip:
         run_variants = tuple(v for v in preset.variants if not only or v.name in only)
         active_learning_curve(replace(preset, variants=run_variants), test, results, data_dir, log, architecture)
+    subset_points(preset, results, test, log)
     page = benchmarks_md or BENCHMARKS_MD
     plot_path = (page.parent / "img" / "learning_curve.png") if write else data_dir / "learning_curve.png"
     labels = {v.name: v.label for v in preset.variants}
@@ -428,6 +468,7 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
         markdown_table(["curve", "labels", "force MAE meV/Å", "force RMSE meV/Å", "energy MAE meV/atom", "seeds"],
                        curve_rows(results.data, labels)), "",
         *headline(results.data, preset), "",
+        *subset_table(results.data, labels),
         f"![learning curve]({'img/learning_curve.png' if write else plot_path})",
     ])
     if write:

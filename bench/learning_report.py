@@ -22,6 +22,8 @@ import numpy as np
 _KEY = re.compile(r"^((?:\w+:)?(?:random|al[\w-]*))/seed(\d+)/(n|g)(\d+)(/campaign)?$")
 #: display names of architectures other than the example's (the key prefix otherwise)
 ARCHITECTURE_NAMES = {"painn": "PaiNN"}
+#: per-subset test force MAE of a point (``subset_errors``), where its committee was kept
+SUBSET_FIELD = "force_mae_by_subset_eV_A"
 
 
 def curve_label(kind: str, variants: dict[str, str] | None = None) -> str:
@@ -64,6 +66,45 @@ def uncertainty_metrics(committee: Any, test: list, coverage_factor: float,
         out["calibration_scale_heldout"] = float(fitted)
         out["coverage_heldout"] = float(np.mean(error <= coverage_factor * fitted * dev))
     return out
+
+
+def subset_errors(committee: Any, test: list) -> dict[str, dict[str, float]]:
+    """Force MAE per test subset: the frames' ``key`` between the set name and the
+    index (``test-md300-0001`` -> ``md300``)."""
+    prediction = committee.predict(test)
+    error = np.abs(prediction.forces_mean - np.concatenate([a.get_forces() for a in test]))
+    bounds = np.cumsum([0] + [len(a) for a in test])
+    parts: dict[str, list[np.ndarray]] = defaultdict(list)
+    for i, atoms in enumerate(test):
+        parts[atoms.info["key"].split("-")[1]].append(error[bounds[i]:bounds[i + 1]])
+    return {SUBSET_FIELD: {name: float(np.concatenate(chunks).mean()) for name, chunks in sorted(parts.items())}}
+
+
+def subset_rows(results: dict[str, dict], variants: dict[str, str] | None = None) -> tuple[list[str], list[list]]:
+    """Header and rows of force MAE (meV/Å) per test subset, mean over seeds: random
+    committees where they were kept, and each campaign's own committees at the
+    generation nearest (within 15%) each of those label counts."""
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for key, value in results.items():
+        match = _KEY.match(key)
+        if match and SUBSET_FIELD in value:
+            groups[(match.group(1) + (match.group(5) or ""), int(match.group(4)))].append(value)
+    if not groups:
+        return [], []
+    subsets = sorted({name for points in groups.values() for name in points[0][SUBSET_FIELD]})
+    random_n = sorted({n for kind, n in groups if kind.endswith("random")})
+    rows = []
+    for target in random_n:
+        for kind in sorted({k for k, _ in groups}, key=lambda k: (not k.endswith("random"), ":" in k, k)):
+            near = [(abs(np.mean([p["n_labels"] for p in pts]) - target), pts)
+                    for (k, _), pts in groups.items() if k == kind]
+            gap, points = min(near, key=lambda item: item[0])
+            if gap > 0.15 * target:
+                continue
+            rows.append([curve_label(kind, variants), f"{np.mean([p['n_labels'] for p in points]):.0f}", len(points)]
+                        + [f"{1000 * np.mean([p[SUBSET_FIELD][s] for p in points]):.1f}" for s in subsets]
+                        + [f"{1000 * np.mean([p['force_mae_eV_A'] for p in points]):.1f}"])
+    return ["curve", "labels", "seeds", *(f"{s} force MAE" for s in subsets), "all"], rows
 
 
 def curves(results: dict[str, dict]) -> dict[str, list[dict[str, float]]]:

@@ -12,7 +12,8 @@ from ase.build import molecule
 
 from bench import data_efficiency, stability
 from bench._learning_data import labelled_set, rotatable_bonds, take, torsion_frames
-from bench.learning_report import curves, labels_to_reach, uncertainty_metrics
+from bench.learning_report import (SUBSET_FIELD, curves, labels_to_reach, subset_errors, subset_rows,
+                                   uncertainty_metrics)
 from nnp_core.committee import Committee, load_committee
 
 
@@ -75,6 +76,30 @@ def test_held_out_calibration_matches_the_errors_in_rms(tiny_run) -> None:
     inside = np.linalg.norm(error, axis=1) <= data_efficiency.COVERAGE_FACTOR * scale * prediction.force_dev
     assert metrics["coverage_heldout"] == pytest.approx(np.mean(inside))
     assert "coverage_heldout" not in uncertainty_metrics(committee, test, 1.0)
+
+
+def test_per_subset_errors_split_the_test_set(tiny_run) -> None:
+    """Kept committees carry their force MAE per test subset (md300, md600): the
+    frame-weighted mean of the subsets is the whole test set's MAE, and the report
+    tables it beside the campaign committee with the nearest label count."""
+    data_dir, text = tiny_run
+    results = data_efficiency.Results(data_dir / "results.json").data
+    test = ase.io.read(data_dir / "test.extxyz", index=":")
+    counts = {name: sum(a.info["key"].split("-")[1] == name for a in test) for name in ("md300", "md600")}
+    for key in ("random/seed0/n8", "painn:random/seed0/n8", "al/seed0/g1/campaign"):
+        by_subset = results[key][SUBSET_FIELD]
+        assert set(by_subset) == set(counts)
+        pooled = sum(counts[name] * by_subset[name] for name in counts) / len(test)  # water: equal sizes
+        assert pooled == pytest.approx(results[key]["force_mae_eV_A"])
+    direct = subset_errors(load_committee(data_dir / "committees" / "random-seed0-n8"), test)[SUBSET_FIELD]
+    assert direct == pytest.approx(results["random/seed0/n8"][SUBSET_FIELD])
+    table = text.split("by test subset")[1].split("\n\n")[1].splitlines()
+    assert table[0] == "| curve | labels | seeds | md300 force MAE | md600 force MAE | all |"
+    # the campaign's generations hold 6 and 10 labels: neither is within 15% of 8
+    assert [row.split(" | ")[:3] for row in table[2:]] == [["| random sampling", "8", "1"],
+                                                           ["| PaiNN: random sampling", "8", "1"]]
+    shifted = {**results, "al/seed0/g1/campaign": {**results["al/seed0/g1/campaign"], "n_labels": 9}}
+    assert subset_rows(shifted)[1][-1][:3] == ["active learning (campaign committee)", "9", 1]
 
 
 def test_labelled_cache_resumes_without_relabelling(tiny_run) -> None:
