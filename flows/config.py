@@ -267,13 +267,17 @@ class ExploreSection(_Section):
 
 class SelectSection(_Section):
     """Candidates have trust_lo_eV_A <= max_force_dev < trust_hi_eV_A; frames with atoms
-    closer than ``min_distance_A`` are dropped."""
+    closer than ``min_distance_A`` are dropped. With ``adaptive_trust_lo`` the lower
+    edge drops, per generation, until ``max_selected_per_generation`` frames are
+    candidates (``nnp_core.selection.adapt_trust_lo``; DP-GEN's model_devi_adapt_trust_lo):
+    the campaign keeps labelling its most uncertain frames after its window empties."""
 
     trust_lo_eV_A: float = Field(0.05, ge=0)
     trust_hi_eV_A: Positive = 0.30
     max_selected_per_generation: PositiveInt = 50
     min_distance_A: Positive = 0.5
     allow_bond_changes: bool = False
+    adaptive_trust_lo: bool = False
 
     @field_validator("trust_hi_eV_A")
     @classmethod

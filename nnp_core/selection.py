@@ -3,7 +3,10 @@
 The funnel for one generation, each step a public function testable on its own:
 
 1. :func:`classify_trust` — the trust window on ``max_force_dev`` (eV/Å), optionally
-   also on ``energy_dev`` (eV/√atom): ``accurate`` / ``candidate`` / ``rejected``.
+   also on ``energy_dev`` (eV/√atom): ``accurate`` / ``candidate`` / ``rejected``;
+   with an adaptive lower edge (:func:`adapt_trust_lo`, DP-GEN's
+   ``model_devi_adapt_trust_lo``) the most uncertain accurate frames become candidates
+   when the window holds fewer frames than a generation may select.
 2. :func:`nnp_core.sanity.check_frame` — sanity filters on candidates (finite values,
    minimum distance, bond graph unchanged from the replica's start): ``filtered``.
 3. :func:`find_duplicates` — exact duplicates by :func:`nnp_core.structures.frame_hash`,
@@ -179,6 +182,31 @@ def _classify_one(index: int, windows: list) -> FrameDecision:
     return FrameDecision(index, Decision.ACCURATE, "; ".join(below))
 
 
+def adapt_trust_lo(decisions: list[FrameDecision], max_force_dev: np.ndarray, n_candidates: int) -> float | None:
+    """Lower the trust window's lower edge until ``n_candidates`` frames are candidates.
+
+    A committee that has learnt its own dynamics puts nearly every frame below a fixed
+    trust_lo, and a campaign would stop learning while its errors are still well above
+    target. When fewer than ``n_candidates`` frames lie in the window, the accurate
+    frames with the largest ``max_force_dev`` become candidates (in place), as many as
+    are missing; rejected frames stay rejected. Returns the new lower edge (the smallest
+    promoted ``max_force_dev``), or None when nothing was promoted.
+    """
+    have = sum(d.decision == Decision.CANDIDATE for d in decisions)
+    accurate = [d.index for d in decisions if d.decision == Decision.ACCURATE]
+    missing = int(n_candidates) - have
+    if missing <= 0 or not accurate:
+        return None
+    promoted = sorted(accurate, key=lambda i: (-max_force_dev[i], i))[:missing]
+    edge = float(max_force_dev[promoted[-1]])
+    for index in promoted:
+        decisions[index] = FrameDecision(
+            index, Decision.CANDIDATE,
+            f"{decisions[index].reason}; adaptive trust_lo {edge:.3g} eV/Å: among the "
+            f"{len(promoted)} most uncertain accurate frames ({have} in the window)")
+    return edge
+
+
 # ------------------------------------------------------------------------ diversity
 
 
@@ -331,10 +359,12 @@ def select_frames(
     energy_dev: np.ndarray | Sequence[float] | None = None,
     energy_trust_eV_sqrt_atom: tuple[float, float] | None = None,
     scale: np.ndarray | None = None,
+    adaptive_trust_lo: bool = False,
 ) -> SelectionResult:
     """Run the whole selection funnel on one generation's explored frames.
 
-    Order: :func:`classify_trust` → sanity (:func:`check_frame`, plus a finite
+    Order: :func:`classify_trust` (then :func:`adapt_trust_lo` up to ``max_selected``
+    candidates if ``adaptive_trust_lo``) → sanity (:func:`check_frame`, plus a finite
     fingerprint) on candidates → :func:`find_duplicates` by :func:`frame_hash`
     (within the batch and against ``labelled_hashes``) → :func:`farthest_point_sampling`
     on ``fingerprints`` (B, D) with ``labelled_fingerprints`` counted as chosen, the
@@ -369,6 +399,8 @@ def select_frames(
         energy_dev=energy_dev,
         energy_trust_eV_sqrt_atom=energy_trust_eV_sqrt_atom,
     )
+    if adaptive_trust_lo:
+        adapt_trust_lo(decisions, force, int(max_selected))
     candidates = [d.index for d in decisions if d.decision == Decision.CANDIDATE]
     sanity = [
         check_frame(

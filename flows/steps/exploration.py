@@ -134,7 +134,7 @@ def select_candidates(ctx: CampaignContext, generation_index: int) -> dict[str, 
                 labelled_fingerprints=committee.fingerprints(labelled_atoms) if labelled_atoms else None,
                 labelled_hashes=[frame_hash(a) for a in labelled_atoms],
                 max_selected=sel.max_selected_per_generation, min_distance_A=sel.min_distance_A,
-                allow_bond_changes=sel.allow_bond_changes,
+                allow_bond_changes=sel.allow_bond_changes, adaptive_trust_lo=sel.adaptive_trust_lo,
                 energies_eV=np.array([sc.energy_mean_eV for _, sc in rows]))
             for (structure, score), item in zip(rows, result.decisions):
                 score.decision, score.reason = Decision(item.decision), item.reason

@@ -68,6 +68,29 @@ def test_a_painn_campaign_explores_selects_and_trains(prefect_harness, tmp_path)
     assert not np.allclose(first.predict(frames).member_forces, final.predict(frames).member_forces)
 
 
+def test_adaptive_trust_lo_keeps_labelling_when_the_window_is_empty(prefect_harness, tmp_path) -> None:
+    """A trust window no frame can reach selects nothing; with ``adaptive_trust_lo`` the
+    generation labels its most uncertain trusted frames up to the cap instead."""
+    config = write_campaign(tmp_path, name="tiny-water-adaptive")
+    text = config.read_text().replace("trust_lo_eV_A = 0.02", "trust_lo_eV_A = 2.9\nadaptive_trust_lo = true")
+    config.write_text(text.replace("max_generations = 2", "max_generations = 1"))
+    active_learning(config_path=str(config))
+    ctx = open_campaign(config, create=False)
+    with Session(ctx.engine) as s:
+        generation = s.scalars(select(Generation).where(Generation.index == 1)).one()
+        scores = s.execute(select(Score.max_force_dev, Score.decision, Score.reason).join(
+            Structure, Structure.id == Score.structure_id).where(
+            Structure.generation_id == generation.id, Structure.source == StructureSource.MD)).all()
+        fresh = _count(s, Label, Label.structure_id.in_(select(Structure.id).where(
+            Structure.generation_id == generation.id, Structure.source == StructureSource.MD)))
+    selected = [dev for dev, decision, _ in scores if decision == "selected"]
+    accurate = [dev for dev, decision, _ in scores if decision == "accurate"]
+    assert max(dev for dev, _, _ in scores) < 2.9, "the fixed window alone would select nothing"
+    assert len(selected) == fresh == 3
+    assert min(selected) >= max(accurate), "the promoted frames are the most uncertain ones"
+    assert all("adaptive trust_lo" in reason for _, decision, reason in scores if decision == "selected")
+
+
 def _check_fresh_calibration(session, campaign_id, generations, committees) -> None:
     """Committee g's force scale = RMS(error) / RMS(force_dev) of the committees before
     it on the fresh MD labels of generations g-2..g (generation 0's: the validation fit)."""

@@ -87,6 +87,35 @@ def test_energy_window_rule():
     assert "energy_dev 0.2 eV/√atom >= trust_hi 0.1" in got[4].reason
 
 
+def test_adaptive_trust_lo_fills_the_generation_with_the_most_uncertain_accurate_frames(ethanol):
+    """With a near-empty window the most uncertain accurate frames (never rejected ones)
+    become candidates up to the cap; a full window is left exactly as it was."""
+    frames = _jiggled(ethanol, 8)
+    force = np.array([0.01, 0.04, 0.03, 0.2, 0.9, 0.045, 0.02, 0.6])  # one in [LO, HI), two beyond
+    common = dict(trust_lo_eV_A=LO, trust_hi_eV_A=HI, fingerprints=np.arange(16.0).reshape(8, 2),
+                  reference_structures=ethanol, max_selected=3)
+    fixed = select_frames(frames, force, **common)
+    assert fixed.selected_indices.tolist() == [3]
+    adaptive = select_frames(frames, force, adaptive_trust_lo=True, **common)
+    assert sorted(adaptive.selected_indices.tolist()) == [1, 3, 5]  # 0.2, then 0.045 and 0.04
+    assert [adaptive.decisions[i].decision for i in (4, 7)] == [Decision.REJECTED] * 2
+    assert [adaptive.decisions[i].decision for i in (0, 2, 6)] == [Decision.ACCURATE] * 3
+    assert "adaptive trust_lo 0.04 eV/Å: among the 2 most uncertain accurate frames (1 in the window)" in (
+        adaptive.decisions[1].reason)
+    # the promoted frames still go through the sanity filters
+    frames[5].positions[H_METHYL] = frames[5].positions[C_METHYL] + [0.3, 0.0, 0.0]
+    filtered = select_frames(frames, force, adaptive_trust_lo=True, **common)
+    assert filtered.decisions[5].decision == Decision.FILTERED
+    assert sorted(filtered.selected_indices.tolist()) == [1, 3]
+    # enough frames in the window: nothing is promoted
+    busy = np.where(force < LO, force, 0.3)
+    assert select_frames(frames, busy, adaptive_trust_lo=True, **common).counts() == (
+        select_frames(frames, busy, **common).counts())
+    decisions = classify_trust(force, trust_lo_eV_A=LO, trust_hi_eV_A=HI)
+    assert selection.adapt_trust_lo(decisions, force, 1) is None  # the window already holds one
+    assert selection.adapt_trust_lo(decisions, force, 20) == pytest.approx(0.01)  # every accurate frame
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
