@@ -88,6 +88,10 @@ class Preset:
         return min(self.al_labels, variant.al_labels or self.al_labels)
 
 
+#: generation 0 from GFN2-xTB MD at 500 K (the ethanol example's start)
+XTB_START = {"initial_sampler": "md", "initial_md_backend": "xtb", "initial_temperature_K": 500,
+             "initial_md_interval_steps": 100}
+
 PRESETS = {
     "full": Preset(
         example="examples/ethanol.toml",
@@ -101,10 +105,16 @@ PRESETS = {
         # 2026-11-22) and from GFN2-xTB MD at 500 K (the example's start since)
         variants=(Variant("al", "active learning, normal-mode start",
                           {"loop": {"initial_sampler": "normal_modes", "initial_temperature_K": 300}}),
-                  Variant("al-mdinit", "active learning, xTB-MD start",
-                          {"loop": {"initial_sampler": "md", "initial_md_backend": "xtb",
-                                    "initial_temperature_K": 500, "initial_md_interval_steps": 100}},
-                          seeds=(0, 1, 2), al_labels=200)),
+                  Variant("al-mdinit", "active learning, xTB-MD start", {"loop": XTB_START},
+                          seeds=(0, 1, 2), al_labels=200),
+                  # the xTB-start campaigns converge by themselves at ~150 labels: their
+                  # window empties (0-1 frames in [trust_lo, trust_hi) from generation 5)
+                  # while the test error is still ~45 meV/Å
+                  Variant("al-adaptive", "active learning, xTB-MD start, adaptive trust_lo",
+                          {"loop": {**XTB_START, "convergence": {
+                              "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
+                           "select": {"adaptive_trust_lo": True}},
+                          seeds=(0,))),
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30}},
         # PaiNN with the BPNN's training settings (lr 3e-3, plateau patience 10) gave
         # 127 meV/Å at 100 random labels; 64 features and 3 interactions with lr 1e-3
@@ -204,9 +214,10 @@ class Results:
         return self.data[key]
 
     def _store(self, key: str, value: dict) -> None:
-        # another run may have added points meanwhile: merge, then replace atomically
+        # another run may have added or amended points meanwhile: the file wins for every
+        # other key (this run's own points are in it already); replace it atomically
         on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.data = {**on_disk, **self.data, key: value}
+        self.data = {**self.data, **on_disk, key: value}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".partial")
         partial.write_text(json.dumps(self.data, indent=1, sort_keys=True))
