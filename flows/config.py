@@ -326,7 +326,8 @@ TrainSection = _train_section()
 
 class ConvergenceSection(_Section):
     """Stop when ``accurate_fraction`` of explored frames were trusted for
-    ``patience_generations`` generations and the fresh-label force MAE is under target."""
+    ``patience_generations`` generations and the force MAE on those generations' fresh
+    labels (pooled) is under target."""
 
     accurate_fraction: float = Field(0.99, gt=0, le=1)
     patience_generations: PositiveInt = 2

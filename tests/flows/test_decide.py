@@ -1,0 +1,75 @@
+"""The convergence rule: accurate fraction for ``patience`` generations and the force MAE
+on those generations' fresh labels, pooled; the generation limit."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.orm import Session
+
+from flows.campaign import get_or_create_generation, open_campaign
+from flows.steps.decide import decide, pooled_fresh_mae
+from flows.storage import GenerationStatus
+
+from .conftest import write_campaign
+
+
+def _generation(ctx, index: int, accurate: int, fresh: tuple[int, float] | None) -> None:
+    """Generation ``index`` as if explored (1000 frames, ``accurate`` of them trusted)
+    and labelled (``fresh`` = frames, force MAE eV/Å)."""
+    with Session(ctx.engine) as session, session.begin():
+        generation = get_or_create_generation(session, ctx.campaign_id, index)
+        metrics = {"steps": {}, "selection": {"accurate": accurate, "candidate": 1000 - accurate}}
+        if fresh is not None:
+            metrics["fresh"] = {"n_frames": fresh[0], "force_mae_eV_A": fresh[1]}
+        generation.metrics = metrics
+
+
+@pytest.fixture()
+def ctx(tmp_path):
+    config = write_campaign(tmp_path, name="decide")
+    text = config.read_text().replace("max_generations = 2", "max_generations = 5")
+    config.write_text(text + "\n[loop.convergence]\naccurate_fraction = 0.9\npatience_generations = 2\n"
+                             "force_mae_target_eV_A = 0.05\n")
+    return open_campaign(config)
+
+
+def test_one_lucky_fresh_frame_does_not_converge_a_campaign(ctx) -> None:
+    # generation 2 labelled a single frame (its window almost empty), predicted well;
+    # generation 1's 18 fresh labels were not: pooled 0.0599 eV/Å, above the target
+    _generation(ctx, 1, 950, (18, 0.0616))
+    _generation(ctx, 2, 999, (1, 0.028))
+    stop, reason = decide(ctx, 2)
+    assert (stop, reason) == (False, None)
+    _generation(ctx, 3, 995, (25, 0.03))
+    stop, reason = decide(ctx, 3)
+    assert stop and reason.startswith("converged: accurate fraction >= 0.9 for 2 generation(s)")
+    assert "fresh force MAE 0.0299 <= 0.05 eV/Å (over their 26 fresh labels)" in reason
+    with Session(ctx.engine) as session:
+        generation = get_or_create_generation(session, ctx.campaign_id, 3)
+        assert generation.converged and generation.stop_reason == reason
+        assert generation.status == GenerationStatus.DONE
+
+
+def test_accurate_fraction_must_hold_for_the_whole_patience(ctx) -> None:
+    _generation(ctx, 1, 500, (25, 0.01))
+    _generation(ctx, 2, 990, (25, 0.01))
+    assert decide(ctx, 2) == (False, None)  # generation 1 trusted only half its frames
+    _generation(ctx, 3, 990, None)  # nothing labelled: generation 2's labels still count
+    stop, reason = decide(ctx, 3)
+    assert stop and "over their 25 fresh labels" in reason
+
+
+def test_the_generation_limit_stops_an_unconverged_campaign(ctx) -> None:
+    for index in range(1, 6):
+        _generation(ctx, index, 100, (25, 0.2))
+    assert decide(ctx, 4) == (False, None)
+    stop, reason = decide(ctx, 5)
+    assert stop and reason == "generation limit 5 reached"
+    with Session(ctx.engine) as session:
+        assert not get_or_create_generation(session, ctx.campaign_id, 5).converged
+
+
+def test_pooled_fresh_mae_weights_generations_by_their_labels() -> None:
+    assert pooled_fresh_mae([{"n_frames": 3, "force_mae_eV_A": 0.1}, None, {"n_frames": 1, "force_mae_eV_A": 0.5}]) == (
+        pytest.approx(0.2), 4)
+    assert pooled_fresh_mae([None, {"n_frames": 0, "force_mae_eV_A": float("nan")}]) == (None, 0)
