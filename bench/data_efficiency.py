@@ -349,6 +349,29 @@ def active_learning_curve(preset: Preset, test: list, results: Results, folder: 
                 log(line)
 
 
+def campaign_outcomes(preset: Preset, results: Results) -> None:
+    """Record on each campaign's last generation point why it ended: ``stop_reason`` is
+    the campaign's own (converged, generation limit) or "label budget"."""
+    from sqlalchemy.orm import Session
+
+    from flows.campaign import open_campaign
+    from flows.status import campaign_status
+
+    for variant in preset.variants:
+        for seed in preset.seeds_of(variant):
+            config_path = preset.data.folder / f"{variant.name}-seed{seed}" / "campaign.toml"
+            if not config_path.with_name("alflow.db").exists():
+                continue
+            ctx = open_campaign(config_path, create=False)
+            with Session(ctx.engine) as session:
+                status = campaign_status(session, ctx.campaign_id)
+            last = max(row["generation"] for row in status["generations"])
+            key = f"{variant.name}/seed{seed}/g{last}/campaign"
+            if key in results.data:
+                results.amend(key, lambda: {"stop_reason": status["stop_reason"] or "label budget"},
+                              ("stop_reason",))
+
+
 def subset_points(preset: Preset, results: Results, test: list, log=print) -> None:
     """Add per-test-subset force errors to every point whose committee is on disk: the
     kept random committees and the campaigns' own committees."""
@@ -452,6 +475,7 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
         run_variants = tuple(v for v in preset.variants if not only or v.name in only)
         active_learning_curve(replace(preset, variants=run_variants), test, results, data_dir, log, architecture)
     subset_points(preset, results, test, log)
+    campaign_outcomes(preset, results)
     page = benchmarks_md or BENCHMARKS_MD
     plot_path = (page.parent / "img" / "learning_curve.png") if write else data_dir / "learning_curve.png"
     labels = {v.name: v.label for v in preset.variants}

@@ -191,7 +191,7 @@ def headline(results: dict[str, dict], preset: Any) -> list[str]:
                              + " retrained from scratch, "
                              + (f"{deployed:.0f}" if deployed is not None else "more than it had")
                              + " with the campaign's own committee")
-        lines += _best_within(variant.label, al)
+        lines += _best_within(variant.label, al) + _outcome_lines(results, variant.name)
         # the last generation every seed reached (later ones may hold a single seed)
         last = max(campaign, key=lambda p: (p["seeds"], p["n_labels"])) if campaign else {}
         if "coverage_raw" in last:
@@ -241,6 +241,18 @@ def _architecture_lines(results: dict[str, dict], preset: Any) -> list[str]:
                 f"{1000 * np.mean([b['force_mae_eV_A'] for _, b in pts]):.1f}"
                 + f" ({len(pts)} seed{'s' if len(pts) > 1 else ''})" for n, pts in points))
     return lines
+
+
+def _outcome_lines(results: dict[str, dict], variant: str) -> list[str]:
+    """How each campaign of ``variant`` ended (``stop_reason`` on its last point)."""
+    ended = []
+    for key, value in results.items():
+        match = _KEY.match(key)
+        if match and match.group(1) == variant and match.group(5) and "stop_reason" in value:
+            reason = value["stop_reason"].split(":")[0]
+            ended.append((int(match.group(2)), f"seed {match.group(2)} {reason} at {value['n_labels']:.0f} labels "
+                                               f"(generation {match.group(4)})"))
+    return [f"  - Campaigns ended: {'; '.join(text for _, text in sorted(ended))}."] if ended else []
 
 
 def _best_within(name: str, points: list[dict], indent: str = "  ") -> list[str]:

@@ -46,6 +46,10 @@ def test_tiny_run_writes_both_curves_and_the_report(tiny_run) -> None:
     later = [v for k, v in results.items() if k.endswith("/campaign") and not k.endswith("/g0/campaign")]
     assert later and all(0 <= v["coverage_fresh"] <= 1 and v["calibration_scale_fresh"] > 0 for v in later)
     assert "calibration on fresh labels" in text
+    # the campaign's last point says why it ended: its 8-label budget, spent in generation 1
+    assert final is results["al/seed0/g1/campaign"] and final["stop_reason"] == "label budget"
+    assert "stop_reason" not in results["al/seed0/g0/campaign"]
+    assert f"Campaigns ended: seed 0 label budget at {final['n_labels']} labels (generation 1)." in text
 
 
 def test_tiny_run_retrains_both_curves_with_another_architecture(tiny_run) -> None:
