@@ -479,6 +479,7 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
     page = benchmarks_md or BENCHMARKS_MD
     plot_path = (page.parent / "img" / "learning_curve.png") if write else data_dir / "learning_curve.png"
     labels = {v.name: v.label for v in preset.variants}
+    measured = {key.partition("/")[0] for key in results.data}  # variants with points yet
     plot_curves(results.data, plot_path, labels)
     command = "`.venv/bin/python -m bench.data_efficiency" + ("" if preset_name == "full" else f" --preset {preset_name}")
     for name, value in changes.items():
@@ -497,7 +498,7 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
         + f". Campaign settings: `{preset.example}` with {preset.overrides}. "
         f"Seeds {list(preset.seeds)}"
         + "".join(f" ({v.label}: seeds {list(preset.seeds_of(v))}, {preset.budget_of(v)} labels)"
-                  for v in preset.variants if v.seeds or v.al_labels)
+                  for v in preset.variants if (v.seeds or v.al_labels) and v.name in measured)
         + "; mean ± std over seeds (a generation's mean over the seeds that reached it); force MAE per "
         "component.", "",
         markdown_table(["curve", "labels", "force MAE meV/Å", "force RMSE meV/Å", "energy MAE meV/atom", "seeds"],
