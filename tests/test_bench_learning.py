@@ -99,9 +99,12 @@ def test_per_subset_errors_split_the_test_set(tiny_run) -> None:
     assert direct == pytest.approx(results["random/seed0/n8"][SUBSET_FIELD])
     table = text.split("by test subset")[1].split("\n\n")[1].splitlines()
     assert table[0] == "| curve | labels | seeds | md300 force MAE | md600 force MAE | all |"
-    # the campaign's generations hold 6 and 10 labels: neither is within 15% of 8
-    assert [row.split(" | ")[:3] for row in table[2:]] == [["| random sampling", "8", "1"],
-                                                           ["| PaiNN: random sampling", "8", "1"]]
+    # a campaign generation is tabled beside random-8 only within 15% of 8 labels (the
+    # tiny campaign's generations usually hold 6 and 10)
+    near = [v["n_labels"] for k, v in results.items() if k.endswith("/campaign") and abs(v["n_labels"] - 8) <= 1.2]
+    expected = [["| random sampling", "8", "1"], ["| PaiNN: random sampling", "8", "1"]]
+    expected += [["| active learning (campaign committee)", str(near[0]), "1"]] if near else []
+    assert [row.split(" | ")[:3] for row in table[2:]] == expected
     shifted = {**results, "al/seed0/g1/campaign": {**results["al/seed0/g1/campaign"], "n_labels": 9}}
     assert subset_rows(shifted)[1][-1][:3] == ["active learning (campaign committee)", "9", 1]
 
