@@ -349,6 +349,15 @@ def active_learning_curve(preset: Preset, test: list, results: Results, folder: 
                 log(line)
 
 
+def existing_campaigns(preset: Preset):
+    """(variant, seed, config path) of every campaign of ``preset`` that has run."""
+    for variant in preset.variants:
+        for seed in preset.seeds_of(variant):
+            config_path = preset.data.folder / f"{variant.name}-seed{seed}" / "campaign.toml"
+            if config_path.with_name("alflow.db").exists():
+                yield variant, seed, config_path
+
+
 def campaign_outcomes(preset: Preset, results: Results) -> None:
     """Record on each campaign's last generation point why it ended: ``stop_reason`` is
     the campaign's own (converged, generation limit) or "label budget"."""
@@ -357,19 +366,14 @@ def campaign_outcomes(preset: Preset, results: Results) -> None:
     from flows.campaign import open_campaign
     from flows.status import campaign_status
 
-    for variant in preset.variants:
-        for seed in preset.seeds_of(variant):
-            config_path = preset.data.folder / f"{variant.name}-seed{seed}" / "campaign.toml"
-            if not config_path.with_name("alflow.db").exists():
-                continue
-            ctx = open_campaign(config_path, create=False)
-            with Session(ctx.engine) as session:
-                status = campaign_status(session, ctx.campaign_id)
-            last = max(row["generation"] for row in status["generations"])
-            key = f"{variant.name}/seed{seed}/g{last}/campaign"
-            if key in results.data:
-                results.amend(key, lambda: {"stop_reason": status["stop_reason"] or "label budget"},
-                              ("stop_reason",))
+    for variant, seed, config_path in existing_campaigns(preset):
+        ctx = open_campaign(config_path, create=False)
+        with Session(ctx.engine) as session:
+            status = campaign_status(session, ctx.campaign_id)
+        last = max(row["generation"] for row in status["generations"])
+        key = f"{variant.name}/seed{seed}/g{last}/campaign"
+        if key in results.data:
+            results.amend(key, lambda: {"stop_reason": status["stop_reason"] or "label budget"}, ("stop_reason",))
 
 
 def subset_points(preset: Preset, results: Results, test: list, log=print) -> None:
@@ -383,20 +387,16 @@ def subset_points(preset: Preset, results: Results, test: list, log=print) -> No
         key = match and f"{match.group(1) + ':' if match.group(1) else ''}random/seed{match.group(2)}/n{match.group(3)}"
         if key in results.data:
             results.amend(key, lambda: subset_errors(load_committee(path), test), (SUBSET_FIELD,))
-    for variant in preset.variants:
-        for seed in preset.seeds_of(variant):
-            config_path = preset.data.folder / f"{variant.name}-seed{seed}" / "campaign.toml"
-            if not config_path.with_name("alflow.db").exists():
-                continue
-            mine = re.compile(rf"^{variant.name}/seed{seed}/g\d+/campaign$")
-            if all(SUBSET_FIELD in value for key, value in results.data.items() if mine.match(key)):
-                continue
-            _, committees = campaign_frames(config_path)
-            for generation, committee in committees.items():
-                key = f"{variant.name}/seed{seed}/g{generation}/campaign"
-                if key in results.data:
-                    results.amend(key, lambda: subset_errors(committee, test), (SUBSET_FIELD,))
-            log(f"{config_path.parent.name}: per-subset test errors of {len(committees)} committees")
+    for variant, seed, config_path in existing_campaigns(preset):
+        mine = re.compile(rf"^{variant.name}/seed{seed}/g\d+/campaign$")
+        if all(SUBSET_FIELD in value for key, value in results.data.items() if mine.match(key)):
+            continue
+        _, committees = campaign_frames(config_path)
+        for generation, committee in committees.items():
+            key = f"{variant.name}/seed{seed}/g{generation}/campaign"
+            if key in results.data:
+                results.amend(key, lambda: subset_errors(committee, test), (SUBSET_FIELD,))
+        log(f"{config_path.parent.name}: per-subset test errors of {len(committees)} committees")
 
 
 def calibration_generations(config_path: Path) -> int:
