@@ -11,7 +11,6 @@ runs in subprocesses. ``--pool NAME`` registers them on a work pool and exits in
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import flows.cli  # noqa: F401  (first: sets alflow's Prefect environment defaults before prefect loads)
@@ -22,10 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy/serve.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_deploy_arguments(parser)
-    args = parser.parse_args(argv)
-    for name in flows.cli.LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO)
-    return args.func(args)
+    return flows.cli.run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -32,11 +32,13 @@ from flows.dashboard import (
     Progress,
     announce_committee,
     announce_labels,
-    publish_generation_table,
+    png_markdown,
     publish_summary,
+    publish_tables,
+    training_progress,
 )
-from flows.report import markdown_table
-from flows.status import campaign_status, generation_rows
+from flows.report import campaign_figures, markdown_table, write_report
+from flows.status import campaign_status, dashboard_rows, generation_rows, retrain_rows, timing_rows
 from flows.steps.decide import decide
 from flows.steps.exploration import explore, select_candidates
 from flows.steps.initial import sample_initial
@@ -69,8 +71,9 @@ def label_task(config_path: str, max_labels: int) -> dict:
 @_no_cache(name="explore")
 def explore_task(config_path: str, generation_index: int) -> dict:
     ctx = context(config_path)
-    progress = Progress(ctx.name, "exploration", f"generation {generation_index}: MD steps done")
-    summary = explore(ctx, generation_index, progress=lambda step, total, active: progress.update(step / total))
+    progress = Progress(ctx.name, "exploration", f"generation {generation_index}: MD")
+    summary = explore(ctx, generation_index, progress=lambda step, total, active: progress.update(
+        step / total, f"step {step}/{total}, {active} replica(s) running"))
     progress.finish()  # replicas that all stopped early never report the last step
     return summary
 
@@ -88,7 +91,9 @@ def evaluate_fresh_task(config_path: str, generation_index: int) -> dict | None:
 @_no_cache(name="train-committee")
 def train_task(config_path: str, generation_index: int) -> int:
     ctx = context(config_path)
-    committee_id = train_generation(ctx, generation_index)
+    progress = training_progress(ctx, f"generation {generation_index}: committee")
+    committee_id = train_generation(ctx, generation_index, progress=progress.epoch)
+    progress.finish()
     announce_committee(ctx.name, ctx.campaign_id, committee_id, str(ctx.committee_dir(generation_index)))
     return committee_id
 
@@ -104,21 +109,49 @@ def pending_labels(ctx: CampaignContext) -> int:
             Structure.campaign_id == ctx.campaign_id, Label.status == LabelStatus.PENDING)) or 0
 
 
+def _label_counts(ctx: CampaignContext, label_ids: list[int]) -> dict[str, int]:
+    with Session(ctx.engine) as session:
+        rows = session.execute(select(Label.status, func.count()).where(Label.id.in_(label_ids))
+                               .group_by(Label.status)).all()
+    counts = {str(status): n for status, n in rows}
+    return {"done": counts.get(LabelStatus.DONE.value, 0), "failed": counts.get(LabelStatus.FAILED.value, 0)}
+
+
 def label_all(config_path: str, generation_index: int) -> dict:
-    """Fan the pending labels out over tasks of ``label_batch_size`` frames each."""
+    """Fan the pending labels out over tasks of ``label_batch_size`` frames each; the
+    labelling progress (done and failed of all) is read from the database every
+    ``ARTIFACT_INTERVAL_S`` while they run, so it moves within a batch too."""
+    from prefect.futures import wait
+
+    from flows.dashboard import ARTIFACT_INTERVAL_S
+
     ctx = context(config_path)
     start = time.perf_counter()
-    pending = pending_labels(ctx)
+    with Session(ctx.engine) as session:
+        label_ids = list(session.scalars(select(Label.id).join(Structure).where(
+            Structure.campaign_id == ctx.campaign_id, Label.status == LabelStatus.PENDING)))
+    pending = len(label_ids)
     batch = ctx.config.execution.label_batch_size
     totals = {"done": 0, "failed": 0}
     if pending:
-        progress = Progress(ctx.name, "labelling", f"generation {generation_index}: labels done")
-        progress.update(0.0)
+        progress = Progress(ctx.name, "labelling", f"generation {generation_index}: QM labels")
+        began = time.monotonic()
+
+        def report(counts: dict[str, int]) -> None:
+            finished = counts["done"] + counts["failed"]
+            eta = ""
+            if 0 < finished < pending:
+                eta = f", about {(time.monotonic() - began) / finished * (pending - finished) / 60:.0f} min left"
+            progress.update(finished / pending, f"{counts['done']}/{pending} done, {counts['failed']} failed{eta}")
+
+        report(totals)
         futures = [label_task.submit(config_path, batch) for _ in range(math.ceil(pending / batch))]
+        while wait(futures, timeout=ARTIFACT_INTERVAL_S).not_done:
+            report(_label_counts(ctx, label_ids))
         for future in futures:
             for key, value in future.result().items():
                 totals[key] += value
-            progress.update((totals["done"] + totals["failed"]) / pending)
+        report(totals)
         progress.finish()
     announce_labels(ctx.name, ctx.campaign_id, totals["done"])
     with Session(ctx.engine) as session, session.begin():
@@ -129,16 +162,40 @@ def label_all(config_path: str, generation_index: int) -> dict:
 
 
 def publish_campaign(ctx: CampaignContext) -> None:
-    with Session(ctx.engine) as session:
-        rows = generation_rows(session, ctx.campaign_id)
-        status = campaign_status(session, ctx.campaign_id)
-    publish_generation_table(ctx.name, rows)
+    """Publish the campaign to the dashboard run (``flows.dashboard``) and rewrite its
+    report folder (``alflow report``), so the summary's link is always true. A failure
+    here is logged, never raised: the dashboard must not stop the science."""
+    import logging
+
+    try:
+        figures = campaign_figures(ctx)
+        report = write_report(ctx, figures=figures)
+        target = ctx.config.loop.convergence.force_mae_target_eV_A
+        with Session(ctx.engine) as session:
+            rows = dashboard_rows(session, ctx.campaign_id, target)
+            timings = timing_rows(session, ctx.campaign_id)
+            retrains = retrain_rows(session, ctx.campaign_id)
+            status = campaign_status(session, ctx.campaign_id)
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger(__name__).warning("campaign %s not published: %s", ctx.name, exc)
+        return
+    select_cfg = ctx.config.select
+    publish_tables(ctx.name, rows, timings, retrains)
     publish_summary(ctx.name, "\n".join([
-        f"# alflow campaign `{ctx.name}`", "",
+        f"# alflow campaign {ctx.name}", "",
+        f"**Status** {status['stop_reason'] or 'running'}  ",
         f"**Labels** {status['labels']} done, {status['failed_labels']} failed, {status['pending_labels']} pending  ",
-        f"**Latest committee** `{status['latest_committee']}`  ",
-        f"**Stop** {status['stop_reason'] or 'running'}", "", markdown_table(rows), "",
-        f"Report plots: `{ctx.work_dir / 'report'}` (`alflow report {ctx.config_path}`)"]))
+        f"**Target** fresh-label force MAE {target * 1000:g} meV/Å; trust window "
+        f"{select_cfg.trust_lo_eV_A:g}-{select_cfg.trust_hi_eV_A:g} eV/Å  ",
+        f"**Latest committee** `{status['latest_committee']}`", "",
+        "## Force error against labels", png_markdown(figures["learning_curve.png"], "learning curve"), "",
+        "## Committee disagreement of the explored frames",
+        png_markdown(figures["force_dev_histogram.png"], "max_force_dev histogram"), "",
+        "## Uncertainty against true error, fresh labels",
+        png_markdown(figures["uncertainty_vs_error.png"], "uncertainty against error"), "",
+        "## Generations", markdown_table(rows), "",
+        *(["## Retrains", markdown_table(retrains), ""] if retrains else []),
+        f"Report (rewritten with every update): `{report}`"]))
 
 
 def run_generation(config_path: str, index: int) -> tuple[bool, str | None]:

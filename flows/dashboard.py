@@ -1,22 +1,39 @@
 """What the Prefect dashboard shows and hears: artifacts and events of a campaign.
 
 Artifact keys are lowercase letters, digits and dashes, derived from the campaign name.
+
+Every artifact goes to the *dashboard run*: the root of the current flow-run tree, i.e.
+the run a schedule, an automation or a person started (``al-cycle``, ``retrain``,
+``label-backlog``, or ``active-learning`` under ``alflow run``), not the subflow or task
+that made it, so the run in the runs list is the one that shows the science:
+
+- ``<slug>-summary`` (markdown): status, the learning curve against the target, the
+  explored frames' ``max_force_dev`` against the trust window and uncertainty against
+  true error on every fresh label (PNG images embedded as data URIs), the per-generation
+  table and the report's path (``alflow report`` output, rewritten at every publish);
+- ``<slug>-generations`` (table): one narrow row per generation, units in the headers;
+- ``<slug>-timings`` (table): seconds per step and generation;
+- ``<slug>-retrains`` (table): one row per retrain outside the loop;
+- ``<slug>-exploration`` / ``-labelling`` / ``-training`` (progress): the running
+  step's progress, its counts in the description (MD steps, labels done/failed of
+  total, epoch and losses), updated every ``ARTIFACT_INTERVAL_S`` while it runs.
 """
 
 from __future__ import annotations
 
 import logging
+import base64
+import json
+import math
 import re
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
+from uuid import UUID
 
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
 
@@ -58,13 +75,64 @@ def announce_committee(campaign_name: str, campaign_id: int, committee_id: int, 
                         "committee_id": committee_id, "checkpoint": path})
 
 
-class Progress:
-    """Progress (0-1) of one step: the Prefect progress artifact ``<campaign>-<what>`` and
-    the local sinks of ``flows.progress`` (the terminal's bars or log lines).
+def _current_flow_run_id() -> UUID | None:
+    flow_ctx, task_ctx = FlowRunContext.get(), TaskRunContext.get()
+    if task_ctx is not None and task_ctx.task_run.flow_run_id is not None:
+        return task_ctx.task_run.flow_run_id
+    return flow_ctx.flow_run.id if flow_ctx is not None and flow_ctx.flow_run is not None else None
 
-    Local sinks get every update. The artifact costs an API call per write, so it is
-    written at most every ``min_interval_s`` seconds: first once the step has run that
-    long (a short step writes only its final 100 %), and always at completion. Outside a
+
+@lru_cache(maxsize=64)
+def _root_flow_run(flow_run_id: UUID) -> UUID:
+    """Walk up from a flow run through its parent task runs to the run nobody started
+    from inside another flow."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        while run.parent_task_run_id is not None:
+            parent = client.read_task_run(run.parent_task_run_id)
+            if parent.flow_run_id is None:
+                break
+            run = client.read_flow_run(parent.flow_run_id)
+    return run.id
+
+
+def dashboard_run_id() -> UUID | None:
+    """The flow run whose Artifacts tab shows the campaign: the root of the current run
+    tree (None outside a flow or task run)."""
+    current = _current_flow_run_id()
+    return None if current is None else _root_flow_run(current)
+
+
+def _create(kind: str, key: str, data: Any, description: str) -> UUID | None:
+    """Create an artifact on the dashboard run; its id (None outside a run)."""
+    flow_run_id = dashboard_run_id()
+    if flow_run_id is None:
+        return None
+    with get_client(sync_client=True) as client:
+        return client.create_artifact(ArtifactCreate(
+            type=kind, key=key, description=description, data=data, flow_run_id=flow_run_id)).id
+
+
+def _update(artifact_id: UUID, data: Any, description: str) -> None:
+    with get_client(sync_client=True) as client:
+        client.update_artifact(artifact_id, ArtifactUpdate(data=data, description=description))
+
+
+def _safe(kind: str, key: str, data: Any, description: str) -> None:
+    try:
+        _create(kind, key, data, description)
+    except Exception as exc:  # noqa: BLE001 - the dashboard must never stop the science
+        log.warning("artifact %s not published: %s", key, exc)
+
+
+class Progress:
+    """Progress of one step: the Prefect progress artifact ``<campaign>-<what>`` (its
+    description carries the counts: "12/40 labels done, 1 failed") and the local sinks
+    of ``flows.progress`` (the terminal's bars or log lines).
+
+    Local sinks get every update. The artifact costs an API call per write: it is created
+    at the first update (so the dashboard shows the step as soon as it starts), then
+    updated at most every ``min_interval_s`` seconds, and always at completion. Outside a
     flow or task run (or if the API fails) there is no artifact; the step goes on regardless.
     """
 
@@ -73,43 +141,77 @@ class Progress:
         self.key, self.description = artifact_key(campaign_name, what), description
         self.min_interval_s, self._clock = min_interval_s, clock
         self.artifact_id = None
-        self.written: list[float] = []  # the percentages written to the artifact, in order
-        self._last_write = clock()
+        self.written: list[tuple[float, str]] = []  # (percent, description) written, in order
+        self._last_write = -math.inf
         self._artifact_ok = FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
-    def update(self, fraction: float) -> None:
+    def update(self, fraction: float, detail: str | None = None) -> None:
+        """``fraction`` (0-1) done; ``detail`` the counts behind it, shown in the dashboard."""
         fraction = min(max(fraction, 0.0), 1.0)
         publish(self.key, self.description, fraction)
         now = self._clock()
         if fraction >= 1.0 or now - self._last_write >= self.min_interval_s:
             self._last_write = now
-            self._write(round(100.0 * fraction, 1))
+            self._write(round(100.0 * fraction, 1), f"{self.description}: {detail}" if detail else self.description)
 
-    def finish(self) -> None:
+    def finish(self, detail: str | None = None) -> None:
         """The step is complete (even if its last update said less): 100 %."""
-        self.update(1.0)
+        self.update(1.0, detail or (self.written[-1][1].removeprefix(f"{self.description}: ")
+                                    if self.written and self.written[-1][1] != self.description else None))
 
-    def _write(self, percent: float) -> None:
-        if not self._artifact_ok or (self.written and self.written[-1] == percent):
+    def _write(self, percent: float, description: str) -> None:
+        if not self._artifact_ok or (self.written and self.written[-1] == (percent, description)):
             return
         try:
             if self.artifact_id is None:
-                self.artifact_id = create_progress_artifact(progress=percent, key=self.key,
-                                                            description=self.description)
+                self.artifact_id = _create("progress", self.key, percent, description)
+                if self.artifact_id is None:
+                    self._artifact_ok = False
+                    return
             else:
-                update_progress_artifact(self.artifact_id, progress=percent)
+                _update(self.artifact_id, percent, description)
         except Exception as exc:  # noqa: BLE001 - the dashboard must never stop the science
             self._artifact_ok = False
             log.debug("no progress artifact: %s", exc)
             return
-        self.written.append(percent)
+        self.written.append((percent, description))
 
 
-def publish_generation_table(campaign_name: str, rows: list[dict[str, Any]]) -> None:
-    create_table_artifact(table=rows, key=artifact_key(campaign_name, "generations"),
-                          description=f"alflow campaign {campaign_name}: one row per generation")
+class TrainingProgress(Progress):
+    """Progress of committee training: epochs of ``max_epochs`` (early stopping may end it
+    sooner), the latest training and validation loss in the description."""
+
+    def __init__(self, campaign_name: str, description: str, max_epochs: int, **kwargs: Any) -> None:
+        super().__init__(campaign_name, "training", description, **kwargs)
+        self.max_epochs = max_epochs
+
+    def epoch(self, epoch: int, losses: dict[str, float]) -> None:
+        self.update((epoch + 1) / self.max_epochs,
+                    f"epoch {epoch + 1}/{self.max_epochs}, training loss {losses.get('train_loss', float('nan')):.4g}, "
+                    f"validation loss {losses.get('val_loss', float('nan')):.4g}")
+
+
+def training_progress(ctx: Any, description: str) -> TrainingProgress:
+    """The training progress of a campaign context (``flows.campaign.CampaignContext``)."""
+    return TrainingProgress(ctx.name, description, ctx.config.train.max_epochs)
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    """A PNG as a markdown image with a data URI (the Prefect UI renders it)."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
+def publish_tables(campaign_name: str, generations: list[dict[str, Any]], timings: list[dict[str, Any]],
+                   retrains: list[dict[str, Any]]) -> None:
+    """The generation, timing and retrain tables of a campaign on the dashboard run."""
+    for what, rows, text in (("generations", generations, "one row per generation"),
+                             ("timings", timings, "wall time of each generation's steps"),
+                             ("retrains", retrains, "one row per retrain outside the loop")):
+        if rows or what != "retrains":
+            _safe("table", artifact_key(campaign_name, what), json.dumps(rows),
+                  f"alflow campaign {campaign_name}: {text}")
 
 
 def publish_summary(campaign_name: str, markdown: str) -> None:
-    create_markdown_artifact(markdown=markdown, key=artifact_key(campaign_name, "summary"),
-                             description=f"alflow campaign {campaign_name}: summary")
+    _safe("markdown", artifact_key(campaign_name, "summary"), markdown,
+          f"alflow campaign {campaign_name}: summary")

@@ -35,9 +35,11 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
+from prefect.states import Completed
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import func, select
@@ -46,7 +48,7 @@ from sqlalchemy.orm import Session
 from flows.active_learning import publish_campaign, active_learning, context, label_all, pending_labels, task_runner_for
 from flows.campaign import CampaignContext, latest_committee, open_campaign
 from flows.config import ConfigError
-from flows.dashboard import LABELS_ADDED, announce_committee, campaign_resource, campaign_slug
+from flows.dashboard import LABELS_ADDED, announce_committee, campaign_resource, campaign_slug, training_progress
 from flows.lock import committee_lock, ensure_lock, lock_name  # noqa: F401 (lock_name: re-exported)
 from flows.steps.training import TRAINING_SOURCES, train_generation
 from flows.storage import Committee, Generation, GenerationStatus, Label, LabelStatus, Structure
@@ -99,13 +101,41 @@ def deploy_settings(config_path: str | Path, **overrides: Any) -> DeploySettings
 
 
 @flow(name="al-cycle")
-def al_cycle(config_path: str, generations: NonNegativeInt = 1) -> dict:
+def al_cycle(config_path: str, generations: NonNegativeInt = 1) -> Any:
     """Advance the campaign by up to ``generations`` generations (0: generation 0 only);
     ``active_learning`` trains holding the committee lock; the task runner is the config's
-    ``[execution]`` choice."""
+    ``[execution]`` choice.
+
+    Once the campaign has stopped (converged, generation limit), the run says so in its
+    log and in its state's name ("Stopped") and pauses its own deployment, so a schedule
+    does not complete silently every period forever (``prefect deployment resume`` or the
+    dashboard's toggle starts it again)."""
+    logger = get_run_logger()
     ctx = context(str(config_path))
     loop = active_learning.with_options(task_runner=task_runner_for(ctx.config))
-    return loop(config_path=str(ctx.config_path), max_new_generations=generations)
+    summary = loop(config_path=str(ctx.config_path), max_new_generations=generations)
+    if not summary.get("stop_reason"):
+        return summary
+    message = f"campaign {ctx.name} has stopped: {summary['stop_reason']}"
+    paused = pause_own_deployment()
+    if paused:
+        message += (f"; paused deployment {paused} so its schedule stops "
+                    f"(resume it after raising [loop] max_generations: prefect deployment resume '{paused}')")
+    logger.warning(message)
+    return Completed(name="Stopped", message=message, data=summary)
+
+
+def pause_own_deployment() -> str | None:
+    """Pause the deployment this flow run belongs to (Prefect deletes its scheduled runs);
+    its ``flow/deployment`` name, or None outside a deployment run."""
+    run = FlowRunContext.get().flow_run if FlowRunContext.get() else None
+    if run is None or run.deployment_id is None:
+        return None
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(run.deployment_id)
+        client.pause_deployment(run.deployment_id)
+        flow_name = client.read_flow(deployment.flow_id).name
+    return f"{flow_name}/{deployment.name}"
 
 
 @dataclass(frozen=True)
@@ -116,6 +146,8 @@ class RetrainPlan:
     new_labels: int
     committee_id: int | None
     skip_reason: str | None = None
+    #: the skipped run's state name in the dashboard, e.g. "Skipped: 2 new labels < 8"
+    skip_state: str | None = None
 
 
 def plan_retrain(ctx: CampaignContext, min_new_labels: int) -> RetrainPlan:
@@ -133,13 +165,16 @@ def plan_retrain(ctx: CampaignContext, min_new_labels: int) -> RetrainPlan:
         committee_id = committee.id if committee else None
     new = labels - seen
     if committee_id is None or not decided:
-        return RetrainPlan(None, new, None, "no committee yet: run al-cycle (generation 0) first")
+        return RetrainPlan(None, new, None, "no committee yet: run al-cycle (generation 0) first",
+                           "Skipped: no committee yet")
     if unfinished:
         return RetrainPlan(None, new, committee_id,
-                           f"generation {unfinished[0]} is unfinished: the next al-cycle resumes and trains it")
+                           f"generation {unfinished[0]} is unfinished: the next al-cycle resumes and trains it",
+                           f"Skipped: generation {unfinished[0]} unfinished")
     if new < min_new_labels:
         return RetrainPlan(None, new, committee_id,
-                           f"{new} label(s) not seen by committee {committee_id}, fewer than {min_new_labels}")
+                           f"{new} label(s) not seen by committee {committee_id}, fewer than {min_new_labels}",
+                           f"Skipped: {new} new labels < {min_new_labels}")
     return RetrainPlan(max(decided), new, committee_id)
 
 
@@ -156,7 +191,8 @@ class _RetrainContext(CampaignContext):
 
 @task(name="retrain-committee", cache_policy=NO_CACHE)
 def retrain_task(config_path: str, plan: RetrainPlan) -> dict:
-    """Train (warm start) on all labels into ``plan.generation_index``; record and announce it."""
+    """Train (warm start) on all labels into ``plan.generation_index``; record and announce
+    it. The retrain is a committee row of its own: the generation's figures stay its own."""
     ctx = context(config_path)
     index = plan.generation_index
     with Session(ctx.engine) as session:
@@ -165,33 +201,36 @@ def retrain_task(config_path: str, plan: RetrainPlan) -> dict:
     target = _RetrainContext(**{f.name: getattr(ctx, f.name) for f in fields(CampaignContext)},
                              folder_suffix=f"retrain-{earlier}")
     started = datetime.now(UTC)
-    committee_id = train_generation(target, index)
-    finished = datetime.now(UTC)
     record = {"generation": index, "new_labels": plan.new_labels, "previous_committee": plan.committee_id,
-              "started": started.isoformat(), "finished": finished.isoformat()}
+              "started": started.isoformat()}
+    progress = training_progress(ctx, f"retrain into generation {index}")
+    committee_id = train_generation(target, index, retrain=record, progress=progress.epoch)
+    progress.finish()
+    finished = datetime.now(UTC)
+    record["finished"] = finished.isoformat()
     with Session(ctx.engine) as session, session.begin():
         row = session.get(Committee, committee_id)
         row.training_metrics = {**(row.training_metrics or {}), "retrain": record}
-        generation = session.get(Generation, row.generation_id)
-        metrics = dict(generation.metrics or {})
-        metrics["retrains"] = [*metrics.get("retrains", []), committee_id]
-        generation.metrics = metrics
     announce_committee(ctx.name, ctx.campaign_id, committee_id, str(target.committee_dir(index)))
     return {"committee_id": committee_id, **record}
 
 
 @flow(name="retrain")
-def retrain(config_path: str, min_new_labels: NonNegativeInt = 0) -> dict:
+def retrain(config_path: str, min_new_labels: NonNegativeInt = 0) -> Any:
     """Retrain the committee on all labels now, holding the committee lock, if it has not
     seen at least ``min_new_labels`` of them (0: always). Emits ``alflow.committee.trained``
-    and republishes the campaign's artifacts. Returns the plan, and the new committee's id."""
+    and republishes the campaign's artifacts. Returns the plan, and the new committee's id;
+    a skipped run ends in a Completed state named after the reason ("Skipped: 2 new labels
+    < 8"), so it never looks like a real retrain in the runs list."""
     logger = get_run_logger()
     ctx = context(str(config_path))
     with committee_lock(ctx.name):
         plan = plan_retrain(ctx, min_new_labels)
         if plan.skip_reason:
             logger.info("retrain skipped: %s", plan.skip_reason)
-            return {"committee_id": None, "new_labels": plan.new_labels, "skipped": plan.skip_reason}
+            return Completed(name=plan.skip_state, message=f"retrain skipped: {plan.skip_reason}",
+                             data={"committee_id": None, "new_labels": plan.new_labels,
+                                   "skipped": plan.skip_reason})
         result = retrain_task(str(ctx.config_path), plan)
     logger.info("committee %d trained into generation %d on %d new label(s)",
                 result["committee_id"], plan.generation_index, plan.new_labels)
@@ -235,12 +274,18 @@ def label_backlog(config_path: str) -> dict:
 
 def build_deployments(ctx: CampaignContext, settings: DeploySettings) -> list[RunnerDeployment]:
     """``al-cycle``, ``retrain`` and ``label-backlog`` deployments of one campaign (not yet
-    registered). Entrypoints are module paths, so any worker with alflow installed runs them."""
+    registered). Entrypoints are module paths, so any worker with alflow installed runs them.
+    Each is tagged ``alflow-db:<identity>`` (``flows.identity``): its campaign's database and
+    name, which the slug alone does not tell apart."""
+    from flows.identity import identity_tag
+
     name, config_path = campaign_slug(ctx.name), str(ctx.config_path)
-    common = {"tags": ["alflow", f"campaign:{name}"], "entrypoint_type": EntrypointType.MODULE_PATH}
+    common = {"tags": ["alflow", f"campaign:{name}", identity_tag(ctx.config)],
+              "entrypoint_type": EntrypointType.MODULE_PATH}
     schedules = [Cron(settings.cron, timezone=settings.timezone)] if settings.cron else None
     triggers = [DeploymentEventTrigger(
         name=f"alflow {name}: retrain on new labels",
+        description=retrain_trigger_description(name, settings),
         expect={LABELS_ADDED},
         match={"prefect.resource.id": campaign_resource(ctx.name, ctx.campaign_id)["prefect.resource.id"]},
         threshold=settings.retrain_trigger_events,
@@ -260,6 +305,17 @@ def build_deployments(ctx: CampaignContext, settings: DeploySettings) -> list[Ru
     ]
 
 
+def retrain_trigger_description(slug: str, settings: DeploySettings) -> str:
+    """What the retrain automation does, in words (the dashboard shows only "A custom
+    trigger" for an event trigger otherwise)."""
+    events = ("1 event" if settings.retrain_trigger_events == 1
+              else f"{settings.retrain_trigger_events} events within {settings.retrain_within_s:g} s")
+    return (f"Starts retrain/{slug} after {events} '{LABELS_ADDED}' from resource alflow.campaign.{slug}; "
+            f"the run trains only if the committee has not seen at least {settings.retrain_min_new_labels} "
+            f"labels (min_new_labels), otherwise it ends as 'Skipped: N new labels < "
+            f"{settings.retrain_min_new_labels}'.")
+
+
 def ensure_process_pool(pool_name: str) -> None:
     """Create a ``process`` work pool named ``pool_name`` unless one exists."""
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -276,11 +332,18 @@ def ensure_process_pool(pool_name: str) -> None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    """``alflow deploy CONFIG``: serve the deployments here, or register them on ``--pool``."""
+    """``alflow deploy CONFIG``: serve the deployments here, or register them on ``--pool``.
+
+    Refuses (``flows.identity.DeploymentConflict``, exit 2 from the CLI) before creating or
+    registering anything when the campaign slug's deployments on the server belong to
+    another campaign database; redeploying the same campaign (any config path) is fine."""
     from prefect import deploy, serve
 
     from flows.campaign import open_campaign
+    from flows.config import load_config
+    from flows.identity import check_deployed_identity
 
+    check_deployed_identity(args.config, load_config(args.config))
     ctx = open_campaign(args.config)
     settings = deploy_settings(
         ctx.config_path, cron=args.cron, timezone=args.timezone, generations_per_cycle=args.generations,
@@ -330,6 +393,8 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``alflow deploy`` and ``alflow retrain`` on the CLI's subparsers."""
+    from flows.identity import refusing_foreign_deployments
+
     add_deploy_arguments(subparsers.add_parser(
         "deploy", help="serve (or register on a work pool) the al-cycle, retrain and label-backlog "
                        "deployments of a campaign"))
@@ -337,4 +402,5 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     retrain_cmd.add_argument("config")
     retrain_cmd.add_argument("--min-new-labels", type=int, default=0,
                              help="skip unless at least this many labels are new to the committee")
-    retrain_cmd.set_defaults(func=cmd_retrain)
+    retrain_cmd.set_defaults(func=refusing_foreign_deployments(cmd_retrain))
+

@@ -1,7 +1,16 @@
-"""``alflow report``: PNG plots and a markdown summary of a campaign."""
+"""``alflow report`` and the dashboard's figures: the learning curve against the target,
+the explored frames' ``max_force_dev`` against the trust window, and uncertainty against
+true error on every fresh label.
+
+The three ``*_png`` functions draw from plain data (``flows.status`` queries them) and
+return PNG bytes: ``write_report`` saves them beside ``report.md``, the dashboard embeds
+the same bytes in its summary artifact (``flows.dashboard``).
+"""
 
 from __future__ import annotations
 
+import io
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
@@ -9,36 +18,113 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sqlalchemy import select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from flows.campaign import CampaignContext  # noqa: E402
-from flows.status import campaign_status  # noqa: E402
-from flows.storage import Committee, Evaluation, StructureSource, labelled_atoms  # noqa: E402
+from flows.status import (  # noqa: E402
+    campaign_status,
+    explored_deviations,
+    fresh_frame_errors,
+    learning_points,
+)
+from flows.storage import StructureSource, labelled_atoms  # noqa: E402
 from nnp_core.committee import load_committee  # noqa: E402
 
+FIGURES = ("learning_curve.png", "force_dev_histogram.png", "uncertainty_vs_error.png")
 
-def _learning_curve(session: Session, campaign_id: int, path: Path) -> None:
-    rows = session.execute(select(Committee, Evaluation).join(Evaluation, Evaluation.committee_id == Committee.id)
-                           .where(Committee.campaign_id == campaign_id).order_by(Committee.id)).all()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label_set, marker in (("validation", "o-"), ("fresh", "s--")):
-        points = [((c.training_metrics or {}).get("n_frames", 0), e.force_mae_eV_A)
-                  for c, e in rows if e.label_set == label_set]
-        if points:
-            x, y = zip(*points)
-            ax.plot(x, np.array(y) * 1000, marker, label=f"{label_set} labels")
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def learning_curve_png(points: dict[str, list[tuple[int, float]]], target_eV_A: float) -> bytes:
+    """Force MAE (meV/Å) against training labels: fresh labels (the committee's error on
+    the next generation's frames, before it saw them), validation set, and the target."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for label_set, style, name in (("fresh", "s-", "fresh labels (test, before training)"),
+                                   ("validation", "o--", "validation set")):
+        if points.get(label_set):
+            x, y = zip(*points[label_set])
+            ax.plot(x, np.array(y) * 1000, style, ms=4, label=name)
+    ax.axhline(target_eV_A * 1000, color="k", lw=0.8, ls=":", label=f"target {target_eV_A * 1000:g} meV/Å")
     ax.set_xlabel("training labels")
     ax.set_ylabel("force MAE (meV/Å)")
     ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("Force error vs labels")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.legend(fontsize=8)
+    ax.set_title("Force error against labels")
+    return _png(fig)
 
 
-def _parity_and_uncertainty(committee_path: str, frames, parity: Path, uncertainty: Path) -> dict:
+def force_dev_histogram_png(deviations: dict[int, list[float]], trust_lo: float, trust_hi: float) -> bytes:
+    """One step histogram per generation of the explored frames' ``max_force_dev``
+    (log bins), with the trust window shaded: frames left of it were trusted, frames in
+    it were candidates for labelling, frames right of it were beyond trust."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    values = [v for vs in deviations.values() for v in vs if v > 0]
+    low = min([trust_lo / 3, *values]) if values else trust_lo / 3
+    high = max([trust_hi * 3, *values]) if values else trust_hi * 3
+    bins = np.geomspace(max(low, 1e-4), high, 40)
+    colours = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(deviations))))
+    for colour, (index, devs) in zip(colours, deviations.items()):
+        ax.hist(np.clip(devs, bins[0], bins[-1]), bins=bins, histtype="step", color=colour,
+                label=f"generation {index} ({len(devs)})")
+    ax.axvspan(trust_lo, trust_hi, color="tab:orange", alpha=0.15, label="trust window (labelled)")
+    ax.set_xscale("log")
+    ax.set_xlabel("max_force_dev of explored frames (eV/Å)")
+    ax.set_ylabel("frames")
+    if deviations:
+        ax.legend(fontsize=7, ncol=1 if len(deviations) < 7 else 2)
+    else:
+        ax.text(0.5, 0.5, "no exploration yet", ha="center", transform=ax.transAxes)
+    ax.set_title("Committee disagreement where it explored")
+    return _png(fig)
+
+
+def uncertainty_vs_error_png(fresh: dict[int, dict[str, list[float]]]) -> bytes:
+    """Every fresh label: the exploring committee's calibrated ``max_force_dev`` against
+    its true largest per-atom force error, per generation; the diagonal is perfect
+    calibration."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    colours = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(fresh))))
+    all_values = []
+    for colour, (index, frames) in zip(colours, fresh.items()):
+        x = np.array(frames.get("calibrated_max_force_dev_eV_A") or frames["max_force_dev_eV_A"])
+        y = np.array(frames["max_force_error_eV_A"])
+        all_values += [*x, *y]
+        ax.loglog(x, y, "o", ms=3.5, color=colour, label=f"generation {index}")
+    if all_values:
+        positive = [v for v in all_values if v > 0]
+        lo, hi = min(positive) / 1.5, max(positive) * 1.5
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.5)
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no fresh labels yet", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("calibrated max_force_dev (eV/Å)")
+    ax.set_ylabel("true max force error (eV/Å)")
+    ax.set_title("Uncertainty against error, fresh labels")
+    return _png(fig)
+
+
+def campaign_figures(ctx: CampaignContext) -> dict[str, bytes]:
+    """The three figures of the campaign (file name -> PNG bytes)."""
+    select_cfg = ctx.config.select
+    with Session(ctx.engine) as session:
+        points = learning_points(session, ctx.campaign_id)
+        deviations = explored_deviations(session, ctx.campaign_id)
+        fresh = fresh_frame_errors(session, ctx.campaign_id)
+    return {
+        "learning_curve.png": learning_curve_png(points, ctx.config.loop.convergence.force_mae_target_eV_A),
+        "force_dev_histogram.png": force_dev_histogram_png(deviations, select_cfg.trust_lo_eV_A,
+                                                           select_cfg.trust_hi_eV_A),
+        "uncertainty_vs_error.png": uncertainty_vs_error_png(fresh),
+    }
+
+
+def _parity_png(committee_path: str, frames) -> bytes:
     committee = load_committee(committee_path)
     prediction = committee.predict(frames)
     reference = np.concatenate([a.get_forces() for a in frames])
@@ -49,40 +135,34 @@ def _parity_and_uncertainty(committee_path: str, frames, parity: Path, uncertain
     ax.set_xlabel("reference force (eV/Å)")
     ax.set_ylabel("committee force (eV/Å)")
     ax.set_title("Parity, validation set")
-    fig.tight_layout()
-    fig.savefig(parity, dpi=120)
-    plt.close(fig)
-    errors = np.linalg.norm(prediction.forces_mean - reference, axis=1)
-    max_error = np.array([errors[s].max() for s in prediction.frame_slices()])
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.loglog(prediction.calibrated_max_force_dev, max_error, "o", ms=3)
-    ax.set_xlabel("calibrated max_force_dev (eV/Å)")
-    ax.set_ylabel("true max force error (eV/Å)")
-    ax.set_title("Uncertainty vs error")
-    fig.tight_layout()
-    fig.savefig(uncertainty, dpi=120)
-    plt.close(fig)
-    return {"force_mae_eV_A": float(np.abs(prediction.forces_mean - reference).mean())}
+    return _png(fig)
 
 
-def write_report(ctx: CampaignContext, out_dir: Path | None = None) -> Path:
-    """Write ``learning_curve.png``, ``parity.png``, ``uncertainty.png`` and ``report.md``."""
+def write_report(ctx: CampaignContext, out_dir: Path | None = None,
+                 figures: dict[str, bytes] | None = None) -> Path:
+    """Write the figures (``campaign_figures``, or ``figures`` if already drawn), the
+    latest committee's parity plot on the validation set and ``report.md``."""
     out_dir = Path(out_dir or ctx.work_dir / "report")
     out_dir.mkdir(parents=True, exist_ok=True)
+    figures = campaign_figures(ctx) if figures is None else figures
     with Session(ctx.engine) as session:
         status = campaign_status(session, ctx.campaign_id)
-        _learning_curve(session, ctx.campaign_id, out_dir / "learning_curve.png")
         validation = labelled_atoms(session, ctx.campaign_id, sources=[StructureSource.VALIDATION])
+    for name, png in figures.items():
+        (out_dir / name).write_bytes(png)
     lines = [f"# alflow campaign `{ctx.name}`", "",
+             f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. "
              f"Labels: {status['labels']} done, {status['failed_labels']} failed, "
              f"{status['pending_labels']} pending. Latest committee: `{status['latest_committee']}`.", ""]
     if status["stop_reason"]:
         lines += [f"Stopped: {status['stop_reason']}", ""]
-    lines += [markdown_table(status["generations"]), "", "![force error vs labels](learning_curve.png)"]
+    lines += [markdown_table(status["generations"]), "",
+              "![force error against labels](learning_curve.png)",
+              "![max_force_dev against the trust window](force_dev_histogram.png)",
+              "![uncertainty against error](uncertainty_vs_error.png)"]
     if status["latest_committee"] and len(validation) >= 2:
-        _parity_and_uncertainty(status["latest_committee"], validation, out_dir / "parity.png",
-                                out_dir / "uncertainty.png")
-        lines += ["![parity](parity.png)", "![uncertainty vs error](uncertainty.png)"]
+        (out_dir / "parity.png").write_bytes(_parity_png(status["latest_committee"], validation))
+        lines += ["![parity](parity.png)"]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

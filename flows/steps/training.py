@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,11 +26,11 @@ log = logging.getLogger(__name__)
 TRAINING_SOURCES = (StructureSource.INITIAL, StructureSource.MD)
 
 
-def evaluation_metrics(committee: Committee, frames: list[Atoms]) -> dict[str, float]:
+def evaluation_metrics(committee: Committee, frames: list[Atoms], prediction=None) -> dict[str, float]:
     """Energy (eV/atom) and force (eV/Å) MAE/RMSE of the committee mean on labelled
     ``frames``, and the Spearman rank correlation between ``max_force_dev`` and the true
-    largest per-atom force error of each frame."""
-    prediction = committee.predict(frames)
+    largest per-atom force error of each frame (``prediction``: the committee's, if made)."""
+    prediction = committee.predict(frames) if prediction is None else prediction
     n_atoms = prediction.n_atoms
     e_ref = np.array([a.get_potential_energy() for a in frames])
     f_ref = np.concatenate([a.get_forces() for a in frames])
@@ -46,6 +47,15 @@ def evaluation_metrics(committee: Committee, frames: list[Atoms]) -> dict[str, f
         "force_rmse_eV_A": float(np.sqrt(np.mean(f_err**2))),
         "force_dev_spearman": rho if np.isfinite(rho) else None,
     }
+
+
+def frame_errors(prediction, frames: list[Atoms]) -> dict[str, list[float]]:
+    """Per frame: the committee's ``max_force_dev`` (raw and calibrated) and the true
+    largest per-atom force error of its mean, eV/Å (uncertainty against error plots)."""
+    atom_err = np.linalg.norm(prediction.forces_mean - np.concatenate([a.get_forces() for a in frames]), axis=1)
+    return {"max_force_dev_eV_A": [round(float(x), 5) for x in prediction.max_force_dev],
+            "calibrated_max_force_dev_eV_A": [round(float(x), 5) for x in prediction.calibrated_max_force_dev],
+            "max_force_error_eV_A": [round(float(atom_err[s].max()), 5) for s in prediction.frame_slices()]}
 
 
 def _store_evaluation(session: Session, committee_id: int, label_set: str, metrics: dict) -> None:
@@ -85,18 +95,21 @@ def evaluate_fresh(ctx: CampaignContext, generation_index: int) -> dict | None:
                                 sources=[StructureSource.MD])
         metrics = None
         if latest is not None and frames:
-            metrics = {**evaluation_metrics(latest[1], frames), **calibration_sums(latest[1], frames)}
+            prediction = latest[1].predict(frames)
+            metrics = {**evaluation_metrics(latest[1], frames, prediction),
+                       **calibration_sums(latest[1], frames, prediction),
+                       "frames": frame_errors(prediction, frames)}
             _store_evaluation(session, latest[0], "fresh", metrics)
         extra = {"fresh": metrics} if metrics else {}
         mark_step_done(session, generation, "evaluate_fresh", time.perf_counter() - start, **extra)
     return metrics
 
 
-def calibration_sums(committee: Committee, frames: list[Atoms]) -> dict[str, float]:
+def calibration_sums(committee: Committee, frames: list[Atoms], prediction=None) -> dict[str, float]:
     """Sums over the atoms of ``frames`` of |F_ref - F̄|² and force_dev², eV²/Å²: pooled
     over generations they give the RMS calibration scale sqrt(sum error² / sum dev²)
     (:func:`nnp_core.uncertainty.fit_calibration`)."""
-    prediction = committee.predict(frames)
+    prediction = committee.predict(frames) if prediction is None else prediction
     errors = np.concatenate([a.get_forces() for a in frames]) - prediction.forces_mean
     return {"sum_sq_force_error": float(np.sum(errors**2)),
             "sum_sq_force_dev": float(np.sum(prediction.force_dev**2))}
@@ -132,7 +145,8 @@ def pooled_calibration(sums: list[dict[str, float]]) -> Calibration:
     return Calibration(force_dev_scale=float(np.sqrt(error / dev)))
 
 
-def train_generation(ctx: CampaignContext, generation_index: int) -> int:
+def train_generation(ctx: CampaignContext, generation_index: int, *, retrain: dict | None = None,
+                     progress: Callable[[int, dict[str, float]], None] | None = None) -> int:
     """Train on all labelled training frames, warm-starting from the latest committee;
     calibrate on fresh labels of recent generations (:func:`fresh_calibration`), or on
     the validation set before there are any; save the checkpoint; record it. Returns its id.
@@ -140,7 +154,12 @@ def train_generation(ctx: CampaignContext, generation_index: int) -> int:
     Calibrating on the validation frames alone (drawn from generation 0, near the start
     geometry) left the committees overconfident where they explore: 36-92% coverage of the
     nominal 95% force interval on the ethanol test set, against 85-99% with the fresh
-    labels of the last 3 generations (bench.data_efficiency campaigns, docs/benchmarks.md)."""
+    labels of the last 3 generations (bench.data_efficiency campaigns, docs/benchmarks.md).
+
+    ``retrain`` (a retrain outside the loop: its record, stored as
+    ``training_metrics["retrain"]``) leaves the generation's own step marks, timings and
+    validation figures as they were: the retrain is a row of its own, never a silent
+    rewrite of the generation. ``progress(epoch, losses)`` is called after every epoch."""
     start = time.perf_counter()
     config = ctx.config
     previous = load_latest(ctx)
@@ -150,7 +169,7 @@ def train_generation(ctx: CampaignContext, generation_index: int) -> int:
     committee, report = train_committee(
         frames, config.train_config(), n_members=config.committee.members,
         architecture=config.committee.architecture, model_hparams=config.committee.network_hparams(),
-        initial=previous[1] if previous else None,
+        initial=previous[1] if previous else None, progress=progress,
     )
     metrics = {"n_frames": len(frames), "wall_s": report.wall_s,
                "val_force_mae_eV_A": report.val_force_mae_eV_A,
@@ -174,14 +193,19 @@ def train_generation(ctx: CampaignContext, generation_index: int) -> int:
                            checkpoint_path=str(Path(path).resolve()), n_members=committee.n_members,
                            architecture=committee.architecture,
                            training_metrics={**metrics, "calibration": committee.calibration.to_dict(),
-                                             "calibrated_on": calibrated_on})
+                                             "calibrated_on": calibrated_on,
+                                             **({"retrain": retrain} if retrain is not None else {})})
         session.add(row)
         session.flush()
         if validation_metrics is not None:
             _store_evaluation(session, row.id, "validation", validation_metrics)
-        mark_step_done(session, generation, "train", time.perf_counter() - start,
-                       committee_id=row.id, validation=validation_metrics,
-                       n_training_frames=len(frames))
+        if retrain is None:
+            mark_step_done(session, generation, "train", time.perf_counter() - start,
+                           committee_id=row.id, validation=validation_metrics,
+                           n_training_frames=len(frames))
+        else:
+            generation.metrics = {**(generation.metrics or {}),
+                                  "retrains": [*(generation.metrics or {}).get("retrains", []), row.id]}
         committee_id = row.id
     log.info("generation %d: committee %d trained on %d frames (validation force MAE %s eV/Å)",
              generation_index, committee_id, len(frames),

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import (
     JSON,
+    Double,
     Enum,
     ForeignKey,
     Integer,
@@ -42,6 +43,8 @@ class Base(DeclarativeBase):
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {
+        # explicit: SQLAlchemy 2.1 maps float to Double, 2.0 to Float; the migrations say Double
+        float: Double(),
         datetime: UTCDateTime(),
         dict[str, Any]: JSON(),
         list[dict[str, Any]]: JSON(),

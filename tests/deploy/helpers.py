@@ -101,8 +101,11 @@ class PrefectServer:
 
 
 @contextlib.contextmanager
-def running_server(folder: Path, timeout_s: float = 180.0) -> Iterator[PrefectServer]:
-    """``prefect server start`` on 127.0.0.1 and a free port, SQLite in ``folder``."""
+def running_server(folder: Path, timeout_s: float = 180.0, scheduler: bool = False) -> Iterator[PrefectServer]:
+    """``prefect server start`` on 127.0.0.1 and a free port, SQLite in ``folder``.
+
+    ``scheduler``: keep Prefect's scheduler service on, looping every 5 s, so deployment
+    schedules really create flow runs (off by default: schedules are read, not run)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(folder / "server-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -111,9 +114,13 @@ def running_server(folder: Path, timeout_s: float = 180.0) -> Iterator[PrefectSe
                PREFECT_SERVER_LOGGING_LEVEL="WARNING",
                # a run waiting for a concurrency slot retries within 2 s (default: up to 30 s)
                PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS="2",
-               # no loop services the tests do not need (schedules are read, not run)
+               # no loop services the tests do not need (schedules are read, not run, unless `scheduler`)
                **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
-                   "SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP")})
+                   *(() if scheduler else ("SCHEDULER",)),
+                   "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP")})
+    if scheduler:
+        env.update(PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="true",
+                   PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5")
     log = folder / "server.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(

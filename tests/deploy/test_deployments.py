@@ -4,6 +4,8 @@ two retrains at once train one after the other, and the artifacts are on the flo
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +28,7 @@ from flows.campaign import open_campaign
 from prefect.concurrency.sync import concurrency
 
 from flows.deployments import campaign_slug, ensure_lock, lock_name
-from flows.storage import Committee
+from flows.storage import Committee, Generation
 from tests.deploy.helpers import (
     PrefectServer,
     add_pending_frames,
@@ -54,6 +56,13 @@ class Served:
         with Session(ctx.engine) as session:
             return list(session.scalars(select(Committee).order_by(Committee.id)))
 
+    def generation_zero(self) -> tuple[Any, ...]:
+        """Generation 0's own figures: validation error, committee, training time."""
+        ctx = open_campaign(self.config, create=False)
+        with Session(ctx.engine) as session:
+            g = session.scalar(select(Generation).where(Generation.index == 0))
+            return g.metrics["validation"], g.metrics["committee_id"], g.train_s, g.status
+
 
 @pytest.fixture(scope="module")
 def served(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
@@ -80,6 +89,9 @@ def test_deployments_have_the_schedule_trigger_and_lock(served: Served) -> None:
         assert trigger.expect == {"alflow.labels.added"} and trigger.threshold == 1
         assert trigger.match.model_dump() == {"prefect.resource.id": f"alflow.campaign.{campaign_slug(NAME)}"}
         assert automation.actions[0].parameters["min_new_labels"] == MIN_NEW_LABELS
+        # the dashboard says what triggers it ("A custom trigger" alone otherwise)
+        assert "'alflow.labels.added'" in automation.description and "after 1 event" in automation.description
+        assert f"at least {MIN_NEW_LABELS} labels" in automation.description
         assert client.read_global_concurrency_limit_by_name(lock_name(NAME)).limit == 1
 
 
@@ -89,14 +101,14 @@ def test_al_cycle_runs_generation_zero_and_publishes_artifacts(served: Served) -
     with served.server.settings(), served.server.client() as client:
         summary = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=[f"{campaign_slug(NAME)}-summary"])))
-        assert summary and f"alflow campaign `{NAME}`" in summary[0].data
+        assert summary and f"# alflow campaign {NAME}\n" in summary[0].data
         table = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=[f"{campaign_slug(NAME)}-generations"])))
         assert table and table[0].type == "table"
-        runs = {run.id: run for run in client.read_flow_runs()}
-        producer = runs[summary[0].flow_run_id]  # the active-learning subflow of the al-cycle run
-        assert producer.parent_task_run_id is not None
-        assert runs[served.cycle_run.id].deployment_id is not None
+        # on the run the deployment started (al-cycle), not on its active-learning subflow
+        assert summary[0].flow_run_id == table[0].flow_run_id == served.cycle_run.id
+        assert summary[0].data.count("](data:image/png;base64,") == 3
+        assert client.read_flow_run(served.cycle_run.id).deployment_id is not None
 
 
 def _runs_of(client: Any, deployment_name: str) -> list[Any]:
@@ -110,6 +122,7 @@ def test_new_labels_trigger_a_retrain_that_registers_a_committee(served: Served)
     started one, which finds nothing new unless it runs after the backlog: either way,
     exactly one new committee.)"""
     before = served.committees()
+    generation_zero = served.generation_zero()
     add_pending_frames(served.config, MIN_NEW_LABELS, seed=1)
     with served.server.settings(), served.server.client() as client:
         backlog = run_deployment(f"label-backlog/{NAME}", timeout=0)
@@ -119,10 +132,19 @@ def test_new_labels_trigger_a_retrain_that_registers_a_committee(served: Served)
         runs = [finished_run(client, r.id, timeout_s=300) for r in _runs_of(client, f"retrain/{NAME}")]
         assert runs and all(r.state_type.value == "COMPLETED" for r in runs), served.log.read_text()[-3000:]
         assert all(r.parameters["min_new_labels"] == MIN_NEW_LABELS for r in runs)  # the trigger's parameters
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[r.id for r in runs])))
-        assert f"{campaign_slug(NAME)}-summary" in {a.key for a in artifacts}
+        names = [r.state.name for r in runs]  # a skipped retrain never looks like a real one
+        assert names.count("Completed") == 1, names
+        assert all(n == "Completed" or re.fullmatch(rf"Skipped: \d+ new labels < {MIN_NEW_LABELS}", n)
+                   for n in names), names
+        (trained,) = [r for r in runs if r.state.name == "Completed"]
+        artifacts = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[trained.id])))}
+        assert f"{campaign_slug(NAME)}-summary" in artifacts
+        retrains = artifacts[f"{campaign_slug(NAME)}-retrains"].data
+        retrains = json.loads(retrains) if isinstance(retrains, str) else retrains
+        assert [(row["generation"], row["new labels"]) for row in retrains] == [(0, MIN_NEW_LABELS)]
     after = served.committees()
+    assert served.generation_zero() == generation_zero  # its figures stay its own committee's
     assert len(after) == len(before) + 1
     record = after[-1].training_metrics["retrain"]
     assert record["new_labels"] == MIN_NEW_LABELS and record["previous_committee"] == before[-1].id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import ase.io
 import numpy as np
@@ -121,18 +122,33 @@ def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> Non
     recorder = ProgressRecorder()
     with attached(recorder):
         summary = active_learning(config_path=str(tiny_campaign))
-    # exploration reports progress in every generation, labelling in every one with labels to do
-    explored = {("tiny-water-exploration", f"generation {g}: MD steps done") for g in (1, 2)}
-    labelled = {("tiny-water-labelling", f"generation {g}: labels done") for g in (0, 1, 2)}
-    assert explored | {("tiny-water-labelling", "generation 0: labels done")} <= set(recorder.fractions)
-    assert set(recorder.fractions) <= explored | labelled
+    # exploration and training report progress in every generation, labelling in every one with labels to do
+    explored = {("tiny-water-exploration", f"generation {g}: MD") for g in (1, 2)}
+    trained = {("tiny-water-training", f"generation {g}: committee") for g in (0, 1, 2)}
+    labelled = {("tiny-water-labelling", f"generation {g}: QM labels") for g in (0, 1, 2)}
+    assert explored | trained | {("tiny-water-labelling", "generation 0: QM labels")} <= set(recorder.fractions)
+    assert set(recorder.fractions) <= explored | labelled | trained
     for fractions in recorder.fractions.values():
         assert fractions == sorted(fractions) and fractions[-1] == 1.0
     with get_client(sync_client=True) as client:
-        for what in ("exploration", "labelling"):
-            (latest,) = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
+        latest = {}
+        for what in ("exploration", "labelling", "training", "summary", "generations", "timings"):
+            (latest[what],) = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
                 key=ArtifactCollectionFilterKey(any_=[f"tiny-water-{what}"])))
-            assert latest.type == "progress" and float(latest.data) == 100.0
+        for what in ("exploration", "labelling", "training"):
+            assert latest[what].type == "progress" and float(latest[what].data) == 100.0
+        # the counts behind the percentages, all labels of the last labelling pass done
+        assert re.fullmatch(r"generation \d: QM labels: (\d+)/\1 done, 0 failed", latest["labelling"].description)
+        assert "step 60/60" in latest["exploration"].description
+        assert "epoch" in latest["training"].description and "validation loss" in latest["training"].description
+        # the figures are in the summary, on the run a person started (the flow itself here)
+        assert latest["summary"].data.count("](data:image/png;base64,") == 3
+        runs = {latest[what].flow_run_id for what in latest}
+        assert len(runs) == 1 and client.read_flow_run(runs.pop()).parent_task_run_id is None
+        rows = latest["generations"].data
+        rows = json.loads(rows) if isinstance(rows, str) else rows
+        assert [row["generation"] for row in rows] == [0, 1, 2]
+        assert {"labels so far", "accurate %", "fresh F MAE / target (meV/Å)", "val. F MAE (meV/Å)"} <= set(rows[0])
     ctx = open_campaign(tiny_campaign, create=False)
     with Session(ctx.engine) as s:
         generations = s.scalars(select(Generation).order_by(Generation.index)).all()
@@ -161,7 +177,7 @@ def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> Non
     assert summary["latest_committee"] == latest
 
     report = write_report(ctx)
-    for name in ("report.md", "learning_curve.png", "parity.png", "uncertainty.png"):
+    for name in ("report.md", "learning_curve.png", "force_dev_histogram.png", "uncertainty_vs_error.png", "parity.png"):
         assert (report.parent / name).stat().st_size > 0
 
     assert main(["status", str(tiny_campaign), "--json"]) == 0

@@ -37,13 +37,14 @@ def artifact_calls(monkeypatch) -> list[tuple[str, float]]:
     calls: list[tuple[str, float]] = []
     monkeypatch.setattr(dashboard.FlowRunContext, "get", classmethod(lambda cls: object()))
 
-    def create(progress: float, key: str, description: str) -> str:
-        calls.append(("create", progress))
+    def create(kind: str, key: str, data: float, description: str) -> str:
+        assert kind == "progress"
+        calls.append(("create", data))
         return "artifact-id"
 
-    monkeypatch.setattr(dashboard, "create_progress_artifact", create)
-    monkeypatch.setattr(dashboard, "update_progress_artifact",
-                        lambda artifact_id, progress: calls.append(("update", progress)))
+    monkeypatch.setattr(dashboard, "_create", create)
+    monkeypatch.setattr(dashboard, "_update",
+                        lambda artifact_id, data, description: calls.append(("update", data)))
     return calls
 
 
@@ -59,26 +60,43 @@ def test_sinks_get_every_update_and_the_artifact_only_a_few(artifact_calls) -> N
     publish("water-quick-exploration", "after the block", 0.9)  # detached: not recorded
     assert [u[2] for u in sink.updates] == [0.1, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0]
     assert {u[:2] for u in sink.updates} == {("water-quick-exploration", "generation 1: MD steps done")}
-    # first write once the step has run 2 s, then at most every 2 s, always the 100 %
-    assert artifact_calls == [("create", 30.0), ("update", 60.0), ("update", 100.0)]
-    assert progress.written == [30.0, 60.0, 100.0]
+    # first write at once (the dashboard shows the step as it starts), then at most every 2 s, always the 100 %
+    assert artifact_calls == [("create", 10.0), ("update", 30.0), ("update", 60.0), ("update", 100.0)]
+    assert [percent for percent, _ in progress.written] == [10.0, 30.0, 60.0, 100.0]
 
 
-def test_a_short_step_writes_its_artifact_once_at_completion(artifact_calls) -> None:
+def test_the_counts_behind_the_fraction_go_to_the_artifact_description(artifact_calls, monkeypatch) -> None:
+    descriptions = []
+    monkeypatch.setattr(dashboard, "_update", lambda artifact_id, data, description: descriptions.append(description))
+    clock = Clock()
+    progress = Progress("w", "labelling", "generation 1: QM labels", min_interval_s=2.0, clock=clock)
+    progress.update(0.0, "0/4 done, 0 failed")
+    clock.now = 3.0
+    progress.update(0.5, "1/4 done, 1 failed")
+    clock.now = 3.5
+    progress.update(0.75, "2/4 done, 1 failed")  # within 2 s: not written
+    progress.finish()  # keeps the last written counts
+    assert progress.written == [(0.0, "generation 1: QM labels: 0/4 done, 0 failed"),
+                                (50.0, "generation 1: QM labels: 1/4 done, 1 failed"),
+                                (100.0, "generation 1: QM labels: 1/4 done, 1 failed")]
+    assert descriptions == [d for _, d in progress.written[1:]]
+
+
+def test_a_short_step_writes_its_artifact_at_start_and_completion(artifact_calls) -> None:
     clock = Clock()
     progress = Progress("w", "labelling", "generation 0: labels done", clock=clock)
     for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
         clock.now += 0.1
         progress.update(fraction)
     progress.finish()
-    assert artifact_calls == [("create", 100.0)]
+    assert artifact_calls == [("create", 0.0), ("update", 100.0)]
 
 
 def test_a_failing_api_means_no_artifact_and_no_error(artifact_calls, monkeypatch) -> None:
     def refuse(**kwargs):
         raise RuntimeError("no Prefect API")
 
-    monkeypatch.setattr(dashboard, "create_progress_artifact", refuse)
+    monkeypatch.setattr(dashboard, "_create", lambda *args: refuse())
     sink = Recorder()
     with attached(sink):
         progress = Progress("w", "labelling", "labels", min_interval_s=0.0)
@@ -92,7 +110,7 @@ def test_outside_a_run_no_artifact_is_attempted(monkeypatch) -> None:
     def must_not_call(**kwargs):
         raise AssertionError("artifact API called outside a flow run")
 
-    monkeypatch.setattr(dashboard, "create_progress_artifact", must_not_call)
+    monkeypatch.setattr(dashboard, "_create", lambda *args: must_not_call())
     progress = Progress("w", "labelling", "labels", min_interval_s=0.0)
     progress.update(0.5)
     progress.finish()
