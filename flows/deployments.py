@@ -108,8 +108,8 @@ def al_cycle(config_path: str, generations: NonNegativeInt = 1) -> Any:
 
     Once the campaign has stopped (converged, generation limit), the run says so in its
     log and in its state's name ("Stopped") and pauses its own deployment, so a schedule
-    does not complete silently every period forever (``prefect deployment resume`` or the
-    dashboard's toggle starts it again)."""
+    does not complete silently every period forever (deploying again, or the dashboard's
+    toggle, starts it again)."""
     logger = get_run_logger()
     ctx = context(str(config_path))
     loop = active_learning.with_options(task_runner=task_runner_for(ctx.config))
@@ -119,8 +119,8 @@ def al_cycle(config_path: str, generations: NonNegativeInt = 1) -> Any:
     message = f"campaign {ctx.name} has stopped: {summary['stop_reason']}"
     paused = pause_own_deployment()
     if paused:
-        message += (f"; paused deployment {paused} so its schedule stops "
-                    f"(resume it after raising [loop] max_generations: prefect deployment resume '{paused}')")
+        message += (f"; paused deployment {paused} so its schedule stops (to go on, raise [loop] "
+                    f"max_generations, then run alflow deploy again or switch the deployment on in the dashboard)")
     logger.warning(message)
     return Completed(name="Stopped", message=message, data=summary)
 
