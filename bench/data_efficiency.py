@@ -309,7 +309,7 @@ def campaign_frames(config_path: Path) -> tuple[list, dict[int, Any]]:
                                .join(Generation, CommitteeRow.generation_id == Generation.id)
                                .where(CommitteeRow.campaign_id == ctx.campaign_id)
                                .order_by(CommitteeRow.id)).all()
-    return frames, {index: load_committee(path) for index, path in rows}
+    return frames, {index: load_committee(ctx.resolve(path)) for index, path in rows}
 
 
 def active_learning_curve(preset: Preset, test: list, results: Results, folder: Path, log=print,

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.active_learning import active_learning, context
+    from flows.active_learning import _context, active_learning, context
 
     ways = ("prefect flow", "direct calls")
     runs: dict[str, list[list[float]]] = {way: [] for way in ways}
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> str:
                 folder = Path(tmp) / f"{way.replace(' ', '-')}-{round_}"
                 shutil.copytree(base, folder)
                 copy = folder / "water.toml"
-                context.cache_clear()
+                _context.cache_clear()
                 start = time.perf_counter()
                 if way == "prefect flow":
                     active_learning(config_path=str(copy), max_new_generations=1)

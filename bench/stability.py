@@ -98,7 +98,7 @@ def committees_of(data_dir: Path) -> dict[str, tuple[Committee, Atoms]]:
             geometry = atoms_from_structure(structure)
         if row is not None:
             found[f"active learning, {config_path.parent.name} ({row.training_metrics.get('n_frames')} "
-                  "training frames)"] = (load_committee(row.checkpoint_path), geometry)
+                  "training frames)"] = (load_committee(ctx.resolve(row.checkpoint_path)), geometry)
     for path in sorted((data_dir / "committees").glob("*random-*")):
         if geometry is not None:
             found[f"random sampling, {path.name}"] = (load_committee(path), geometry)

@@ -28,6 +28,7 @@ from flows.campaign import (
 )
 from flows.config import CampaignConfig
 from flows.lock import campaign_lock
+from flows.runner import CampaignBusy, busy, campaign_runner
 from flows.dashboard import (
     Progress,
     announce_committee,
@@ -42,14 +43,22 @@ from flows.status import campaign_status, dashboard_rows, generation_rows, retra
 from flows.steps.decide import decide
 from flows.steps.exploration import explore, select_candidates
 from flows.steps.initial import sample_initial
-from flows.steps.labelling import label_pending, reset_dead_workers, worker_name
-from flows.steps.training import evaluate_fresh, train_generation
+from flows.steps.labelling import label_pending, require_initial_labels, reset_dead_workers, worker_name
+from flows.steps.training import evaluate_fresh, load_latest, train_generation
 from flows.storage import Label, LabelStatus, Structure
 
 
-@lru_cache(maxsize=8)
 def context(config_path: str) -> CampaignContext:
-    """One campaign context per process and config (engines are thread-safe)."""
+    """One campaign context per process and config file version (engines are
+    thread-safe): an edited config (e.g. a raised ``max_generations``) is read anew."""
+    from pathlib import Path
+
+    path = Path(config_path).resolve()
+    return _context(str(path), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _context(config_path: str, modified_ns: int) -> CampaignContext:
     return open_campaign(config_path)
 
 
@@ -94,7 +103,7 @@ def train_task(config_path: str, generation_index: int) -> int:
     progress = training_progress(ctx, f"generation {generation_index}: committee")
     committee_id = train_generation(ctx, generation_index, progress=progress.epoch)
     progress.finish()
-    announce_committee(ctx.name, ctx.campaign_id, committee_id, str(ctx.committee_dir(generation_index)))
+    announce_committee(ctx.name, ctx.campaign_id, committee_id, str(ctx.committee_dir(generation_index, committee_id)))
     return committee_id
 
 
@@ -175,7 +184,7 @@ def publish_campaign(ctx: CampaignContext) -> None:
             rows = dashboard_rows(session, ctx.campaign_id, target)
             timings = timing_rows(session, ctx.campaign_id)
             retrains = retrain_rows(session, ctx.campaign_id)
-            status = campaign_status(session, ctx.campaign_id)
+            status = campaign_status(session, ctx.campaign_id, ctx.work_dir)
     except Exception as exc:  # noqa: BLE001
         logging.getLogger(__name__).warning("campaign %s not published: %s", ctx.name, exc)
         return
@@ -224,13 +233,22 @@ def train_locked(config_path: str, generation_index: int) -> int:
 
 
 @flow(name="active-learning", log_prints=False)
-def active_learning(config_path: str, max_new_generations: int | None = None) -> dict:
+def active_learning(config_path: str, max_new_generations: int | None = None, extend: bool = False) -> dict:
     """Run or resume the campaign of ``config_path`` until it converges or hits its limit.
-    Training holds the campaign's committee lock (``train_locked``).
+    One runner per campaign (``flows.runner``: a second is refused with ``CampaignBusy``);
+    training holds the campaign's committee lock (``train_locked``).
 
     ``max_new_generations`` stops after that many more generations (scheduled cycles).
+    ``extend`` (``alflow run --generations N``): run exactly ``max_new_generations`` more
+    generations even if the campaign had stopped (converged or at its limit). A campaign
+    stopped at ``[loop] max_generations`` goes on by itself once the limit is raised.
     """
     ctx = context(str(config_path))
+    with campaign_runner(ctx):
+        return _run_loop(ctx, max_new_generations, extend)
+
+
+def _run_loop(ctx: CampaignContext, max_new_generations: int | None, extend: bool) -> dict:
     logger = get_run_logger()
     config_path = str(ctx.config_path)
     stale = reset_dead_workers(ctx)
@@ -243,13 +261,18 @@ def active_learning(config_path: str, max_new_generations: int | None = None) ->
         if "train" not in done0:
             sample_task(config_path)
             label_all(config_path, 0)
+            require_initial_labels(ctx)  # every label failed: one clear error, not a failed training
             train_locked(config_path, 0)
         decide_task(config_path, 0)  # marks generation 0 done
         publish_campaign(ctx)
         published = True
     ran = 0
     stop, reason = _finished(ctx)
-    while not stop and (max_new_generations is None or ran < max_new_generations):
+    if stop and extend and max_new_generations:
+        logger.info("campaign had stopped (%s); extending it by %d generation(s) as asked", reason,
+                    max_new_generations)
+    while (max_new_generations is None or ran < max_new_generations) and (
+            not stop or (extend and max_new_generations is not None)):
         index = _next_generation_index(ctx)
         stop, reason = run_generation(config_path, index)
         ran += 1
@@ -259,15 +282,32 @@ def active_learning(config_path: str, max_new_generations: int | None = None) ->
     if not published:  # nothing new: still show this run's table and summary
         publish_campaign(ctx)
     with Session(ctx.engine) as session:
-        status = campaign_status(session, ctx.campaign_id)
-    return {k: status[k] for k in ("labels", "failed_labels", "latest_committee", "stop_reason")} | {
-        "generations": len(status["generations"])}
+        status = campaign_status(session, ctx.campaign_id, ctx.work_dir)
+    return {k: status[k] for k in ("labels", "failed_labels", "latest_committee")} | {
+        "stop_reason": _finished(ctx)[1], "generations": len(status["generations"])}
+
+
+def preflight(ctx: CampaignContext) -> None:
+    """What would make a run fail at once, checked before any flow starts (one line,
+    exit 2 from the CLI, instead of a failed flow run): another live runner
+    (``CampaignBusy``), an unreadable latest checkpoint (``CheckpointMissing``)."""
+    if reason := busy(ctx):
+        raise CampaignBusy(reason)
+    load_latest(ctx)
 
 
 def _finished(ctx: CampaignContext) -> tuple[bool, str | None]:
+    """Whether the campaign has stopped, and why, under its *current* config: a stop at
+    the generation limit no longer holds once ``[loop] max_generations`` was raised."""
     with Session(ctx.engine) as session:
         status = campaign_status(session, ctx.campaign_id)
-    return status["finished"], status["stop_reason"]
+    decided = [row for row in status["generations"] if row["status"] == "done"]
+    last = decided[-1] if decided else None
+    if last is None or not last["stop_reason"]:
+        return False, None
+    if last["stop_reason"].startswith("generation limit") and last["generation"] < ctx.config.loop.max_generations:
+        return False, None
+    return True, last["stop_reason"]
 
 
 def _next_generation_index(ctx: CampaignContext) -> int:

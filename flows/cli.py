@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -47,18 +48,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     With ``PREFECT_API_URL`` set, refuses (exit 2) when the campaign slug's deployments on
     that server belong to another campaign database (``flows.identity``): it would share
     their committee lock and overwrite their artifacts."""
-    from flows.active_learning import active_learning, task_runner_for
+    from flows.active_learning import active_learning, preflight, task_runner_for
     from flows.campaign import open_campaign
     from flows.identity import check_if_server
+    from flows.interrupt import stop_on_ctrl_c
     from flows.progress import terminal_progress
 
     check_if_server(args.config)
-    ctx = open_campaign(args.config)
+    ctx = open_campaign(args.config, new_committee=args.new_committee)
+    preflight(ctx)
     flow = active_learning.with_options(task_runner=task_runner_for(ctx.config))
-    with terminal_progress(console):
-        summary = flow(config_path=str(ctx.config_path), max_new_generations=args.generations)
+    # Ctrl-C: one line on what was kept, exit 130 within a second (flows.interrupt)
+    with terminal_progress(console), stop_on_ctrl_c(
+            ctx, lambda line: errors.print(f"[bold yellow]{escape(line)}[/]", highlight=False),
+            cleanup=lambda: _checkpoint(ctx.config.campaign.database_url)):
+        summary = flow(config_path=str(ctx.config_path), max_new_generations=args.generations,
+                       extend=args.generations is not None)
     console.print_json(json.dumps(summary))
     return cmd_status(argparse.Namespace(config=args.config, json=False))
+
+
+def _say_notes(ctx) -> None:
+    """One line per way the config differs from the campaign a read-only command shows."""
+    for note in ctx.notes:
+        errors.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -68,8 +81,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from flows.status import campaign_status
 
     ctx = open_campaign(args.config, create=False)
+    _say_notes(ctx)
     with Session(ctx.engine) as session:
-        status = campaign_status(session, ctx.campaign_id)
+        status = campaign_status(session, ctx.campaign_id, ctx.work_dir)
+    latest = status["latest_committee"]
+    if latest and not (Path(latest).is_dir() and any(Path(latest).iterdir())):
+        errors.print(f"[bold red]warning:[/] the latest committee's checkpoint {escape(latest)} is missing; "
+                     "`alflow run` cannot resume the campaign until it is restored", highlight=False)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
@@ -82,33 +100,80 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """``alflow export CONFIG [--format F] [--output PATH] [--force]``: the labelled frames
+    (extended XYZ, ASE database) or the labels table (CSV), read from the database opened
+    read-only.
+
+    Refuses (exit 2, nothing written): a database that fails SQLite's integrity check, an
+    existing output without ``--force``, a folder, and (even with ``--force``) the
+    campaign's own config or database files. The output is written to a temporary file in
+    its folder and renamed into place when complete: a failed export leaves an earlier
+    file as it was and nothing half-written."""
     from sqlalchemy.orm import Session
 
     from flows.campaign import open_campaign
-    from flows.storage import export_ase_db, export_extxyz, to_dataframe
+    from flows.storage.backup import check_integrity, check_output
+    from flows.storage.export import export_ase_db, export_csv, export_extxyz
 
     ctx = open_campaign(args.config, create=False)
+    _say_notes(ctx)
     suffix = {"extxyz": ".extxyz", "ase-db": ".db", "csv": ".csv"}[args.format]
-    output = Path(args.output or ctx.work_dir / f"{ctx.name}-labelled{suffix}")
+    output = Path(args.output) if args.output else ctx.work_dir / f"{ctx.name}-labelled{suffix}"
+    protected = _campaign_files(ctx.config_path, ctx.config.campaign.database_url)
+    check_output(output, overwrite=args.force, protected=protected)
+    check_integrity(ctx.engine, f"the database of campaign {ctx.name!r} ({ctx.engine.url.database})")
+    kwargs = {"overwrite": args.force, "protected": protected}
     with Session(ctx.engine) as session:
         if args.format == "extxyz":
-            n = export_extxyz(session, ctx.campaign_id, output)
+            n = export_extxyz(session, ctx.campaign_id, output, **kwargs)
         elif args.format == "ase-db":
-            n = export_ase_db(session, ctx.campaign_id, output)
+            n = export_ase_db(session, ctx.campaign_id, output, **kwargs)
         else:
-            frame = to_dataframe(session, "labels", ctx.campaign_id, arrays="omit")
-            frame.to_csv(output, index=False)
-            n = len(frame)
+            n = export_csv(session, "labels", ctx.campaign_id, output, **kwargs)
     console.print(f"wrote {n} rows to {output}")
+    return 0
+
+
+def _campaign_files(config_path: Path, database_url: str) -> list[Path]:
+    """The files no output may ever be written onto: the config, and a SQLite database
+    with its companions (-wal, -shm, -journal)."""
+    from flows.storage.backup import sidecar_files, sqlite_file
+
+    database = sqlite_file(database_url)
+    return [Path(config_path), *([database, *sidecar_files(database)] if database is not None else [])]
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """``alflow backup CONFIG DEST [--force]``: a consistent copy of the campaign's SQLite
+    database (SQLite's online backup API: safe while a run is writing), written to a
+    temporary file beside ``DEST``, checked with ``PRAGMA integrity_check`` and renamed
+    onto ``DEST``. Refuses (exit 2, nothing written) an existing ``DEST`` without
+    ``--force``, the campaign's own files, a damaged source, and non-SQLite databases
+    (back those up with the database's own tools, e.g. pg_dump)."""
+    from flows.config import load_config
+    from flows.storage.backup import backup_database
+
+    config_path = Path(args.config).resolve()
+    config = load_config(config_path)
+    result = backup_database(config.campaign.database_url, Path(args.destination), overwrite=args.force,
+                             protected=[config_path])
+    console.print(f"backed up {result.source} to {result.destination}: {result.pages} pages, "
+                  f"{result.bytes} bytes, integrity_check ok")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from flows.campaign import open_campaign
     from flows.report import write_report
+    from flows.storage.backup import OutputError
 
     ctx = open_campaign(args.config, create=False)
-    path = write_report(ctx, Path(args.output) if args.output else None)
+    out_dir = Path(args.output) if args.output else ctx.work_dir / "report"
+    try:
+        path = write_report(ctx, out_dir)
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+        raise OutputError(f"cannot write the report to {out_dir}: {exc.strerror or exc} "
+                          f"(--output DIR writes it elsewhere)") from None
     console.print(f"report: {path} (plots beside it)")
     return 0
 
@@ -212,8 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run or resume a campaign")
     run.add_argument("config")
-    run.add_argument("--generations", type=int, default=None, help="stop after this many new generations")
-    run.set_defaults(func=cmd_run)
+    run.add_argument("--generations", type=_non_negative_int, default=None,
+                     help="run this many more generations (0 or more), even if the campaign had stopped")
+    run.add_argument("--new-committee", action="store_true",
+                     help="accept changed [committee] settings: the next training starts a new committee from scratch")
+    run.set_defaults(func=_run)
     status = sub.add_parser("status", help="per-generation table of a campaign")
     status.add_argument("config")
     status.add_argument("--json", action="store_true")
@@ -221,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export labelled frames")
     export.add_argument("config")
     export.add_argument("--format", choices=["extxyz", "ase-db", "csv"], default="extxyz")
-    export.add_argument("--output", default=None)
+    export.add_argument("--output", default=None,
+                        help="file to write (default: <work_dir>/<campaign>-labelled.<ext>)")
+    export.add_argument("--force", action="store_true", help="replace an existing output file")
     export.set_defaults(func=cmd_export)
     report = sub.add_parser("report", help="PNG plots and a markdown summary")
     report.add_argument("config")
@@ -234,9 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the event's label count (default: done training labels the latest committee "
                              "has not seen)")
     labels.set_defaults(func=cmd_labels_added)
-    from flows.deployments import add_subcommands  # alflow deploy / alflow retrain
-
-    add_subcommands(sub)
+    backup = sub.add_parser("backup", help="a consistent, checked copy of the campaign's SQLite database "
+                                           "(safe while a run is writing)")
+    backup.add_argument("config")
+    backup.add_argument("destination", metavar="DEST", help="the copy's file path")
+    backup.add_argument("--force", action="store_true", help="replace an existing DEST")
+    backup.set_defaults(func=cmd_backup)
+    add_subcommands(sub)  # alflow deploy / alflow retrain
     return parser
 
 
@@ -247,19 +321,136 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (0 or more), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+# The parser is built from this module alone: the commands import prefect, torch and
+# sqlalchemy when they run, so ``alflow --help`` and ``alflow CMD --help`` stay fast.
+
+def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``alflow deploy`` (also ``deploy/serve.py``; re-exported by
+    ``flows.deployments``); runs ``flows.deployments.cmd_deploy``."""
+    parser.add_argument("config")
+    parser.add_argument("--cron", default=None, help="al-cycle schedule, e.g. '0 */6 * * *'")
+    parser.add_argument("--timezone", default=None, help="time zone of the cron schedule (default UTC)")
+    parser.add_argument("--generations", type=int, default=None, help="generations per al-cycle run")
+    parser.add_argument("--retrain-min-labels", type=int, default=None,
+                        help="N: a triggered retrain trains once N labels are new to the committee")
+    parser.add_argument("--retrain-events", type=int, default=None,
+                        help="alflow.labels.added events that start a retrain run (default 1)")
+    parser.add_argument("--retrain-within-s", type=float, default=None, help="window for --retrain-events > 1, s")
+    parser.add_argument("--no-retrain-trigger", action="store_true", help="no event trigger on retrain")
+    parser.add_argument("--pool", default=None,
+                        help="register on this work pool (created as type process if missing) and exit")
+    parser.add_argument("--limit", type=int, default=None, help="most flow runs served at once")
+    parser.set_defaults(func=_deploy)
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``alflow deploy`` and ``alflow retrain`` (``flows.deployments``) on the
+    CLI's subparsers (re-exported by ``flows.deployments``)."""
+    add_deploy_arguments(subparsers.add_parser(
+        "deploy", help="serve (or register on a work pool) the al-cycle, retrain and label-backlog "
+                       "deployments of a campaign"))
+    retrain_cmd = subparsers.add_parser("retrain", help="retrain the committee on all labels now")
+    retrain_cmd.add_argument("config")
+    retrain_cmd.add_argument("--min-new-labels", type=int, default=0,
+                             help="skip unless at least this many labels are new to the committee")
+    retrain_cmd.set_defaults(func=_retrain)
+
+
+def _run(args: argparse.Namespace) -> int:
+    return _writing(args, cmd_run)
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from flows.deployments import cmd_deploy
+
+    return _writing(args, cmd_deploy)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from flows.deployments import cmd_retrain
+    from flows.identity import refusing_foreign_deployments
+
+    return _writing(args, refusing_foreign_deployments(cmd_retrain))
+
+
+def _writing(args: argparse.Namespace, command: Callable[[argparse.Namespace], int]) -> int:
+    """Run a command that writes to the campaign database (run, deploy, retrain).
+
+    Before: refuse (exit 2, the file untouched) an existing SQLite file that is not a
+    database, is truncated or damaged (``PRAGMA quick_check``), or holds another
+    application's tables (``flows.storage.backup.check_before_writing``).
+    After, also when the command failed: checkpoint the write-ahead log into the main
+    file (``flows.storage.engine.checkpoint``), so the ``.db`` file alone holds the data
+    (a plain copy of it is a complete copy)."""
+    from flows.config import load_config
+    from flows.storage.backup import check_before_writing
+
+    config = load_config(args.config, writable=True)
+    check_before_writing(config.campaign.database_url)
+    try:
+        return command(args)
+    finally:
+        _checkpoint(config.campaign.database_url)
+
+
+def _checkpoint(database_url: str) -> None:
+    """``checkpoint`` an existing, writable SQLite campaign database. A checkpoint kept
+    from completing by other connections is a warning; an error is ignored (the
+    command's own outcome tells what is wrong with the file)."""
+    from sqlalchemy import create_engine, pool
+
+    from flows.storage.backup import sqlite_file
+    from flows.storage.engine import checkpoint
+
+    path = sqlite_file(database_url)
+    if path is None or not path.is_file() or not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        return
+    engine = create_engine(f"sqlite:///{path}", poolclass=pool.NullPool)
+    try:
+        done = checkpoint(engine)
+    except Exception:  # noqa: BLE001 (never hide the command's own outcome)
+        return
+    finally:
+        engine.dispose()
+    if not done:
+        errors.print(f"[yellow]warning:[/] {escape(str(path))}: other connections kept the write-ahead log from "
+                     f"being checkpointed; {escape(str(path))}-wal holds recent data (copy the database with "
+                     f"alflow backup, not cp)", highlight=False)
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command: a bad input is one red line on stderr and exit 2, never a
     traceback (also ``deploy/serve.py``)."""
     from flows.config import ConfigError
     from flows.identity import NoPrefectServer
+    from flows.runner import CampaignBusy
     from flows.storage import LevelOfTheoryMismatch
+    from flows.storage.backup import OutputError, damage, damaged_error, unwritable_error
 
     for name in LIBRARY_LOGGERS:  # shown through Prefect's handlers (PREFECT_LOGGING_EXTRA_LOGGERS)
         logging.getLogger(name).setLevel(logging.INFO)
     try:
         return args.func(args)
-    except (ConfigError, LevelOfTheoryMismatch, LookupError, FileNotFoundError, NoPrefectServer) as exc:
+    except (ConfigError, LevelOfTheoryMismatch, LookupError, FileNotFoundError, NoPrefectServer,
+            CampaignBusy, OutputError) as exc:
         errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    except Exception as exc:  # a damaged or read-only database found mid-command: one line
+        refusal = (damaged_error("the campaign database", exc) if damage(exc)
+                   else unwritable_error("the campaign database", exc))
+        if refusal is None:
+            raise
+        errors.print(f"[bold red]error:[/] {escape(str(refusal))}", highlight=False)
         return 2
 
 

@@ -11,12 +11,14 @@ import dataclasses
 import difflib
 import importlib
 import os
+import stat
 import tomllib
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import ase.io
+import sqlalchemy.dialects
 from ase import Atoms
 from ase.build import molecule as build_molecule
 from ase.collections import g2
@@ -32,8 +34,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from nnp_core.train_config import TrainConfig
 
@@ -52,6 +54,9 @@ class ConfigError(ValueError):
             for where, what in problems
         ]
         super().__init__("\n".join(lines))
+
+    def __reduce__(self):  # pickles whole (a Prefect state, a process pool), subclasses too
+        return (self.__class__, (self.path, self.problems))
 
 
 def _resolve_path(value: Any, info: ValidationInfo) -> Any:
@@ -94,6 +99,14 @@ class CampaignSection(_Section):
             data.setdefault("database_url", f"sqlite:///{Path(data['work_dir']) / 'alflow.db'}")
         return data
 
+    @field_validator("work_dir")
+    @classmethod
+    def _usable_work_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        problem = _folder_problem(value, writable=_for_writing(info))
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _resolve_sqlite_path(cls, value: str, info: ValidationInfo) -> str:
@@ -101,12 +114,125 @@ class CampaignSection(_Section):
             url = make_url(value)
         except ArgumentError as exc:
             raise ValueError(f"not a SQLAlchemy database URL ({exc})") from None
+        problem = database_driver_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
+        if url.get_backend_name() != "sqlite":
+            return value
         database = url.database or ""
-        in_memory_or_uri = database in ("", ":memory:") or database.startswith("file:")
-        if url.get_backend_name() != "sqlite" or in_memory_or_uri:
+        if database in ("", ":memory:") or database.startswith("file::memory:") or url.query.get("mode") == "memory":
+            raise ValueError(
+                f"{value!r} is an in-memory SQLite database: each process (every labelling task, "
+                "worker and alflow command) would get its own empty one; give a file, e.g. "
+                "sqlite:///alflow.db, or leave database_url out (<work_dir>/alflow.db)")
+        if database.startswith("file:"):  # an SQLite URI filename (uri=true): passed on as written
             return value
         path = _resolve_path(database, info)
+        if "work_dir" in info.data:  # a bad work_dir is reported once, not again through its default database
+            problem = _sqlite_file_problem(path, writable=_for_writing(info))
+            if problem is not None:
+                raise ValueError(problem)
         return url.set(database=str(path)).render_as_string(hide_password=False)
+
+
+#: the pip package that provides a database driver's Python module, where the names differ
+DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary",
+    "psycopg": "'psycopg[binary]' (alflow's postgres extra)",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysql": "mysql-connector-python",
+    "cx_Oracle": "cx_Oracle",
+    "sqlcipher3": "sqlcipher3-binary",
+}
+
+
+def database_driver_problem(url: URL) -> str | None:
+    """Why SQLAlchemy cannot open ``url`` here, or None.
+
+    Loads the dialect and imports its DBAPI module, connecting to nothing: an unknown
+    database or driver, a driver module that is not installed (named, with the pip
+    package to install), or an asyncio driver (alflow's engines are synchronous).
+    """
+    drivername = url.drivername
+    try:
+        dialect = url.get_dialect()
+    except NoSuchModuleError:
+        backend = url.get_backend_name()
+        try:
+            make_url(f"{backend}://").get_dialect()
+        except NoSuchModuleError:
+            known = ", ".join(sorted(sqlalchemy.dialects.__all__))
+            return f"unknown database {backend!r} in {drivername}:// (SQLAlchemy knows {known})"
+        return f"unknown driver {url.get_driver_name()!r} for {backend} in {drivername}://"
+    if getattr(dialect, "is_async", False):
+        return (f"{drivername}:// is an asyncio driver; alflow needs a synchronous one "
+                "(e.g. postgresql+psycopg://, sqlite:///)")
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        if exc.name is None:  # the module is there but does not import (e.g. a missing C library)
+            return f"the {drivername} driver cannot be imported: {exc}"
+        top = exc.name.split(".")[0]
+        package = DRIVER_PACKAGES.get(exc.name) or DRIVER_PACKAGES.get(top) or top
+        if top == "psycopg2":
+            package += f", or use psycopg 3: postgresql+psycopg://... and pip install {DRIVER_PACKAGES['psycopg']}"
+        driver = drivername if "+" in drivername else f"{drivername}:// (driver {dialect.driver})"
+        return f"{driver} needs the Python module {exc.name!r}, which is not installed: pip install {package}"
+    return None
+
+
+def _for_writing(info: ValidationInfo) -> bool:
+    """Whether the caller will write the campaign (``load_config(..., writable=True)``)."""
+    return bool((info.context or {}).get("writable"))
+
+
+def _nearest_existing(path: Path) -> tuple[Path, os.stat_result | None, str | None]:
+    """``path`` or its nearest existing parent, its stat, or why it cannot be inspected."""
+    current = path
+    while True:
+        try:
+            return current, os.stat(current), None
+        except (FileNotFoundError, NotADirectoryError):
+            if current.parent == current:
+                return current, None, "no existing parent folder"
+            current = current.parent
+        except OSError as exc:
+            return current, None, f"cannot inspect {current}: {exc.strerror or exc}"
+
+
+def _folder_problem(folder: Path, *, writable: bool) -> str | None:
+    """None if ``folder`` is a folder or can be created as one (with ``writable``: one
+    this user can write in), else why not. Where ``folder`` does not exist yet, its
+    nearest existing parent is checked; creates nothing."""
+    existing, status, problem = _nearest_existing(folder)
+    if problem is not None:
+        return problem
+    assert status is not None
+    where = f"{existing}" if existing == folder else f"{folder} cannot be created: {existing}"
+    if not stat.S_ISDIR(status.st_mode):
+        return f"{where} is a file, not a folder"
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
+        return f"{where} is a folder this user cannot write in"
+    return None
+
+
+def _sqlite_file_problem(path: Path, *, writable: bool) -> str | None:
+    """None if the SQLite database file ``path`` is a file or can be created as one (with
+    ``writable``: written, its -wal and -shm files beside it), else why not; creates
+    nothing."""
+    try:
+        status = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        status = None
+    except OSError as exc:
+        return f"cannot inspect the database file {path}: {exc.strerror or exc}"
+    if status is not None and stat.S_ISDIR(status.st_mode):
+        return f"the database file {path} is a folder"
+    if writable and status is not None and not os.access(path, os.R_OK | os.W_OK):
+        return f"the database file {path} is not writable by this user"
+    problem = _folder_problem(path.parent, writable=writable)
+    return None if problem is None else f"the database's folder: {problem}"
 
 
 def _read_structure(path: Path) -> Atoms:
@@ -476,11 +602,16 @@ class CampaignConfig(_Section):
         return options
 
 
-def load_config(path: str | Path) -> CampaignConfig:
+def load_config(path: str | Path, *, writable: bool = False) -> CampaignConfig:
     """Read and validate a campaign TOML file.
 
     Raises :class:`ConfigError` for a missing or unreadable file, TOML syntax (with line
-    and column), and every invalid field (with its dotted path).
+    and column), and every invalid field (with its dotted path). Nothing is created or
+    connected to: ``campaign.database_url`` must name an installed synchronous driver and
+    not an in-memory SQLite database; ``campaign.work_dir`` and a SQLite database's folder
+    must be folders (or not exist yet below a folder). ``writable`` (the caller will run
+    the campaign): they must also be writable by this user; without it a read-only copy
+    of a campaign can still be read.
     """
     try:
         with open(path, "rb") as stream:
@@ -493,7 +624,7 @@ def load_config(path: str | Path) -> CampaignConfig:
         raise ConfigError(path, [("", f"invalid TOML: {exc}")]) from None
     base_dir = Path(path).resolve().parent
     try:
-        return CampaignConfig.model_validate(data, context={"base_dir": base_dir})
+        return CampaignConfig.model_validate(data, context={"base_dir": base_dir, "writable": writable})
     except ValidationError as exc:
         problems = [(_dotted(error["loc"]), _describe(error)) for error in exc.errors()]
         raise ConfigError(path, problems) from None

@@ -14,7 +14,7 @@ so two of them never train the committee of one campaign at once, whoever starte
 
 A retrain outside a generation trains into the latest *decided* generation: its committee
 is a new ``Committee`` row of that generation, saved in its own folder
-(``committees/gen-NNN-retrain-K``), and the generation keeps its status, so the
+(``committees/gen-NNN-cIIIII``, keyed by its id like every committee), and the generation keeps its status, so the
 ``active_learning`` flow's resume logic (the step marks of unfinished generations) never
 sees it. While a generation is unfinished (a killed cycle), retraining is skipped: the
 cycle's own train step will train on those labels, and its fresh-label error stays honest.
@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,6 +49,7 @@ from flows.active_learning import publish_campaign, active_learning, context, la
 from flows.campaign import CampaignContext, latest_committee, open_campaign
 from flows.config import ConfigError
 from flows.dashboard import LABELS_ADDED, announce_committee, campaign_resource, campaign_slug, training_progress
+from flows.runner import CampaignBusy, busy
 from flows.lock import committee_lock, ensure_lock, lock_name  # noqa: F401 (lock_name: re-exported)
 from flows.steps.training import TRAINING_SOURCES, train_generation
 from flows.storage import Committee, Generation, GenerationStatus, Label, LabelStatus, Structure
@@ -113,7 +114,14 @@ def al_cycle(config_path: str, generations: NonNegativeInt = 1) -> Any:
     logger = get_run_logger()
     ctx = context(str(config_path))
     loop = active_learning.with_options(task_runner=task_runner_for(ctx.config))
-    summary = loop(config_path=str(ctx.config_path), max_new_generations=generations)
+    if reason := busy(ctx):
+        logger.warning("%s", reason)
+        return Completed(name="Skipped: campaign busy", message=reason, data={"skipped": reason})
+    try:
+        summary = loop(config_path=str(ctx.config_path), max_new_generations=generations)
+    except CampaignBusy as refused:  # another run took the campaign since the look above
+        logger.warning("%s", refused)
+        return Completed(name="Skipped: campaign busy", message=str(refused), data={"skipped": str(refused)})
     if not summary.get("stop_reason"):
         return summary
     message = f"campaign {ctx.name} has stopped: {summary['stop_reason']}"
@@ -178,40 +186,24 @@ def plan_retrain(ctx: CampaignContext, min_new_labels: int) -> RetrainPlan:
     return RetrainPlan(max(decided), new, committee_id)
 
 
-@dataclass
-class _RetrainContext(CampaignContext):
-    """The campaign as a retrain sees it: checkpoints go beside the generation's own."""
-
-    folder_suffix: str = "retrain"
-
-    def committee_dir(self, generation_index: int) -> Path:
-        return super().committee_dir(generation_index).with_name(
-            f"gen-{generation_index:03d}-{self.folder_suffix}")
-
-
 @task(name="retrain-committee", cache_policy=NO_CACHE)
 def retrain_task(config_path: str, plan: RetrainPlan) -> dict:
     """Train (warm start) on all labels into ``plan.generation_index``; record and announce
     it. The retrain is a committee row of its own: the generation's figures stay its own."""
     ctx = context(config_path)
     index = plan.generation_index
-    with Session(ctx.engine) as session:
-        earlier = session.scalar(select(func.count()).select_from(Committee).join(Generation).where(
-            Generation.campaign_id == ctx.campaign_id, Generation.index == index)) or 0
-    target = _RetrainContext(**{f.name: getattr(ctx, f.name) for f in fields(CampaignContext)},
-                             folder_suffix=f"retrain-{earlier}")
     started = datetime.now(UTC)
     record = {"generation": index, "new_labels": plan.new_labels, "previous_committee": plan.committee_id,
               "started": started.isoformat()}
     progress = training_progress(ctx, f"retrain into generation {index}")
-    committee_id = train_generation(target, index, retrain=record, progress=progress.epoch)
+    committee_id = train_generation(ctx, index, retrain=record, progress=progress.epoch)
     progress.finish()
     finished = datetime.now(UTC)
     record["finished"] = finished.isoformat()
     with Session(ctx.engine) as session, session.begin():
         row = session.get(Committee, committee_id)
         row.training_metrics = {**(row.training_metrics or {}), "retrain": record}
-    announce_committee(ctx.name, ctx.campaign_id, committee_id, str(target.committee_dir(index)))
+    announce_committee(ctx.name, ctx.campaign_id, committee_id, str(ctx.committee_dir(index, committee_id)))
     return {"committee_id": committee_id, **record}
 
 
@@ -373,34 +365,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``alflow deploy`` (also ``deploy/serve.py``)."""
-    parser.add_argument("config")
-    parser.add_argument("--cron", default=None, help="al-cycle schedule, e.g. '0 */6 * * *'")
-    parser.add_argument("--timezone", default=None, help="time zone of the cron schedule (default UTC)")
-    parser.add_argument("--generations", type=int, default=None, help="generations per al-cycle run")
-    parser.add_argument("--retrain-min-labels", type=int, default=None,
-                        help="N: a triggered retrain trains once N labels are new to the committee")
-    parser.add_argument("--retrain-events", type=int, default=None,
-                        help="alflow.labels.added events that start a retrain run (default 1)")
-    parser.add_argument("--retrain-within-s", type=float, default=None, help="window for --retrain-events > 1, s")
-    parser.add_argument("--no-retrain-trigger", action="store_true", help="no event trigger on retrain")
-    parser.add_argument("--pool", default=None,
-                        help="register on this work pool (created as type process if missing) and exit")
-    parser.add_argument("--limit", type=int, default=None, help="most flow runs served at once")
-    parser.set_defaults(func=cmd_deploy)
-
-
-def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``alflow deploy`` and ``alflow retrain`` on the CLI's subparsers."""
-    from flows.identity import refusing_foreign_deployments
-
-    add_deploy_arguments(subparsers.add_parser(
-        "deploy", help="serve (or register on a work pool) the al-cycle, retrain and label-backlog "
-                       "deployments of a campaign"))
-    retrain_cmd = subparsers.add_parser("retrain", help="retrain the committee on all labels now")
-    retrain_cmd.add_argument("config")
-    retrain_cmd.add_argument("--min-new-labels", type=int, default=0,
-                             help="skip unless at least this many labels are new to the committee")
-    retrain_cmd.set_defaults(func=refusing_foreign_deployments(cmd_retrain))
+# ``alflow deploy``/``alflow retrain`` options live in flows.cli (the parser is built
+# without importing prefect); re-exported here for deploy/serve.py and older imports.
+from flows.cli import add_deploy_arguments, add_subcommands  # noqa: E402, F401
 

@@ -146,7 +146,7 @@ def write_report(ctx: CampaignContext, out_dir: Path | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = campaign_figures(ctx) if figures is None else figures
     with Session(ctx.engine) as session:
-        status = campaign_status(session, ctx.campaign_id)
+        status = campaign_status(session, ctx.campaign_id, ctx.work_dir)
         validation = labelled_atoms(session, ctx.campaign_id, sources=[StructureSource.VALIDATION])
     for name, png in figures.items():
         (out_dir / name).write_bytes(png)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from flows.campaign import latest_committee
+from flows.campaign import latest_committee, resolve_stored_path
 from flows.storage import Generation, Label, LabelStatus, Structure
 
 COUNT_COLUMNS = ("accurate", "candidate", "selected", "filtered", "duplicate", "rejected")
@@ -52,8 +53,9 @@ def generation_rows(session: Session, campaign_id: int) -> list[dict[str, Any]]:
     return rows
 
 
-def campaign_status(session: Session, campaign_id: int) -> dict[str, Any]:
-    """Totals for ``alflow status --json``: generations, labels, failed_labels, latest_committee."""
+def campaign_status(session: Session, campaign_id: int, work_dir: str | Path | None = None) -> dict[str, Any]:
+    """Totals for ``alflow status --json``: generations, labels, failed_labels,
+    latest_committee (its checkpoint folder; under ``work_dir`` when stored relative)."""
     counts = dict(session.execute(
         select(Label.status, func.count()).join(Structure, Structure.id == Label.structure_id)
         .where(Structure.campaign_id == campaign_id).group_by(Label.status)
@@ -67,7 +69,8 @@ def campaign_status(session: Session, campaign_id: int) -> dict[str, Any]:
         "labels": counts.get(LabelStatus.DONE, 0),
         "failed_labels": counts.get(LabelStatus.FAILED, 0),
         "pending_labels": counts.get(LabelStatus.PENDING, 0) + counts.get(LabelStatus.RUNNING, 0),
-        "latest_committee": committee.checkpoint_path if committee else None,
+        "latest_committee": (None if committee is None else committee.checkpoint_path if work_dir is None
+                             else str(resolve_stored_path(work_dir, committee.checkpoint_path))),
         "finished": bool(last.get("stop_reason")),
         "stop_reason": last.get("stop_reason") or None,
     }

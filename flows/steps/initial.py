@@ -11,21 +11,31 @@ from ase.optimize import BFGS
 from sqlalchemy.orm import Session
 
 from flows.campaign import CampaignContext, get_or_create_generation, mark_step_done, step_done
+from flows.steps.labelling import ReferenceFailed, one_line, retry_failed_initial_labels
 from flows.storage import StructureSource, add_structures, enqueue_labels
 from nnp_core.sampling import md_sampling, normal_mode_sampling, random_displacements, wigner_sampling
+from qm_backends import InvalidStructure, LabelFailed
 
 log = logging.getLogger(__name__)
 DISPLACEMENT_STDDEV_A = 0.05
 
 
 def reference_geometry(ctx: CampaignContext) -> Atoms:
-    """The configured structure, optimised with the reference backend if asked."""
+    """The configured structure, optimised with the reference backend if asked.
+
+    Raises :class:`~flows.steps.labelling.ReferenceFailed` when the reference cannot
+    compute a step of the optimisation."""
     atoms = ctx.config.system.atoms().copy()
     ctx.backend.validate(atoms)
     if ctx.config.loop.optimise_first:
         atoms.calc = ctx.backend
         optimiser = BFGS(atoms, logfile=None)
-        converged = optimiser.run(fmax=0.05, steps=100)
+        try:
+            converged = optimiser.run(fmax=0.05, steps=100)
+        except (LabelFailed, InvalidStructure) as exc:
+            raise ReferenceFailed.because(
+                ctx, f"optimising the starting structure (loop.optimise_first) failed after {optimiser.nsteps} BFGS step(s): "
+                     f"{one_line(f'{type(exc).__name__}: {exc}')}", see_status=False) from None
         log.info("reference geometry optimised in %d steps (converged=%s)", optimiser.nsteps, converged)
         atoms.calc = None
     return atoms
@@ -50,6 +60,10 @@ def initial_frames(ctx: CampaignContext, atoms: Atoms, n_samples: int, *, seed: 
             hessian = ctx.backend.hessian(atoms)
         except NotImplementedError as exc:
             log.warning("no Hessian from the reference (%s); using random displacements", exc)
+        except (LabelFailed, InvalidStructure) as exc:
+            raise ReferenceFailed.because(
+                ctx, f"the Hessian for loop.initial_sampler = {loop.initial_sampler!r} failed: "
+                     f"{one_line(f'{type(exc).__name__}: {exc}')}", see_status=False) from None
         else:
             sampler = normal_mode_sampling if loop.initial_sampler == "normal_modes" else wigner_sampling
             return sampler(atoms, hessian, temperature_K=loop.initial_temperature_K,
@@ -60,11 +74,17 @@ def initial_frames(ctx: CampaignContext, atoms: Atoms, n_samples: int, *, seed: 
 def sample_initial(ctx: CampaignContext) -> dict[str, int]:
     """Store the reference geometry, training and validation frames; queue their labels.
 
-    Idempotent: does nothing if generation 0 is already sampled.
+    Idempotent: does nothing if generation 0 is already sampled, except that when the
+    last run stopped because none of its training frames could be labelled, the failed
+    labels are queued again (:func:`~flows.steps.labelling.retry_failed_initial_labels`).
+    Raises :class:`~flows.steps.labelling.ReferenceFailed` (no frame stored) when the
+    reference cannot optimise the starting structure or compute its Hessian.
     """
     with Session(ctx.engine) as session, session.begin():
-        if step_done(get_or_create_generation(session, ctx.campaign_id, 0), "sample"):
-            return {}
+        sampled = step_done(get_or_create_generation(session, ctx.campaign_id, 0), "sample")
+    if sampled:
+        retry_failed_initial_labels(ctx)
+        return {}
     start = time.perf_counter()
     loop = ctx.config.loop
     atoms = reference_geometry(ctx)

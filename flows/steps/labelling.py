@@ -18,11 +18,57 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from flows.campaign import CampaignContext
-from flows.storage import Label, LabelStatus, Structure, atoms_from_structure, claim_pending_labels, complete_label, fail_label
+from flows.campaign import CampaignContext, get_or_create_generation
+from flows.config import ConfigError
+from flows.storage import (
+    Label,
+    LabelStatus,
+    Structure,
+    StructureSource,
+    atoms_from_structure,
+    claim_pending_labels,
+    complete_label,
+    fail_label,
+)
 from qm_backends import InvalidStructure, LabelFailed
 
 log = logging.getLogger(__name__)
+
+
+class ReferenceFailed(ConfigError):
+    """The ``[reference]`` loads but cannot label this system: every generation-0 label
+    failed, or the starting structure could not be optimised or its Hessian computed.
+    A :class:`ConfigError` on ``reference`` (one line, exit 2 from the CLI)."""
+
+    @classmethod
+    def because(cls, ctx: CampaignContext, what: str, *, see_status: bool = True) -> "ReferenceFailed":
+        _quiet_prefect_tracebacks()
+        status = f"; see `alflow status {ctx.config_path}`" if see_status else ""
+        return cls(ctx.config_path, [("reference", f"{what}{status}; fix [reference] and rerun")])
+
+
+class _NoUserErrorTracebacks(logging.Filter):
+    """Prefect logs the exception that ends a task or flow run with its traceback; a
+    :class:`ConfigError` is a one-line error for the user (the CLI prints it), not a bug:
+    its records keep their message and lose the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ConfigError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_prefect_tracebacks() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, _NoUserErrorTracebacks) for existing in logger.filters):
+            logger.addFilter(_NoUserErrorTracebacks())
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line (whitespace collapsed), at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -147,3 +193,64 @@ def reset_dead_workers(ctx: CampaignContext) -> list[int]:
                 label.status, label.worker, label.claimed_at = LabelStatus.PENDING, None, None
                 reset.append(label.id)
     return reset
+
+
+#: the generation-0 frames a committee trains on (the validation frames it does not)
+_INITIAL_TRAINING = StructureSource.INITIAL
+
+
+def _initial_labels(session: Session, ctx: CampaignContext) -> list[Label]:
+    generation = get_or_create_generation(session, ctx.campaign_id, 0)
+    return list(session.scalars(select(Label).join(Structure).where(
+        Structure.campaign_id == ctx.campaign_id, Structure.generation_id == generation.id).order_by(Label.id)))
+
+
+def require_initial_labels(ctx: CampaignContext) -> dict[str, int]:
+    """Check, after generation 0 is labelled and before its committee trains, that at
+    least one training frame of generation 0 has a label.
+
+    Returns the generation-0 label counts by status. Raises :class:`ReferenceFailed`
+    (exit 2 from the CLI, one line) when none does and some failed: the reference cannot
+    label this system as configured, and a committee cannot be trained on nothing. The
+    failed labels stay quarantined with their errors (``alflow status``, ``alflow export
+    --format csv``); a rerun retries them (:func:`retry_failed_initial_labels`).
+    """
+    with Session(ctx.engine) as session:
+        labels = _initial_labels(session, ctx)
+        counts = {status.value: 0 for status in LabelStatus}
+        for label in labels:
+            counts[label.status.value] += 1
+        trained_on = [label for label in labels if label.structure.source == _INITIAL_TRAINING]
+        failed = [label for label in labels if label.status == LabelStatus.FAILED]
+        if failed and not any(label.status == LabelStatus.DONE for label in trained_on):
+            first = one_line(failed[0].error or "no error recorded")
+            what = (f"all {len(labels)} generation-0 labels failed" if len(failed) == len(labels) else
+                    f"{len(failed)} of {len(labels)} generation-0 labels failed and no training frame "
+                    f"has a label")
+            raise ReferenceFailed.because(ctx, f"{what} (first: {first})")
+    return counts
+
+
+def retry_failed_initial_labels(ctx: CampaignContext) -> list[int]:
+    """Put generation 0's failed labels back to ``pending`` when the last run stopped
+    because none of its training frames could be labelled (generation 0 labelled, not
+    trained, no training label done): a rerun after fixing ``[reference]`` retries
+    them. Anywhere else a failed label stays quarantined. Returns the label ids."""
+    with Session(ctx.engine) as session, session.begin():
+        generation = get_or_create_generation(session, ctx.campaign_id, 0)
+        steps = (generation.metrics or {}).get("steps") or {}
+        if "label" not in steps or "train" in steps:
+            return []
+        labels = _initial_labels(session, ctx)
+        if any(label.status == LabelStatus.DONE and label.structure.source == _INITIAL_TRAINING
+               for label in labels):
+            return []
+        retried = []
+        for label in labels:
+            if label.status == LabelStatus.FAILED:
+                label.status, label.worker, label.claimed_at, label.finished_at = LabelStatus.PENDING, None, None, None
+                retried.append(label.id)
+    if retried:
+        log.warning("retrying the %d generation-0 label(s) that failed in the last run (no training frame "
+                    "of generation 0 had a label)", len(retried))
+    return retried

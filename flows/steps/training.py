@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from flows.campaign import CampaignContext, get_or_create_generation, latest_committee, mark_step_done
 from flows.storage import Committee as CommitteeRow
-from flows.storage import Evaluation, Generation, Structure, StructureSource, labelled_atoms
+from flows.storage import Campaign, Evaluation, Generation, Structure, StructureSource, labelled_atoms
 from nnp_core.committee import CHECKPOINT_JSON, Committee, load_committee
 from nnp_core.training import train_committee
 from nnp_core.uncertainty import Calibration
@@ -67,17 +67,28 @@ def _store_evaluation(session: Session, committee_id: int, label_set: str, metri
     ))
 
 
+class CheckpointMissing(LookupError):
+    """A committee's checkpoint folder recorded in the database is gone or unreadable."""
+
+
 def load_latest(ctx: CampaignContext) -> tuple[int, Committee] | None:
     """The campaign's newest committee (id, committee), or None before the first.
 
     The loop's steps only read it, so each checkpoint is loaded once per process (and
-    again if its files are rewritten)."""
+    again if its files are rewritten). Raises :class:`CheckpointMissing` (one line) when
+    its checkpoint was deleted, truncated or moved out of the campaign folder."""
     with Session(ctx.engine) as session:
         row = latest_committee(session, ctx.campaign_id)
         if row is None:
             return None
-        committee_id, path = row.id, row.checkpoint_path
-    return committee_id, _load_checkpoint(path, (Path(path) / CHECKPOINT_JSON).stat().st_mtime_ns)
+        committee_id, path = row.id, str(ctx.resolve(row.checkpoint_path))
+    try:
+        return committee_id, _load_checkpoint(path, (Path(path) / CHECKPOINT_JSON).stat().st_mtime_ns)
+    except Exception as exc:  # noqa: BLE001 - missing file, truncated JSON or tensors, bad pickle
+        raise CheckpointMissing(
+            f"the checkpoint of committee {committee_id} ({path}) is missing or unreadable "
+            f"({exc.__class__.__name__}: {str(exc)[:120]}); restore that folder (e.g. from a backup) to "
+            f"resume campaign {ctx.name!r}") from None
 
 
 @lru_cache(maxsize=4)
@@ -164,6 +175,12 @@ def train_generation(ctx: CampaignContext, generation_index: int, *, retrain: di
     config = ctx.config
     previous = load_latest(ctx)
     with Session(ctx.engine) as session:
+        campaign = session.get(Campaign, ctx.campaign_id)
+        cold_start = bool((campaign.config or {}).get("new_committee_pending"))
+    if cold_start:  # `alflow run --new-committee`: the config's [committee], trained from scratch
+        log.info("campaign %s: training a new committee from scratch (new [committee] settings)", ctx.name)
+        previous = None
+    with Session(ctx.engine) as session:
         frames = labelled_atoms(session, ctx.campaign_id, sources=TRAINING_SOURCES)
         validation = labelled_atoms(session, ctx.campaign_id, sources=[StructureSource.VALIDATION])
     committee, report = train_committee(
@@ -186,19 +203,24 @@ def train_generation(ctx: CampaignContext, generation_index: int, *, retrain: di
         committee.calibration = pooled_calibration([calibration_sums(committee, validation)])
         calibrated_on = "validation"
     validation_metrics = evaluation_metrics(committee, validation) if len(validation) >= 2 else None
-    path = committee.save(ctx.committee_dir(generation_index))
     with Session(ctx.engine) as session, session.begin():
         generation = get_or_create_generation(session, ctx.campaign_id, generation_index)
         row = CommitteeRow(campaign_id=ctx.campaign_id, generation_id=generation.id,
-                           checkpoint_path=str(Path(path).resolve()), n_members=committee.n_members,
+                           checkpoint_path="", n_members=committee.n_members,
                            architecture=committee.architecture,
                            training_metrics={**metrics, "calibration": committee.calibration.to_dict(),
                                              "calibrated_on": calibrated_on,
                                              **({"retrain": retrain} if retrain is not None else {})})
         session.add(row)
         session.flush()
+        # saved inside the transaction, into a folder keyed by the new row's id: no other
+        # trainer can be given that id, and a crash before commit leaves only an orphan folder
+        row.checkpoint_path = ctx.relative(committee.save(ctx.committee_dir(generation_index, row.id)))
         if validation_metrics is not None:
             _store_evaluation(session, row.id, "validation", validation_metrics)
+        if cold_start:
+            campaign = session.get(Campaign, ctx.campaign_id)
+            campaign.config = {k: v for k, v in (campaign.config or {}).items() if k != "new_committee_pending"}
         if retrain is None:
             mark_step_done(session, generation, "train", time.perf_counter() - start,
                            committee_id=row.id, validation=validation_metrics,

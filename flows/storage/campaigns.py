@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from flows.storage.models import Campaign, Generation, GenerationStatus
@@ -62,9 +63,15 @@ def ensure_campaign(
             config=config_snapshot,
             level_of_theory=normalise_level_of_theory(level_of_theory),
         )
-        session.add(campaign)
-        session.flush()
-        return campaign
+        try:
+            with session.begin_nested():  # a savepoint: the caller's transaction survives
+                session.add(campaign)
+        except IntegrityError:
+            # Created by a concurrent caller since the SELECT (PostgreSQL has no
+            # database-wide write lock to serialise them, as SQLite's BEGIN IMMEDIATE does).
+            campaign = session.scalars(select(Campaign).where(Campaign.name == name)).one()
+        else:
+            return campaign
     check_level_of_theory(
         campaign.level_of_theory, level_of_theory, what=f"the config of campaign {name!r}"
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 
 #: how long a SQLite connection waits for another process's write lock, s
@@ -17,6 +20,9 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 _BEGIN_OPTION = "alflow_sqlite_begin"
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
+
+#: the PostgreSQL advisory lock (one per database) that :func:`init_db` migrates under
+POSTGRES_MIGRATION_LOCK = 0x616C666C6F77  # b"alflow"
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
@@ -28,9 +34,15 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     fail), and SQLAlchemy (not the sqlite3 driver) emits ``BEGIN``, so that every
     transaction, DDL included, is real and :func:`immediate_engine` can ask for
     ``BEGIN IMMEDIATE``.
+
+    Other databases (PostgreSQL): pooled connections are checked before use
+    (``pool_pre_ping``), so a server restart costs no failed transaction.
     """
     url = make_url(url)
     if url.get_backend_name() != "sqlite":
+        # a database server restarts, a firewall drops idle connections: test a pooled
+        # connection before use rather than fail the next claim or write
+        kwargs.setdefault("pool_pre_ping", True)
         return create_engine(url, **kwargs)
     database = url.database or ""
     in_memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
@@ -39,6 +51,78 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     engine = create_engine(url, **kwargs)
     _configure_sqlite(engine, wal=not in_memory)
     return engine
+
+
+def read_only_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """An engine that can only read ``url``: it never creates, migrates or writes anything.
+
+    SQLite: the file must exist (``FileNotFoundError`` otherwise) and is opened through a
+    ``file:`` URI with ``mode=ro`` and ``PRAGMA query_only``; the database file is never
+    written (SQLite may create the ``-wal``/``-shm`` files of a WAL database beside it).
+    When the folder is read-only and no ``-wal``/``-shm`` file exists, SQLite could not
+    create the ``-shm`` file a WAL database needs, so the file is opened ``immutable=1``
+    (nobody can be writing it then: a writer keeps a ``-wal`` file). With a ``-wal`` file
+    but no ``-shm`` in a read-only folder, opening fails ("unable to open database file").
+    Transactions are plain ``BEGIN`` (deferred: one consistent snapshot, no write lock).
+    PostgreSQL: read-only transactions. Other databases: a plain engine.
+    """
+    url = make_url(url)
+    backend = url.get_backend_name()
+    if backend != "sqlite":
+        engine = make_engine(url, **kwargs)
+        return engine.execution_options(postgresql_readonly=True) if backend == "postgresql" else engine
+    database = url.database or ""
+    if database in ("", ":memory:") or url.query.get("mode") == "memory" or database.startswith("file:"):
+        raise ValueError(f"read_only_engine needs a SQLite file path, not {database or 'an in-memory database'!r}")
+    path = Path(database).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no SQLite database file {path}")
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    folder_read_only = not os.access(path.resolve().parent, os.W_OK | os.X_OK)
+    if folder_read_only and not any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm")):
+        uri += "&immutable=1"
+    timeout = SQLITE_BUSY_TIMEOUT_S
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+
+    engine = create_engine(url, creator=connect, **kwargs)
+    _configure_sqlite(engine, wal=False)
+
+    @event.listens_for(engine, "connect")
+    def _query_only(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA query_only = ON")
+
+    return engine
+
+
+def checkpoint(engine: Engine, *, busy_timeout_s: float = 5.0) -> bool:
+    """Copy a SQLite database's write-ahead log into the main file and empty the log
+    (``PRAGMA wal_checkpoint(TRUNCATE)``), so that the ``.db`` file alone holds all
+    committed data (a plain ``cp`` of it is then a complete copy, until the next write).
+
+    Waits up to ``busy_timeout_s`` for other connections' readers and writers. True when
+    the log was emptied (or there is nothing to do: not SQLite, not in WAL mode); False
+    when another connection kept it from completing (the data is safe in the log, and
+    SQLite checkpoints it later)."""
+    if engine.url.get_backend_name() != "sqlite":
+        return True
+    raw = engine.raw_connection()
+    try:
+        connection = raw.driver_connection
+        if connection.in_transaction:  # a pooled connection left mid-transaction: not ours to end
+            return False
+        if str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            return True
+        before = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+        connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        try:
+            busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {int(before)}")
+        return busy == 0
+    finally:
+        raw.close()
 
 
 def immediate_engine(engine: Engine) -> Engine:
@@ -93,8 +177,11 @@ def init_db(url_or_engine: str | URL | Engine) -> Engine:
     """Bring the database to the newest schema (Alembic ``upgrade head``) and return it.
 
     The only way alflow creates or changes its schema. Safe to call on every start and
-    from several processes at once: the upgrade runs in one ``BEGIN IMMEDIATE``
-    transaction on SQLite, so a second caller waits and then finds nothing to do.
+    from several processes (hosts) at once: the upgrade runs in one transaction that
+    first takes the database's write lock (``BEGIN IMMEDIATE`` on SQLite, a
+    transaction-level advisory lock on PostgreSQL), so a second caller waits and then
+    finds nothing to do. Without it, PostgreSQL lets both create the same tables and
+    one fails (duplicate key in ``pg_type``).
     """
     if isinstance(url_or_engine, Engine):
         engine = url_or_engine
@@ -102,6 +189,10 @@ def init_db(url_or_engine: str | URL | Engine) -> Engine:
         engine = make_engine(url_or_engine)
     config = alembic_config()
     with immediate_engine(engine).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # released at commit; READ COMMITTED (the default) then sees the winner's schema
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": POSTGRES_MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     return engine

@@ -14,6 +14,7 @@ import pandas as pd
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
+from flows.storage.backup import replacing
 from flows.storage.frames import labelled_atoms
 from flows.storage.models import Base, Committee, Structure, StructureSource
 from flows.storage.types import NumpyArray
@@ -84,19 +85,21 @@ def export_extxyz(
     *,
     sources: Collection[StructureSource] | None = None,
     generation_ids: Collection[int] | None = None,
+    overwrite: bool = True,
+    protected: Collection[Path] = (),
 ) -> int:
     """Write the campaign's labelled frames to an extended XYZ file; return how many.
 
     Energy (eV) and forces (eV/Å) are calculator results, provenance (structure_id,
-    source, generation, ...) is in each frame's info line. The file is replaced.
+    source, generation, ...) is in each frame's info line. The file is written in full
+    to a temporary file beside it and then renamed onto ``path`` (``replacing``): an
+    existing file is replaced only when complete, or refused (``OutputError``) without
+    ``overwrite``; ``protected`` paths are never written.
     """
     frames = labelled_atoms(session, campaign_id, sources=sources, generation_ids=generation_ids)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if frames:
-        ase.io.write(path, frames, format="extxyz")
-    else:
-        path.write_text("")
+    with replacing(path, overwrite=overwrite, protected=protected, suffix=".extxyz") as temporary:
+        if frames:
+            ase.io.write(temporary, frames, format="extxyz")
     return len(frames)
 
 
@@ -107,21 +110,40 @@ def export_ase_db(
     *,
     sources: Collection[StructureSource] | None = None,
     generation_ids: Collection[int] | None = None,
+    overwrite: bool = True,
+    protected: Collection[Path] = (),
 ) -> int:
-    """Write the campaign's labelled frames to a new ASE database; return how many.
+    """Write the campaign's labelled frames to a new ASE database (SQLite); return how many.
 
     Energy and forces are stored as calculator results, provenance as key-value pairs.
-    An existing database at ``path`` is replaced.
+    Written to a temporary file beside ``path`` and renamed onto it when complete, as
+    :func:`export_extxyz` (``overwrite``, ``protected``).
     """
     frames = labelled_atoms(session, campaign_id, sources=sources, generation_ids=generation_ids)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with ase.db.connect(path, append=False) as database:
-        for atoms in frames:
-            key_value_pairs = {
-                key: value
-                for key, value in atoms.info.items()
-                if isinstance(value, str | bool | int | float | np.integer | np.floating)
-            }
-            database.write(atoms, key_value_pairs=key_value_pairs)
+    with replacing(path, overwrite=overwrite, protected=protected, suffix=".db") as temporary:
+        with ase.db.connect(temporary, type="db", append=False) as database:
+            for atoms in frames:
+                key_value_pairs = {
+                    key: value
+                    for key, value in atoms.info.items()
+                    if isinstance(value, str | bool | int | float | np.integer | np.floating)
+                }
+                database.write(atoms, key_value_pairs=key_value_pairs)
     return len(frames)
+
+
+def export_csv(
+    session: Session,
+    table: str | type[Base],
+    campaign_id: int | None,
+    path: str | Path,
+    *,
+    overwrite: bool = True,
+    protected: Collection[Path] = (),
+) -> int:
+    """Write one table (``to_dataframe``, array columns left out) as CSV; return the rows.
+    Written to a temporary file and renamed onto ``path``, as :func:`export_extxyz`."""
+    frame = to_dataframe(session, table, campaign_id, arrays="omit")
+    with replacing(path, overwrite=overwrite, protected=protected, suffix=".csv") as temporary:
+        frame.to_csv(temporary, index=False)
+    return len(frame)

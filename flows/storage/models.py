@@ -258,3 +258,17 @@ class Evaluation(Base):
     #: Spearman rank correlation of max_force_dev with the true max force error
     force_dev_spearman: Mapped[float | None]
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Runner(Base):
+    """Who runs a campaign's generation loop now (one row per campaign at most): the
+    process ``host:pid[:tag]``, when it started and its last heartbeat. A second runner
+    is refused while the owner is alive; the row of an owner that died (same host,
+    process gone, or no heartbeat for long) is taken over."""
+
+    __tablename__ = "runners"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(default=utc_now)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utc_now)

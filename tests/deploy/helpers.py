@@ -195,11 +195,14 @@ def add_pending_frames(config: Path, n: int, seed: int) -> list[int]:
         atoms = ctx.config.system.atoms()
         atoms.positions += rng.normal(scale=0.04, size=atoms.positions.shape)
         frames.append(atoms)
-    with Session(ctx.engine) as session, session.begin():
-        generation = get_or_create_generation(session, ctx.campaign_id, 0)
-        ids = add_structures(session, ctx.campaign_id, frames, source=StructureSource.MD,
-                             generation_id=generation.id)
-        return enqueue_labels(session, ids)
+    try:
+        with Session(ctx.engine) as session, session.begin():
+            generation = get_or_create_generation(session, ctx.campaign_id, 0)
+            ids = add_structures(session, ctx.campaign_id, frames, source=StructureSource.MD,
+                                 generation_id=generation.id)
+            return enqueue_labels(session, ids)
+    finally:
+        ctx.engine.dispose()  # the database file alone holds them (no connection keeps the WAL)
 
 
 def finished_run(client: Any, flow_run_id: Any, timeout_s: float) -> Any:

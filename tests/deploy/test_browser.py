@@ -3,7 +3,7 @@ run's artifacts in the Prefect dashboard: the campaign summary rendered with its
 the generation table without sideways scrolling.
 
 Slow, and skipped without Chromium, chromedriver (Debian: ``apt-get install chromium
-chromium-driver``) or selenium. ``ALFLOW_UPDATE_SCREENSHOTS=1`` copies the screenshots
+chromium-driver``) or selenium (the ``browser`` extra). ``ALFLOW_UPDATE_SCREENSHOTS=1`` copies the screenshots
 to docs/img/.
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -62,7 +63,7 @@ def test_a_painn_campaign_explores_selects_and_trains(prefect_harness, tmp_path)
         assert _count(s, Score, Score.decision == "selected") > 0
     final = load_committee(summary["latest_committee"])
     assert final.architecture == "painn" and final.model.hparams()["features"] == 8
-    first = load_committee(committees[0].checkpoint_path)
+    first = load_committee(ctx.resolve(committees[0].checkpoint_path))
     with Session(ctx.engine) as s:
         frames = labelled_atoms(s, ctx.campaign_id)
     assert summary["labels"] == len(frames)
@@ -95,7 +96,7 @@ def test_adaptive_trust_lo_keeps_labelling_when_the_window_is_empty(prefect_harn
     assert min(promoted) >= max(accurate), "the promoted frames are the most uncertain trusted ones"
 
 
-def _check_fresh_calibration(session, campaign_id, generations, committees) -> None:
+def _check_fresh_calibration(session, campaign_id, generations, committees, work_dir) -> None:
     """Committee g's force scale = RMS(error) / RMS(force_dev) of the committees before
     it on the fresh MD labels of generations g-2..g (generation 0's: the validation fit)."""
     assert committees[0].training_metrics["calibrated_on"] == "validation"
@@ -105,10 +106,10 @@ def _check_fresh_calibration(session, campaign_id, generations, committees) -> N
             fresh = labelled_atoms(session, campaign_id, generation_ids=[generations[h].id],
                                    sources=[StructureSource.MD])
             if fresh:
-                prediction = load_committee(committees[h - 1].checkpoint_path).predict(fresh)
+                prediction = load_committee(work_dir / committees[h - 1].checkpoint_path).predict(fresh)
                 errors.append(np.concatenate([a.get_forces() for a in fresh]) - prediction.forces_mean)
                 devs.append(prediction.force_dev)
-        scale = load_committee(committees[g].checkpoint_path).calibration.force_dev_scale
+        scale = load_committee(work_dir / committees[g].checkpoint_path).calibration.force_dev_scale
         if not errors:
             assert committees[g].training_metrics["calibrated_on"] == "validation"
             continue
@@ -170,8 +171,12 @@ def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> Non
         assert len(committees) == 3
         assert _count(s, Evaluation, Evaluation.label_set == "validation") == 3
         assert _count(s, Evaluation, Evaluation.label_set == "fresh") >= 1
-        latest = committees[-1].checkpoint_path
-        _check_fresh_calibration(s, ctx.campaign_id, generations, committees)
+        # stored relative to work_dir (a moved campaign folder still resumes), keyed by committee id
+        assert all(not Path(c.checkpoint_path).is_absolute() for c in committees)
+        assert [Path(c.checkpoint_path).name for c in committees] == [
+            f"gen-{g:03d}-c{c.id:05d}" for g, c in zip(range(3), committees)]
+        latest = str(ctx.resolve(committees[-1].checkpoint_path))
+        _check_fresh_calibration(s, ctx.campaign_id, generations, committees, ctx.work_dir)
     committee = load_committee(latest)
     assert committee.n_members == 2 and committee.elements == [1, 8]
     assert summary["latest_committee"] == latest

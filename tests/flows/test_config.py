@@ -81,10 +81,10 @@ def test_explicit_sqlite_url_is_resolved_and_password_hidden_in_snapshot(tmp_pat
     config = load_config(write(tmp_path, text))
     assert config.campaign.database_url == f"sqlite:///{tmp_path}/db/x.db"
     text = MINIMAL.replace(
-        'name = "probe"', 'name = "probe"\ndatabase_url = "postgresql://al:secret@host/db"'
+        'name = "probe"', 'name = "probe"\ndatabase_url = "postgresql+psycopg://al:secret@host/db"'
     )
     config = load_config(write(tmp_path, text))
-    assert config.campaign.database_url == "postgresql://al:secret@host/db"
+    assert config.campaign.database_url == "postgresql+psycopg://al:secret@host/db"
     assert "secret" not in json.dumps(config.snapshot())
 
 

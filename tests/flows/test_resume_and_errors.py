@@ -92,12 +92,56 @@ def test_killed_run_resumes_without_computing_a_label_twice(prefect_harness, tmp
     assert killed.get("done", 0) >= 6
 
 
+def test_ctrl_c_stops_at_once_says_what_was_kept_and_the_run_resumes(prefect_harness, tmp_path) -> None:
+    """SIGINT mid-labelling: exit 130 within seconds, one line on what the database kept,
+    no traceback, no child process left; the next run finishes with no label computed twice."""
+    import psutil
+
+    config = write_campaign(tmp_path, "interrupted-water", initial_samples=24)
+    db = tmp_path / "runs" / "interrupted-water" / "alflow.db"
+    command = [sys.executable, "-m", "flows.cli", "run", str(config)]
+    first = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and first.poll() is None:
+        if db.exists() and _label_counts(db).get("done", 0) >= 4:
+            break
+        time.sleep(0.05)
+    assert first.poll() is None, first.communicate()[1][-3000:]
+    children = psutil.Process(first.pid).children(recursive=True)
+    first.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err[-3000:]
+    assert time.monotonic() - sent < 15
+    assert "interrupted: kept" in err and "resumes where it stopped" in err and "Traceback" not in err, err[-3000:]
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    kept = _label_counts(db)
+    done_at_stop = _done_structures(db)
+    said = int(re.search(r"interrupted: kept (\d+) labels", err).group(1))
+    assert 4 <= said <= kept["done"]  # a label thread may finish one more while the process exits
+
+    second = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    computed = Counter(int(i) for i in LABELLED.findall(out + err + second.stdout + second.stderr))
+    assert set(_label_counts(db)) == {"done"}
+    assert max(computed.values()) == 1
+    second_run = Counter(int(i) for i in LABELLED.findall(second.stdout + second.stderr))
+    assert set(second_run).isdisjoint(done_at_stop)
+
+
 WORKER = """
-import logging, sys
+import logging, sys, time
+from pathlib import Path
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
 from flows.campaign import open_campaign
 from flows.steps.labelling import label_pending
-counts = label_pending(open_campaign(sys.argv[1]), worker=sys.argv[2])
+ctx = open_campaign(sys.argv[1])
+folder = Path(sys.argv[1]).parent
+(folder / f"ready-{sys.argv[2]}").touch()
+while not (folder / "go").exists():  # both start labelling together (one was done before the other started)
+    time.sleep(0.05)
+counts = label_pending(ctx, worker=sys.argv[2])
 print("counts", counts.done, counts.failed)
 """
 
@@ -116,6 +160,11 @@ def test_two_concurrent_labellers_never_compute_the_same_frame(tmp_path) -> None
     workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(config), name], cwd=ROOT, env=_plain_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for name in ("a", "b")]
+    deadline = time.monotonic() + 240
+    while not all((tmp_path / f"ready-{name}").exists() for name in ("a", "b")):
+        assert time.monotonic() < deadline and all(w.poll() is None for w in workers), "a worker did not start"
+        time.sleep(0.1)
+    (tmp_path / "go").touch()
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
     ids = [set(int(i) for i in LABELLED.findall(out)) for out in outputs]

@@ -1,0 +1,117 @@
+"""One runner per campaign: a row in the campaign database, held while the generation
+loop runs (``active_learning``, so ``alflow run`` and the ``al-cycle`` deployment).
+
+Two ``alflow run`` of one config, or a run and a scheduled cycle, would otherwise both
+explore, label and train the same generations. The second is refused with
+:class:`CampaignBusy` (one line, exit 2 from the CLI; a ``Skipped: campaign busy`` state
+for ``al-cycle``). The owner is ``host:pid:tag``, the rule the label claims use
+(``flows.steps.labelling``): its row is taken over when that process is gone (same
+host), or when its heartbeat (renewed every ``HEARTBEAT_S`` by a background thread) is
+older than ``STALE_AFTER_S`` (a runner on another host that died or lost its node).
+The lock lives in the campaign's own database, so it works with no Prefect server and
+across hosts sharing a PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from flows.campaign import CampaignContext
+from flows.steps.labelling import _worker_is_dead, worker_name
+from flows.storage import Runner
+
+log = logging.getLogger(__name__)
+#: the owner renews its heartbeat this often, s
+HEARTBEAT_S = 30.0
+#: a runner whose heartbeat is older than this is considered dead, wherever it ran, s
+STALE_AFTER_S = 300.0
+
+
+class CampaignBusy(RuntimeError):
+    """Another live process runs this campaign's generation loop."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def busy(ctx: CampaignContext) -> str | None:
+    """Why the campaign cannot be run now (a live runner holds it), or None. A look
+    before starting a flow; :func:`acquire` decides."""
+    try:
+        acquire(ctx, worker_name("probe"), probe=True)
+    except CampaignBusy as exc:
+        return str(exc)
+    return None
+
+
+def acquire(ctx: CampaignContext, owner: str, *, probe: bool = False) -> str | None:
+    """Take the campaign's runner row for ``owner``; the dead owner it replaced, if any.
+    Raises :class:`CampaignBusy` while a live owner holds it. ``probe``: check only."""
+    with Session(ctx.engine) as session, session.begin():
+        row = session.get(Runner, ctx.campaign_id)
+        replaced = None
+        if row is not None and row.owner != owner:
+            stale = _now() - _aware(row.heartbeat_at) > timedelta(seconds=STALE_AFTER_S)
+            if not (_worker_is_dead(row.owner) or stale):
+                raise CampaignBusy(
+                    f"campaign {ctx.name!r} is already being run by {row.owner} (since "
+                    f"{_aware(row.started_at):%Y-%m-%d %H:%M:%S} UTC, heartbeat "
+                    f"{(_now() - _aware(row.heartbeat_at)).total_seconds():.0f} s ago); wait for it to finish or "
+                    f"stop it; a dead runner's claim lapses after {STALE_AFTER_S:.0f} s without heartbeat")
+            if probe:
+                return None
+            replaced = row.owner
+            session.delete(row)
+            session.flush()
+        if probe:
+            return None
+        if row is None or row.owner != owner:
+            session.add(Runner(campaign_id=ctx.campaign_id, owner=owner, started_at=_now(), heartbeat_at=_now()))
+    return replaced
+
+
+def release(ctx: CampaignContext, owner: str) -> None:
+    with Session(ctx.engine) as session, session.begin():
+        session.execute(delete(Runner).where(Runner.campaign_id == ctx.campaign_id, Runner.owner == owner))
+
+
+def _beat(ctx: CampaignContext, owner: str, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            with Session(ctx.engine) as session, session.begin():
+                row = session.get(Runner, ctx.campaign_id)
+                if row is not None and row.owner == owner:
+                    row.heartbeat_at = _now()
+        except Exception as exc:  # noqa: BLE001 - a missed beat is retried; the run goes on
+            log.warning("runner heartbeat of campaign %s failed: %s", ctx.name, exc)
+
+
+@contextmanager
+def campaign_runner(ctx: CampaignContext, tag: str = "run") -> Iterator[str]:
+    """Hold the campaign's runner row for the ``with`` block (heartbeat in a daemon
+    thread); yields the owner name. :class:`CampaignBusy` if a live runner holds it."""
+    owner = worker_name(tag)
+    replaced = acquire(ctx, owner)
+    if replaced:
+        log.info("campaign %s: took over from runner %s, which is gone", ctx.name, replaced)
+    stop = threading.Event()
+    beat = threading.Thread(target=_beat, args=(ctx, owner, stop), name="alflow-runner-heartbeat", daemon=True)
+    beat.start()
+    try:
+        yield owner
+    finally:
+        stop.set()
+        beat.join(timeout=5.0)
+        release(ctx, owner)
