@@ -54,6 +54,16 @@ def _label_counts(db: Path) -> dict[str, int]:
         connection.close()
 
 
+def _running_after_labels(process: subprocess.Popen, db: Path, n: int, timeout_s: float = 240) -> bool:
+    """Wait until the run's database holds ``n`` done labels; whether it still runs then."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if db.exists() and _label_counts(db).get("done", 0) >= n:
+            break
+        time.sleep(0.05)
+    return process.poll() is None
+
+
 def test_killed_run_resumes_without_computing_a_label_twice(prefect_harness, tmp_path) -> None:
     config = write_campaign(tmp_path, "killed-water", initial_samples=24)
     db = tmp_path / "runs" / "killed-water" / "alflow.db"
@@ -62,12 +72,7 @@ def test_killed_run_resumes_without_computing_a_label_twice(prefect_harness, tmp
     with first_log.open("w") as log:
         first = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and first.poll() is None:
-            if db.exists() and _label_counts(db).get("done", 0) >= 6:
-                break
-            time.sleep(0.05)
-        assert first.poll() is None, first_log.read_text()[-3000:]
+        assert _running_after_labels(first, db, 6), first_log.read_text()[-3000:]
         os.killpg(first.pid, signal.SIGKILL)  # mid-labelling, no chance to clean up
         first.wait()
     killed = _label_counts(db)
@@ -102,12 +107,7 @@ def test_ctrl_c_stops_at_once_says_what_was_kept_and_the_run_resumes(prefect_har
     command = [sys.executable, "-m", "flows.cli", "run", str(config)]
     first = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and first.poll() is None:
-        if db.exists() and _label_counts(db).get("done", 0) >= 4:
-            break
-        time.sleep(0.05)
-    assert first.poll() is None, first.communicate()[1][-3000:]
+    assert _running_after_labels(first, db, 4), first.communicate()[1][-3000:]
     children = psutil.Process(first.pid).children(recursive=True)
     first.send_signal(signal.SIGINT)
     sent = time.monotonic()
