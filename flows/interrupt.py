@@ -6,8 +6,8 @@ traceback per task: about a minute and eight tracebacks. Every step of a generat
 commits its outputs and its "done" mark in one transaction and labels are claimed in the
 database, so stopping the process at any point is as safe as the SIGKILL the resume tests
 already survive: the handler says what the database holds, ends the process's children
-(the ephemeral Prefect server, task-runner workers), releases the campaign's runner row
-and exits with 130 (128 + SIGINT), the shell's code for an interrupted command.
+(the ephemeral Prefect server, task-runner workers), marks the flow run Cancelled,
+releases the campaign's runner row and exits with 130 (128 + SIGINT), the shell's code for an interrupted command.
 """
 
 from __future__ import annotations
@@ -43,6 +43,28 @@ def kept(ctx: Any) -> str:
             f"`alflow run {ctx.config_path}` resumes where it stopped")
 
 
+def _mark_cancelled(message: str, timeout_s: float = 5.0) -> None:
+    """Put the flow run this (main) thread is in into a Cancelled state with ``message``,
+    so Prefect does not show it Running forever; given up after ``timeout_s``."""
+    from prefect.context import FlowRunContext
+
+    run_context = FlowRunContext.get()
+    if run_context is None or run_context.flow_run is None:
+        return
+    flow_run_id = run_context.flow_run.id
+
+    def cancel() -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelled
+
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run_id, Cancelled(message=message), force=True)
+
+    worker = threading.Thread(target=cancel, daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+
+
 def _end_children() -> None:
     try:
         import psutil
@@ -73,10 +95,11 @@ def stop_on_ctrl_c(ctx: Any, say: Callable[[str], None], cleanup: Callable[[], N
 
     def handler(signum: int, frame: Any) -> None:
         try:
-            say(kept(ctx))
+            kept_line = kept(ctx)
         except Exception as exc:  # noqa: BLE001 - still stop
-            say(f"interrupted ({exc.__class__.__name__} while reading the database); "
-                f"`alflow run {ctx.config_path}` resumes where it stopped")
+            kept_line = (f"interrupted ({exc.__class__.__name__} while reading the database); "
+                         f"`alflow run {ctx.config_path}` resumes where it stopped")
+        say(kept_line)
         try:
             from flows.runner import release
             from flows.steps.labelling import worker_name
@@ -86,6 +109,7 @@ def stop_on_ctrl_c(ctx: Any, say: Callable[[str], None], cleanup: Callable[[], N
                 cleanup()
         except Exception:  # noqa: BLE001
             pass
+        _mark_cancelled(kept_line)
         _end_children()
         sys.stdout.flush()
         sys.stderr.flush()

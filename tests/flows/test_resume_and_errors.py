@@ -118,6 +118,11 @@ def test_ctrl_c_stops_at_once_says_what_was_kept_and_the_run_resumes(prefect_har
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     kept = _label_counts(db)
     done_at_stop = _done_structures(db)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # not left "Running" in Prefect
+        runs = [r for r in client.read_flow_runs() if r.parameters.get("config_path") == str(config)]
+    assert [r.state_type.value for r in runs] == ["CANCELLED"] and "interrupted: kept" in runs[0].state.message
     said = int(re.search(r"interrupted: kept (\d+) labels", err).group(1))
     assert 4 <= said <= kept["done"]  # a label thread may finish one more while the process exits
 
