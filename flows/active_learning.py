@@ -103,7 +103,8 @@ def train_task(config_path: str, generation_index: int) -> int:
     progress = training_progress(ctx, f"generation {generation_index}: committee")
     committee_id = train_generation(ctx, generation_index, progress=progress.epoch)
     progress.finish()
-    announce_committee(ctx.name, ctx.campaign_id, committee_id, str(ctx.committee_dir(generation_index, committee_id)))
+    announce_committee(ctx.name, ctx.campaign_id, committee_id, str(ctx.committee_dir(generation_index, committee_id)),
+                       ctx.identity)
     return committee_id
 
 
@@ -162,7 +163,7 @@ def label_all(config_path: str, generation_index: int) -> dict:
                 totals[key] += value
         report(totals)
         progress.finish()
-    announce_labels(ctx.name, ctx.campaign_id, totals["done"])
+    announce_labels(ctx.name, ctx.campaign_id, totals["done"], ctx.identity)
     with Session(ctx.engine) as session, session.begin():
         generation = get_or_create_generation(session, ctx.campaign_id, generation_index)
         mark_step_done(session, generation, "label", time.perf_counter() - start,

@@ -68,6 +68,14 @@ class CampaignContext:
         a retrain, or two campaigns sharing a work_dir) can never write into one folder."""
         return self.work_dir / "committees" / f"gen-{generation_index:03d}-c{committee_id:05d}"
 
+    @property
+    def identity(self) -> str:
+        """The campaign's identity across Prefect: a hash of its database and name
+        (``flows.identity.campaign_identity``; deployment tags, event resources)."""
+        from flows.identity import campaign_identity
+
+        return campaign_identity(self.config)
+
     def relative(self, path: str | Path) -> str:
         """``path`` as stored in the database: relative to ``work_dir`` when inside it, so
         a campaign folder can be moved (or mounted elsewhere) and still resume."""

@@ -217,7 +217,7 @@ def cmd_labels_added(args: argparse.Namespace) -> int:
                            if retrain is not None else [])
     except httpx.HTTPError as exc:
         raise NoPrefectServer(f"cannot reach the Prefect server at {api_url}: {exc}") from None
-    announce_labels(ctx.name, ctx.campaign_id, count)
+    announce_labels(ctx.name, ctx.campaign_id, count, ctx.identity)
     if not _deliver_events(EventsWorker, timeout_s=60.0):
         raise NoPrefectServer(f"the {LABELS_ADDED} event was not delivered to {api_url} within 60 s")
     resource = campaign_resource(ctx.name, ctx.campaign_id)["prefect.resource.id"]

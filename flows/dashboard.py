@@ -57,20 +57,28 @@ def campaign_slug(campaign_name: str) -> str:
     return artifact_key(campaign_name, "")
 
 
-def campaign_resource(campaign_name: str, campaign_id: int) -> dict[str, str]:
-    return {"prefect.resource.id": f"alflow.campaign.{campaign_slug(campaign_name)}",
-            "prefect.resource.name": campaign_name, "alflow.campaign-id": str(campaign_id)}
+def campaign_resource(campaign_name: str, campaign_id: int, identity: str | None = None) -> dict[str, str]:
+    """The Prefect resource of a campaign's events: ``alflow.campaign.<slug>``, and with
+    ``identity`` (``flows.identity.campaign_identity``: its database and name) the label
+    ``alflow.campaign-identity``, which the retrain trigger also matches, so a same-named
+    campaign in another database never starts it."""
+    resource = {"prefect.resource.id": f"alflow.campaign.{campaign_slug(campaign_name)}",
+                "prefect.resource.name": campaign_name, "alflow.campaign-id": str(campaign_id)}
+    if identity:
+        resource["alflow.campaign-identity"] = identity
+    return resource
 
 
-def announce_labels(campaign_name: str, campaign_id: int, count: int) -> None:
+def announce_labels(campaign_name: str, campaign_id: int, count: int, identity: str | None = None) -> None:
     """Emit ``alflow.labels.added`` (payload: campaign id and name, count of new labels)."""
     if count > 0:
-        emit_event(event=LABELS_ADDED, resource=campaign_resource(campaign_name, campaign_id),
+        emit_event(event=LABELS_ADDED, resource=campaign_resource(campaign_name, campaign_id, identity),
                    payload={"campaign_id": campaign_id, "campaign": campaign_name, "count": count})
 
 
-def announce_committee(campaign_name: str, campaign_id: int, committee_id: int, path: str) -> None:
-    emit_event(event=COMMITTEE_TRAINED, resource=campaign_resource(campaign_name, campaign_id),
+def announce_committee(campaign_name: str, campaign_id: int, committee_id: int, path: str,
+                       identity: str | None = None) -> None:
+    emit_event(event=COMMITTEE_TRAINED, resource=campaign_resource(campaign_name, campaign_id, identity),
                payload={"campaign_id": campaign_id, "campaign": campaign_name,
                         "committee_id": committee_id, "checkpoint": path})
 

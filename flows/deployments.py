@@ -203,7 +203,7 @@ def retrain_task(config_path: str, plan: RetrainPlan) -> dict:
     with Session(ctx.engine) as session, session.begin():
         row = session.get(Committee, committee_id)
         row.training_metrics = {**(row.training_metrics or {}), "retrain": record}
-    announce_committee(ctx.name, ctx.campaign_id, committee_id, str(ctx.committee_dir(index, committee_id)))
+    announce_committee(ctx.name, ctx.campaign_id, committee_id, str(ctx.committee_dir(index, committee_id)), ctx.identity)
     return {"committee_id": committee_id, **record}
 
 
@@ -279,7 +279,8 @@ def build_deployments(ctx: CampaignContext, settings: DeploySettings) -> list[Ru
         name=f"alflow {name}: retrain on new labels",
         description=retrain_trigger_description(name, settings),
         expect={LABELS_ADDED},
-        match={"prefect.resource.id": campaign_resource(ctx.name, ctx.campaign_id)["prefect.resource.id"]},
+        match={key: value for key, value in campaign_resource(ctx.name, ctx.campaign_id, ctx.identity).items()
+               if key in ("prefect.resource.id", "alflow.campaign-identity")},
         threshold=settings.retrain_trigger_events,
         within=timedelta(seconds=settings.retrain_within_s),
         parameters={"config_path": config_path, "min_new_labels": settings.retrain_min_new_labels},

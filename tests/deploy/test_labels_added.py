@@ -51,7 +51,7 @@ def test_labels_added_reaches_the_server_and_starts_the_retrain_trigger(
     config = write_deploy_campaign(tmp_path, NAME)
     done_labels(config, 3)  # no committee yet: all 3 are new to it
     ctx = open_campaign(config, create=False)
-    resource = campaign_resource(NAME, ctx.campaign_id)
+    resource = campaign_resource(NAME, ctx.campaign_id, ctx.identity)  # with its database identity
     with prefect_server.settings():
         assert main(["deploy", str(config), "--pool", "alflow-events-pool", "--retrain-min-labels", "5"]) == 0
     env = prefect_server.client_env()
