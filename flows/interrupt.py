@@ -101,10 +101,10 @@ def stop_on_ctrl_c(ctx: Any, say: Callable[[str], None], cleanup: Callable[[], N
                          f"`alflow run {ctx.config_path}` resumes where it stopped")
         say(kept_line)
         try:
-            from flows.runner import release
+            from flows.runner import RUN_TAG, release
             from flows.steps.labelling import worker_name
 
-            release(ctx, worker_name("run"))
+            release(ctx, worker_name(RUN_TAG))
             if cleanup is not None:
                 cleanup()
         except Exception:  # noqa: BLE001

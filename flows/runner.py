@@ -24,7 +24,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from flows.campaign import CampaignContext
-from flows.steps.labelling import _worker_is_dead, worker_name
+from flows.steps.labelling import worker_is_dead, worker_name
 from flows.storage import Runner
 
 log = logging.getLogger(__name__)
@@ -46,39 +46,45 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+#: the owner tag of a campaign's runner (``host:pid:run``)
+RUN_TAG = "run"
+
+
+def _refusal(ctx: CampaignContext, row: Runner | None, owner: str) -> str | None:
+    """Why ``owner`` may not take the campaign: another owner that is alive (same host and
+    process there, or a heartbeat younger than ``STALE_AFTER_S``); None otherwise."""
+    if row is None or row.owner == owner:
+        return None
+    stale = _now() - _aware(row.heartbeat_at) > timedelta(seconds=STALE_AFTER_S)
+    if worker_is_dead(row.owner) or stale:
+        return None
+    return (f"campaign {ctx.name!r} is already being run by {row.owner} (since "
+            f"{_aware(row.started_at):%Y-%m-%d %H:%M:%S} UTC, heartbeat "
+            f"{(_now() - _aware(row.heartbeat_at)).total_seconds():.0f} s ago); wait for it to finish or "
+            f"stop it; a dead runner's claim lapses after {STALE_AFTER_S:.0f} s without heartbeat")
+
+
 def busy(ctx: CampaignContext) -> str | None:
-    """Why the campaign cannot be run now (a live runner holds it), or None. A look
-    before starting a flow; :func:`acquire` decides."""
-    try:
-        acquire(ctx, worker_name("probe"), probe=True)
-    except CampaignBusy as exc:
-        return str(exc)
-    return None
+    """Why the campaign cannot be run now (a live runner holds it), or None: a read-only
+    look before starting a flow; :func:`acquire` decides."""
+    with Session(ctx.engine) as session:
+        return _refusal(ctx, session.get(Runner, ctx.campaign_id), worker_name(RUN_TAG))
 
 
-def acquire(ctx: CampaignContext, owner: str, *, probe: bool = False) -> str | None:
+def acquire(ctx: CampaignContext, owner: str) -> str | None:
     """Take the campaign's runner row for ``owner``; the dead owner it replaced, if any.
-    Raises :class:`CampaignBusy` while a live owner holds it. ``probe``: check only."""
+    Raises :class:`CampaignBusy` while a live owner holds it."""
     with Session(ctx.engine) as session, session.begin():
         row = session.get(Runner, ctx.campaign_id)
-        replaced = None
-        if row is not None and row.owner != owner:
-            stale = _now() - _aware(row.heartbeat_at) > timedelta(seconds=STALE_AFTER_S)
-            if not (_worker_is_dead(row.owner) or stale):
-                raise CampaignBusy(
-                    f"campaign {ctx.name!r} is already being run by {row.owner} (since "
-                    f"{_aware(row.started_at):%Y-%m-%d %H:%M:%S} UTC, heartbeat "
-                    f"{(_now() - _aware(row.heartbeat_at)).total_seconds():.0f} s ago); wait for it to finish or "
-                    f"stop it; a dead runner's claim lapses after {STALE_AFTER_S:.0f} s without heartbeat")
-            if probe:
-                return None
-            replaced = row.owner
+        if (refusal := _refusal(ctx, row, owner)) is not None:
+            raise CampaignBusy(refusal)
+        if row is not None and row.owner == owner:
+            return None
+        replaced = None if row is None else row.owner
+        if row is not None:
             session.delete(row)
             session.flush()
-        if probe:
-            return None
-        if row is None or row.owner != owner:
-            session.add(Runner(campaign_id=ctx.campaign_id, owner=owner, started_at=_now(), heartbeat_at=_now()))
+        session.add(Runner(campaign_id=ctx.campaign_id, owner=owner, started_at=_now(), heartbeat_at=_now()))
     return replaced
 
 
@@ -99,7 +105,7 @@ def _beat(ctx: CampaignContext, owner: str, stop: threading.Event) -> None:
 
 
 @contextmanager
-def campaign_runner(ctx: CampaignContext, tag: str = "run") -> Iterator[str]:
+def campaign_runner(ctx: CampaignContext, tag: str = RUN_TAG) -> Iterator[str]:
     """Hold the campaign's runner row for the ``with`` block (heartbeat in a daemon
     thread); yields the owner name. :class:`CampaignBusy` if a live runner holds it."""
     owner = worker_name(tag)

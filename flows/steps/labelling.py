@@ -161,7 +161,7 @@ def release_label(ctx: CampaignContext, label_id: int) -> None:
 STALE_CLAIM_HOURS = 12.0
 
 
-def _worker_is_dead(worker: str | None) -> bool:
+def worker_is_dead(worker: str | None) -> bool:
     """True when ``worker`` ("host:pid[:tag]") ran on this host and its process is gone."""
     if not worker:
         return True
@@ -189,7 +189,7 @@ def reset_dead_workers(ctx: CampaignContext) -> list[int]:
         reset = []
         for label in running:
             claimed = label.claimed_at
-            if _worker_is_dead(label.worker) or (claimed is not None and claimed < cutoff):
+            if worker_is_dead(label.worker) or (claimed is not None and claimed < cutoff):
                 label.status, label.worker, label.claimed_at = LabelStatus.PENDING, None, None
                 reset.append(label.id)
     return reset
