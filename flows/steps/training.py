@@ -225,9 +225,6 @@ def train_generation(ctx: CampaignContext, generation_index: int, *, retrain: di
             mark_step_done(session, generation, "train", time.perf_counter() - start,
                            committee_id=row.id, validation=validation_metrics,
                            n_training_frames=len(frames))
-        else:
-            generation.metrics = {**(generation.metrics or {}),
-                                  "retrains": [*(generation.metrics or {}).get("retrains", []), row.id]}
         committee_id = row.id
     log.info("generation %d: committee %d trained on %d frames (validation force MAE %s eV/Å)",
              generation_index, committee_id, len(frames),
