@@ -15,8 +15,8 @@ Evaluation (energies and forces of every member on every frame), 2 torch threads
 Batches and member copies for (a), (b), (c) are built before the timed region. The
 modes run interleaved, their order rotated each repeat, so drifts in machine load hit
 them alike; (b) and (c) must reproduce (a) to 1e-6 or the script stops. Peak memory is
-measured per (M, mode) in a fresh child process. Training compares
-``TrainConfig(vectorised=True)`` with ``vectorised=False`` on the same EMT-labelled frames.
+measured per (M, mode) in a fresh child process. Training compares ``train_committee``
+(all members in one pass) with :func:`train_one_by_one` on the same EMT-labelled frames.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ from bench._report import machine_line, markdown_table, write_section
 from nnp_core.sampling import random_displacements
 from nnp_core.batch import Batch
 from nnp_core.committee import Committee
+from nnp_core.models import build_model
 from nnp_core.train_config import TrainConfig
-from nnp_core.training import train_committee
+from nnp_core.training import LabelledSet, MemberReport, fit_normalisation, train_committee, train_members
 
 logger = logging.getLogger("bench.committee_eval")
 N_THREADS = 2
@@ -219,6 +220,22 @@ class TrainingRuns:
     epochs: list[int] = dataclasses.field(default_factory=list)
 
 
+def train_one_by_one(frames: list[Atoms], config: TrainConfig, n_members: int) -> tuple[Committee, list[MemberReport]]:
+    """What ``train_committee`` does for a new BPNN committee, but training the members
+    one after another (each on its own data split) and stacking them at the end: the
+    loop that training all members in one pass replaced."""
+    elements = sorted({int(z) for a in frames for z in a.numbers})
+    base = build_model("bpnn", n_members=n_members, seed=config.seed, elements=elements, dtype=config.dtype)
+    data = LabelledSet.from_frames(frames, base)
+    fit_normalisation(base, data)
+    parts, reports = [], []
+    for m in range(n_members):
+        single = base.select_members([m])
+        reports += train_members(single, data, config, members=[m])[0]
+        parts.append(single)
+    return Committee(type(base).stack(parts) if n_members > 1 else parts[0]), reports
+
+
 def compare_training(setup: Setup) -> tuple[dict[str, TrainingRuns], float, float]:
     """Vectorised and one-by-one training with identical settings, in rounds of alternating
     order (ABBA...); returns the runs and the max |ΔE| (eV) and |ΔF| (eV/Å) between the
@@ -232,10 +249,13 @@ def compare_training(setup: Setup) -> tuple[dict[str, TrainingRuns], float, floa
     for round_ in range(setup.train_rounds):
         for name, vectorised in ways if round_ % 2 == 0 else ways[::-1]:
             start = time.perf_counter()
-            committee, report = train_committee(frames, dataclasses.replace(config, vectorised=vectorised),
-                                                n_members=setup.train_members)
+            if vectorised:
+                committee, report = train_committee(frames, config, n_members=setup.train_members)
+                members = report.members
+            else:
+                committee, members = train_one_by_one(frames, config, setup.train_members)
             runs[name].wall_s.append(time.perf_counter() - start)
-            runs[name].epochs.append(min(m.epochs_run for m in report.members))
+            runs[name].epochs.append(min(m.epochs_run for m in members))
             predictions[name] = committee.predict(frames)
             logger.info("training %s, round %d: %.1f s", name, round_ + 1, runs[name].wall_s[-1])
     a, b = (predictions[name] for name, _ in ways)

@@ -187,9 +187,10 @@ def campaign_config(preset: Preset, seed: int, folder: Path, variant: Variant | 
 
 def with_reference(preset: Preset) -> Preset:
     """The preset whose data are labelled exactly at its example campaign's level."""
+    from flows.backends import backend_options
     from flows.config import load_config
 
-    reference = load_config(ROOT / preset.example).backend_options()
+    reference = backend_options(load_config(ROOT / preset.example))
     return replace(preset, data=replace(preset.data, reference=reference))
 
 
@@ -273,16 +274,15 @@ def random_curve(preset: Preset, pool: list, test: list, results: Results, log=p
 def run_campaign(config_path: Path, label_budget: int, log=print) -> None:
     """Run the ``active_learning`` flow one generation at a time until the campaign
     has ``label_budget`` labels or stops by itself (needs a Prefect API)."""
-    from sqlalchemy.orm import Session
-
     from flows.active_learning import active_learning
     from flows.campaign import open_campaign
     from flows.status import campaign_status
+    from flows.storage import reading
 
     while True:
         if config_path.with_name("alflow.db").exists():
             ctx = open_campaign(config_path, create=False)
-            with Session(ctx.engine) as session:
+            with reading(ctx.engine) as session:
                 status = campaign_status(session, ctx.campaign_id)
             if status["labels"] >= label_budget or status["finished"]:
                 log(f"{config_path.parent.name}: {status['labels']} labels, "
@@ -292,24 +292,18 @@ def run_campaign(config_path: Path, label_budget: int, log=print) -> None:
 
 
 def campaign_frames(config_path: Path) -> tuple[list, dict[int, Any]]:
-    """All labelled frames of the campaign (by structure id) and its committee per
-    generation."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
+    """All labelled frames of the campaign (by structure id) and the committee each
+    generation's own train step made (retrains into it left out)."""
     from flows.campaign import open_campaign
-    from flows.storage import Committee as CommitteeRow
-    from flows.storage import Generation, labelled_atoms
+    from flows.storage import labelled_atoms, reading
+    from flows.storage.overview import own_committee_checkpoints
     from nnp_core.committee import load_committee
 
     ctx = open_campaign(config_path, create=False)
-    with Session(ctx.engine) as session:
+    with reading(ctx.engine) as session:
         frames = labelled_atoms(session, ctx.campaign_id)
-        rows = session.execute(select(Generation.index, CommitteeRow.checkpoint_path)
-                               .join(Generation, CommitteeRow.generation_id == Generation.id)
-                               .where(CommitteeRow.campaign_id == ctx.campaign_id)
-                               .order_by(CommitteeRow.id)).all()
-    return frames, {index: load_committee(ctx.resolve(path)) for index, path in rows}
+        checkpoints = own_committee_checkpoints(session, ctx.campaign_id)
+    return frames, {index: load_committee(ctx.resolve(path)) for index, path in checkpoints.items()}
 
 
 def active_learning_curve(preset: Preset, test: list, results: Results, folder: Path, log=print,
@@ -361,14 +355,13 @@ def existing_campaigns(preset: Preset):
 def campaign_outcomes(preset: Preset, results: Results) -> None:
     """Record on each campaign's last generation point why it ended: ``stop_reason`` is
     the campaign's own (converged, generation limit) or "label budget"."""
-    from sqlalchemy.orm import Session
-
     from flows.campaign import open_campaign
     from flows.status import campaign_status
+    from flows.storage import reading
 
     for variant, seed, config_path in existing_campaigns(preset):
         ctx = open_campaign(config_path, create=False)
-        with Session(ctx.engine) as session:
+        with reading(ctx.engine) as session:
             status = campaign_status(session, ctx.campaign_id)
         last = max(row["generation"] for row in status["generations"])
         key = f"{variant.name}/seed{seed}/g{last}/campaign"

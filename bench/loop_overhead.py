@@ -23,9 +23,6 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from sqlalchemy import select  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
-
 from bench._report import machine_line, markdown_table, write_section  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "water.toml"
@@ -45,43 +42,31 @@ def _prepare(folder: Path, quick: bool) -> Path:
 
 
 def _generation_times(config: Path, index: int) -> dict[str, float]:
-    """The step times generation ``index`` recorded, and what it did (``work``)."""
+    """The step times generation ``index`` recorded (its step marks), and what it did (``work``)."""
     from flows.campaign import open_campaign
-    from flows.storage import Committee, Generation, Structure
+    from flows.storage import done_steps, generation_committee, generations, reading
+    from flows.storage.overview import structure_hashes
 
     ctx = open_campaign(config, create=False)
-    with Session(ctx.engine) as session:
-        g = session.scalar(select(Generation).where(Generation.campaign_id == ctx.campaign_id,
-                                                    Generation.index == index))
-        steps = (g.metrics or {}).get("steps", {})
-        frames = session.scalars(select(Structure.content_hash).where(Structure.generation_id == g.id)).all()
-        committee = session.scalar(select(Committee).where(Committee.generation_id == g.id))
-        epochs = sum(m["epochs_run"] for m in committee.training_metrics["members"])
-        work = (g.metrics["explore"]["replica_steps"], g.metrics.get("labels_done", 0), epochs,
-                hash(tuple(sorted(frames))))
+    with reading(ctx.engine) as session:
+        (g,) = generations(session, ctx.campaign_id, first=index, last=index)
+        steps = done_steps(session, g.id)
+        frames = structure_hashes(session, g.id)
+        committee = generation_committee(session, g.id)
+        epochs = sum(m["epochs_run"] for m in committee.member_reports or [])
+        work = (g.replica_steps, g.labels_done or 0, epochs, hash(tuple(frames)))
         return {"md": steps.get("explore", 0.0), "qm": steps.get("label", 0.0), "train": steps.get("train", 0.0),
                 "steps_total": sum(steps.values()), "work": work}
 
 
 def _direct_generation(config: Path, index: int) -> None:
+    """Generation ``index`` through the product's pipeline (step order and marks), each
+    step's library function called in this process instead of as a Prefect task."""
     from flows.campaign import open_campaign
-    from flows.steps.decide import decide
-    from flows.steps.exploration import explore, select_candidates
-    from flows.steps.labelling import label_pending
-    from flows.steps.training import evaluate_fresh, train_generation
-    from flows.campaign import get_or_create_generation, mark_step_done
+    from flows.pipeline import plain_steps, run_generation
 
     ctx = open_campaign(config)
-    explore(ctx, index)
-    select_candidates(ctx, index)
-    start = time.perf_counter()
-    label_pending(ctx)
-    with Session(ctx.engine) as session, session.begin():
-        mark_step_done(session, get_or_create_generation(session, ctx.campaign_id, index), "label",
-                       time.perf_counter() - start)
-    evaluate_fresh(ctx, index)
-    train_generation(ctx, index)
-    decide(ctx, index)
+    run_generation(ctx, index, plain_steps(ctx))
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -92,7 +77,8 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.active_learning import _context, active_learning, context
+    from flows.active_learning import active_learning
+    from flows.tasks import _context
 
     ways = ("prefect flow", "direct calls")
     runs: dict[str, list[list[float]]] = {way: [] for way in ways}

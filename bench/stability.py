@@ -81,24 +81,20 @@ def stability_run(committee: Committee, reference: Atoms, *, seeds: int = 5, tem
 def committees_of(data_dir: Path) -> dict[str, tuple[Committee, Atoms]]:
     """The final committee of each campaign under ``data_dir`` (with the campaign's
     reference geometry) and any saved random-pool committees."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from flows.campaign import latest_committee, open_campaign
-    from flows.storage import Structure, atoms_from_structure
+    from flows.campaign import open_campaign
+    from flows.storage import latest_committee, reading, reference_structure
 
     found: dict[str, tuple[Committee, Atoms]] = {}
     geometry = None
     for config_path in sorted(data_dir.glob("al*-seed*/campaign.toml")):
         ctx = open_campaign(config_path, create=False)
-        with Session(ctx.engine) as session:
+        with reading(ctx.engine) as session:
             row = latest_committee(session, ctx.campaign_id)
-            structure = session.scalar(select(Structure).where(Structure.campaign_id == ctx.campaign_id,
-                                                                Structure.sampler == "reference-geometry"))
-            geometry = atoms_from_structure(structure)
-        if row is not None:
-            found[f"active learning, {config_path.parent.name} ({row.training_metrics.get('n_frames')} "
-                  "training frames)"] = (load_committee(ctx.resolve(row.checkpoint_path)), geometry)
+            geometry = reference_structure(session, ctx.campaign_id)
+            frames, checkpoint = (row.n_training_frames, row.checkpoint_path) if row is not None else (0, None)
+        if checkpoint is not None:
+            found[f"active learning, {config_path.parent.name} ({frames} training frames)"] = (
+                load_committee(ctx.resolve(checkpoint)), geometry)
     for path in sorted((data_dir / "committees").glob("*random-*")):
         if geometry is not None:
             found[f"random sampling, {path.name}"] = (load_committee(path), geometry)

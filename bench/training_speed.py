@@ -1,8 +1,8 @@
 """Force training: the descriptors' analytic product vs autograd's double backward.
 
 Same frames, same committee, same settings, two ways of getting the force loss's weight
-gradient (``TrainConfig.analytic_forces``); reports ms per epoch per frame and checks
-that both ways end at the same committee.
+gradient (``nnp_core``'s autograd, or :mod:`bench._analytic_training`); reports ms per
+epoch per frame and checks that both ways end at the same committee.
 
     .venv/bin/python -m bench.training_speed [--quick] [--no-write]
 """
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
-
 import numpy as np
 from ase.build import molecule
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from bench._analytic_training import train_committee_analytic
 from bench._report import machine_line, markdown_table, write_section
 from nnp_core.sampling import random_displacements
 from nnp_core.train_config import TrainConfig
@@ -45,10 +44,13 @@ def main(argv: list[str] | None = None) -> str:
     for members in (1, 4):
         times, predictions = {}, {}
         for analytic in (True, False, True, False):  # interleaved, best of two
-            config = TrainConfig(max_epochs=epochs, batch_size_frames=8, seed=0, analytic_forces=analytic,
+            config = TrainConfig(max_epochs=epochs, batch_size_frames=8, seed=0,
                                  early_stopping_patience_epochs=epochs + 1)
             start = time.perf_counter()
-            committee, _ = train_committee(frames, config, n_members=members, model_hparams=hparams)
+            if analytic:
+                committee = train_committee_analytic(frames, config, n_members=members, model_hparams=hparams)
+            else:
+                committee, _ = train_committee(frames, config, n_members=members, model_hparams=hparams)
             wall = (time.perf_counter() - start) / epochs / n_frames * 1000
             times[analytic] = min(times.get(analytic, np.inf), wall)
             predictions[analytic] = committee.predict(frames[:4]).member_forces

@@ -1,7 +1,7 @@
-"""Open a campaign: its config, database, work folders, reference backend and step marks.
+"""Open a campaign: its config, database, work folder and reference backend.
 
-Every step of a generation writes its outputs and its "done" mark in one transaction
-(``mark_step_done``), so a killed run resumes at the first step without a mark.
+``open_campaign`` refuses, before anything is written, what would mix two campaigns: a
+changed system or committee, another level of theory, another campaign's work folder.
 """
 
 from __future__ import annotations
@@ -13,20 +13,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
-
+from flows import storage
+from flows.backends import make_backend
 from flows.config import CampaignConfig, ConfigError, load_config
-from flows.storage import (
-    Campaign,
-    Committee,
-    Generation,
-    GenerationStatus,
-    ensure_campaign,
-    immediate_engine,
-    init_db,
-)
+from flows.storage import DatabaseError, ensure_campaign, immediate_engine, init_db
 from flows.storage.backup import (
     check_before_writing,
     check_database_file,
@@ -36,11 +26,9 @@ from flows.storage.backup import (
     sqlite_file,
     unwritable_error,
 )
-from flows.storage.engine import read_only_engine
+from flows.storage.engine import database_backend, read_only_engine, redact_url
 
 log = logging.getLogger(__name__)
-
-STEPS = ("sample", "explore", "select", "label", "evaluate_fresh", "train", "evaluate", "decide")
 
 
 @dataclass
@@ -49,7 +37,7 @@ class CampaignContext:
 
     config_path: Path
     config: CampaignConfig
-    engine: Engine
+    engine: Any  # a SQLAlchemy engine, opened through flows.storage
     campaign_id: int
     #: read-only opens: how the config differs from what the campaign was run with
     notes: list[str] = field(default_factory=list)
@@ -92,7 +80,8 @@ class CampaignContext:
 
     @cached_property
     def backend(self) -> Any:
-        return self.config.make_backend()
+        """The reference backend for the reference geometry and its Hessian (built once)."""
+        return make_backend(self.config)
 
 
 #: config sections a resumed campaign cannot silently take from an edited config
@@ -135,8 +124,8 @@ def _refuse_or_accept_drift(campaign: Any, config: CampaignConfig, config_path: 
             f"training on (its labels are kept)"))])
     snapshot = dict(campaign.config)
     snapshot["committee"] = config.snapshot()["committee"]
-    snapshot["new_committee_pending"] = True
     campaign.config = snapshot
+    campaign.new_committee_pending = True
     log.warning("campaign %s: new committee settings (%s); the next training starts from scratch",
                 campaign.name, "; ".join(drift["committee"]))
 
@@ -174,7 +163,7 @@ def open_campaign(config_path: str | Path, *, create: bool = True, new_committee
         # Every transaction takes SQLite's write lock at once: a read-then-write transaction
         # would otherwise fail with "database is locked" beside a concurrent writer.
         engine = immediate_engine(init_db(url))
-        with Session(engine) as session, session.begin():
+        with storage.transaction(engine) as session:
             campaign = ensure_campaign(
                 session, config.campaign.name,
                 config_snapshot=config.snapshot(), level_of_theory=config.level_of_theory(),
@@ -184,7 +173,7 @@ def open_campaign(config_path: str | Path, *, create: bool = True, new_committee
             campaign_uid = f"{campaign.name} created {campaign.created_at:%Y-%m-%dT%H:%M:%S.%f}"
             if owner is not None and owner != campaign_uid:  # same name, another database: roll back
                 _claim_work_dir(work_dir, campaign_uid, config_path)
-    except DBAPIError as exc:
+    except DatabaseError as exc:
         if damage(exc):  # "file is not a database", "database disk image is malformed"
             raise damaged_error(sqlite_file(url) or url, exc) from None
         if (refusal := unwritable_error(sqlite_file(url) or url, exc)) is not None:
@@ -222,24 +211,22 @@ def _claim_work_dir(work_dir: Path, uid: str, config_path: Path) -> None:
 def _open_read_only(config_path: Path, config: CampaignConfig) -> CampaignContext:
     """``open_campaign(create=False)``: check the file and its schema, find the campaign;
     the database is only read."""
-    from sqlalchemy.engine import make_url
-
     url, name = config.campaign.database_url, config.campaign.name
     db_file = sqlite_file(url)
-    if db_file is None and make_url(url).get_backend_name() == "sqlite":
+    if db_file is None and database_backend(url) == "sqlite":
         raise LookupError(f"campaign {name!r}: {url} is not a SQLite database file; an in-memory database "
                           f"holds no campaign to read")
     if db_file is not None:
         if not db_file.exists():
             raise LookupError(f"campaign {name!r} has no database yet ({db_file}); run it first")
         check_database_file(db_file)
-    where = str(db_file) if db_file is not None else make_url(url).render_as_string(hide_password=True)
+    where = str(db_file) if db_file is not None else redact_url(url)
     engine = read_only_engine(url)
     try:
         check_schema(engine, where, str(config_path), db_file)
-        with Session(engine) as session, session.begin():
-            campaign_id = session.scalar(select(Campaign.id).where(Campaign.name == name))
-    except DBAPIError as exc:
+        with storage.transaction(engine) as session:
+            campaign_id = storage.campaign_id(session, name)
+    except DatabaseError as exc:
         engine.dispose()
         if damage(exc):
             raise damaged_error(where, exc) from None
@@ -253,13 +240,13 @@ def _open_read_only(config_path: Path, config: CampaignConfig) -> CampaignContex
     return CampaignContext(config_path, config, engine, campaign_id, _read_only_notes(engine, campaign_id, config))
 
 
-def _read_only_notes(engine: Engine, campaign_id: int, config: CampaignConfig) -> list[str]:
+def _read_only_notes(engine: Any, campaign_id: int, config: CampaignConfig) -> list[str]:
     """What a read-only command shows differently from what the config says: the stored
     campaign (its level of theory, system and committee) wins."""
     from flows.storage import normalise_level_of_theory
 
-    with Session(engine) as session:
-        campaign = session.get(Campaign, campaign_id)
+    with storage.reading(engine) as session:
+        campaign = storage.campaign(session, campaign_id)
         stored, level = dict(campaign.config or {}), normalise_level_of_theory(campaign.level_of_theory)
     notes = []
     given = normalise_level_of_theory(config.level_of_theory())
@@ -275,60 +262,7 @@ def _read_only_notes(engine: Engine, campaign_id: int, config: CampaignConfig) -
     return notes
 
 
-def _sqlite_file(url: str) -> Path | None:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
-
-
-def get_or_create_generation(session: Session, campaign_id: int, index: int) -> Generation:
-    """The generation row of ``index``, created (pending) if missing."""
-    generation = session.scalar(
-        select(Generation).where(Generation.campaign_id == campaign_id, Generation.index == index)
-    )
-    if generation is None:
-        generation = Generation(campaign_id=campaign_id, index=index, status=GenerationStatus.PENDING,
-                                metrics={"steps": {}})
-        session.add(generation)
-        session.flush()
-    return generation
-
-
-def step_done(generation: Generation, step: str) -> bool:
-    return step in ((generation.metrics or {}).get("steps") or {})
-
-
-def mark_step_done(session: Session, generation: Generation, step: str, seconds: float,
-                   **metrics: Any) -> None:
-    """Record that ``step`` finished (in the caller's transaction) with its timing and metrics."""
-    if step not in STEPS:
-        raise ValueError(f"unknown step {step!r}")
-    data = dict(generation.metrics or {})
-    steps = dict(data.get("steps") or {})
-    steps[step] = round(seconds, 3)
-    data["steps"] = steps
-    data.update(metrics)
-    generation.metrics = data
-    column = {"explore": "explore_s", "select": "select_s", "label": "label_s", "train": "train_s",
-              "evaluate": "evaluate_s"}.get(step)
-    if column is not None:
-        setattr(generation, column, (getattr(generation, column) or 0.0) + seconds)
-    if generation.started_at is None:
-        generation.started_at = datetime.now(timezone.utc)
-    if generation.status == GenerationStatus.PENDING:
-        generation.status = GenerationStatus.RUNNING
-
-
 def resolve_stored_path(work_dir: str | Path, stored: str) -> Path:
     """``stored`` (a checkpoint path from the database) under ``work_dir`` if relative."""
     path = Path(stored)
     return path if path.is_absolute() else Path(work_dir) / path
-
-
-def latest_committee(session: Session, campaign_id: int) -> Committee | None:
-    return session.scalars(
-        select(Committee).where(Committee.campaign_id == campaign_id).order_by(Committee.id.desc()).limit(1)
-    ).first()

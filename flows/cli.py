@@ -48,7 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     With ``PREFECT_API_URL`` set, refuses (exit 2) when the campaign slug's deployments on
     that server belong to another campaign database (``flows.identity``): it would share
     their committee lock and overwrite their artifacts."""
-    from flows.active_learning import active_learning, preflight, task_runner_for
+    from flows.active_learning import active_learning, preflight
+    from flows.tasks import task_runner_for
     from flows.campaign import open_campaign
     from flows.identity import check_if_server
     from flows.interrupt import stop_on_ctrl_c
@@ -75,14 +76,13 @@ def _say_notes(ctx) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sqlalchemy.orm import Session
-
     from flows.campaign import open_campaign
     from flows.status import campaign_status
+    from flows.storage.records import reading
 
     ctx = open_campaign(args.config, create=False)
     _say_notes(ctx)
-    with Session(ctx.engine) as session:
+    with reading(ctx.engine) as session:
         status = campaign_status(session, ctx.campaign_id, ctx.work_dir)
     latest = status["latest_committee"]
     if latest and not (Path(latest).is_dir() and any(Path(latest).iterdir())):
@@ -109,11 +109,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     campaign's own config or database files. The output is written to a temporary file in
     its folder and renamed into place when complete: a failed export leaves an earlier
     file as it was and nothing half-written."""
-    from sqlalchemy.orm import Session
-
     from flows.campaign import open_campaign
     from flows.storage.backup import check_integrity, check_output
     from flows.storage.export import export_ase_db, export_csv, export_extxyz
+    from flows.storage.records import reading
 
     ctx = open_campaign(args.config, create=False)
     _say_notes(ctx)
@@ -123,7 +122,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_output(output, overwrite=args.force, protected=protected)
     check_integrity(ctx.engine, f"the database of campaign {ctx.name!r} ({ctx.engine.url.database})")
     kwargs = {"overwrite": args.force, "protected": protected}
-    with Session(ctx.engine) as session:
+    with reading(ctx.engine) as session:
         if args.format == "extxyz":
             n = export_extxyz(session, ctx.campaign_id, output, **kwargs)
         elif args.format == "ase-db":
@@ -196,7 +195,7 @@ def cmd_labels_added(args: argparse.Namespace) -> int:
 
     from flows.campaign import open_campaign
     from flows.dashboard import LABELS_ADDED, announce_labels, campaign_resource, campaign_slug
-    from flows.deployments import plan_retrain
+    from flows.retraining import plan_retrain
     from flows.identity import NoPrefectServer, check_deployed_identity, deployed, require_prefect_server
 
     ctx = open_campaign(args.config, create=False)
@@ -332,11 +331,11 @@ def _non_negative_int(text: str) -> int:
 
 
 # The parser is built from this module alone: the commands import prefect, torch and
-# sqlalchemy when they run, so ``alflow --help`` and ``alflow CMD --help`` stay fast.
+# the database layer (flows.storage) when they run, so ``alflow --help`` and ``alflow CMD --help`` stay fast.
 
 def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``alflow deploy`` (also ``deploy/serve.py``; re-exported by
-    ``flows.deployments``); runs ``flows.deployments.cmd_deploy``."""
+    ``flows.deployments``); runs ``flows.serving.cmd_deploy``."""
     parser.add_argument("config")
     parser.add_argument("--cron", default=None, help="al-cycle schedule, e.g. '0 */6 * * *'")
     parser.add_argument("--timezone", default=None, help="time zone of the cron schedule (default UTC)")
@@ -354,7 +353,7 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``alflow deploy`` and ``alflow retrain`` (``flows.deployments``) on the
+    """Register ``alflow deploy`` and ``alflow retrain`` (``flows.serving``) on the
     CLI's subparsers (re-exported by ``flows.deployments``)."""
     add_deploy_arguments(subparsers.add_parser(
         "deploy", help="serve (or register on a work pool) the al-cycle, retrain and label-backlog "
@@ -371,13 +370,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from flows.deployments import cmd_deploy
+    from flows.serving import cmd_deploy
 
     return _writing(args, cmd_deploy)
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from flows.deployments import cmd_retrain
+    from flows.serving import cmd_retrain
     from flows.identity import refusing_foreign_deployments
 
     return _writing(args, refusing_foreign_deployments(cmd_retrain))
@@ -407,21 +406,16 @@ def _checkpoint(database_url: str) -> None:
     """``checkpoint`` an existing, writable SQLite campaign database. A checkpoint kept
     from completing by other connections is a warning; an error is ignored (the
     command's own outcome tells what is wrong with the file)."""
-    from sqlalchemy import create_engine, pool
-
     from flows.storage.backup import sqlite_file
-    from flows.storage.engine import checkpoint
+    from flows.storage.engine import checkpoint_file
 
     path = sqlite_file(database_url)
     if path is None or not path.is_file() or not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
         return
-    engine = create_engine(f"sqlite:///{path}", poolclass=pool.NullPool)
     try:
-        done = checkpoint(engine)
+        done = checkpoint_file(path)
     except Exception:  # noqa: BLE001 (never hide the command's own outcome)
         return
-    finally:
-        engine.dispose()
     if not done:
         errors.print(f"[yellow]warning:[/] {escape(str(path))}: other connections kept the write-ahead log from "
                      f"being checkpointed; {escape(str(path))}-wal holds recent data (copy the database with "

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import ase.io
-import sqlalchemy.dialects
 from ase import Atoms
 from ase.build import molecule as build_molecule
 from ase.collections import g2
@@ -34,9 +33,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
+from flows.storage.engine import check_database_url, in_memory_sqlite, redact_url, sqlite_database, with_database
 from nnp_core.train_config import TrainConfig
 
 Positive = typing.Annotated[float, Field(gt=0)]
@@ -110,17 +107,13 @@ class CampaignSection(_Section):
     @field_validator("database_url")
     @classmethod
     def _resolve_sqlite_path(cls, value: str, info: ValidationInfo) -> str:
-        try:
-            url = make_url(value)
-        except ArgumentError as exc:
-            raise ValueError(f"not a SQLAlchemy database URL ({exc})") from None
-        problem = database_driver_problem(url)
+        problem = check_database_url(value)
         if problem is not None:
             raise ValueError(problem)
-        if url.get_backend_name() != "sqlite":
+        database = sqlite_database(value)
+        if database is None:
             return value
-        database = url.database or ""
-        if database in ("", ":memory:") or database.startswith("file::memory:") or url.query.get("mode") == "memory":
+        if in_memory_sqlite(value):
             raise ValueError(
                 f"{value!r} is an in-memory SQLite database: each process (every labelling task, "
                 "worker and alflow command) would get its own empty one; give a file, e.g. "
@@ -132,54 +125,7 @@ class CampaignSection(_Section):
             problem = _sqlite_file_problem(path, writable=_for_writing(info))
             if problem is not None:
                 raise ValueError(problem)
-        return url.set(database=str(path)).render_as_string(hide_password=False)
-
-
-#: the pip package that provides a database driver's Python module, where the names differ
-DRIVER_PACKAGES = {
-    "psycopg2": "psycopg2-binary",
-    "psycopg": "'psycopg[binary]' (alflow's postgres extra)",
-    "MySQLdb": "mysqlclient",
-    "pymysql": "PyMySQL",
-    "mysql": "mysql-connector-python",
-    "cx_Oracle": "cx_Oracle",
-    "sqlcipher3": "sqlcipher3-binary",
-}
-
-
-def database_driver_problem(url: URL) -> str | None:
-    """Why SQLAlchemy cannot open ``url`` here, or None.
-
-    Loads the dialect and imports its DBAPI module, connecting to nothing: an unknown
-    database or driver, a driver module that is not installed (named, with the pip
-    package to install), or an asyncio driver (alflow's engines are synchronous).
-    """
-    drivername = url.drivername
-    try:
-        dialect = url.get_dialect()
-    except NoSuchModuleError:
-        backend = url.get_backend_name()
-        try:
-            make_url(f"{backend}://").get_dialect()
-        except NoSuchModuleError:
-            known = ", ".join(sorted(sqlalchemy.dialects.__all__))
-            return f"unknown database {backend!r} in {drivername}:// (SQLAlchemy knows {known})"
-        return f"unknown driver {url.get_driver_name()!r} for {backend} in {drivername}://"
-    if getattr(dialect, "is_async", False):
-        return (f"{drivername}:// is an asyncio driver; alflow needs a synchronous one "
-                "(e.g. postgresql+psycopg://, sqlite:///)")
-    try:
-        dialect.import_dbapi()
-    except ImportError as exc:
-        if exc.name is None:  # the module is there but does not import (e.g. a missing C library)
-            return f"the {drivername} driver cannot be imported: {exc}"
-        top = exc.name.split(".")[0]
-        package = DRIVER_PACKAGES.get(exc.name) or DRIVER_PACKAGES.get(top) or top
-        if top == "psycopg2":
-            package += f", or use psycopg 3: postgresql+psycopg://... and pip install {DRIVER_PACKAGES['psycopg']}"
-        driver = drivername if "+" in drivername else f"{drivername}:// (driver {dialect.driver})"
-        return f"{driver} needs the Python module {exc.name!r}, which is not installed: pip install {package}"
-    return None
+        return with_database(value, str(path))
 
 
 def _for_writing(info: ValidationInfo) -> bool:
@@ -334,27 +280,105 @@ class ReferenceSection(_Section):
 class CommitteeSection(_Section):
     """The committee of NNPs; ``dtype`` is also the training dtype.
 
-    ``architecture`` "bpnn" (Behler-Parrinello with ANI symmetry functions; reads
-    ``hidden_layers``) or "painn" (equivariant message passing; reads ``features``,
-    ``interactions``, ``radial_basis``).
+    ``architecture`` is a name in ``nnp_core``'s model registry ("bpnn": Behler-Parrinello
+    with ANI symmetry functions; "painn": equivariant message passing), and the other
+    keys are that architecture's own settings (``nnp_core.models.architecture_settings``,
+    e.g. bpnn: ``cutoff_A``, ``hidden_layers``; painn: ``cutoff_A``, ``features``,
+    ``interactions``, ``radial_basis``), held as attributes with their defaults filled
+    in. A setting that only another registered architecture declares is checked against
+    that declaration and ignored, so one file can switch architectures; a key no
+    architecture declares is an error naming it.
     """
 
-    architecture: Literal["bpnn", "painn"] = "bpnn"
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    architecture: str = "bpnn"
     members: int = Field(4, ge=2)
-    cutoff_A: Positive = 5.2
-    hidden_layers: list[PositiveInt] = Field(default_factory=lambda: [64, 64], min_length=1)
-    features: PositiveInt = 64
-    interactions: PositiveInt = 3
-    radial_basis: PositiveInt = 20
     dtype: Literal["float32", "float64"] = "float64"
+
+    #: strict pydantic models of each registered class's settings, built on first use
+    settings_models: typing.ClassVar[dict[type, type[BaseModel]]] = {}
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _registry_settings(cls, data: Any, handler: Any) -> "CommitteeSection":
+        from nnp_core.models import architecture_names, architecture_settings
+
+        if not isinstance(data, dict):
+            return handler(data)
+        names = architecture_names()
+        chosen = data.get("architecture", cls.model_fields["architecture"].default)
+        errors: list[dict[str, Any]] = []
+        if chosen not in names:
+            quoted = [repr(n) for n in names]
+            listed = f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+            errors.append(cls._error(("architecture",), chosen, f"must be {listed} (a registered architecture)"))
+        own = architecture_settings(chosen) if chosen in names else {}
+        others = {key: arch for arch in reversed(names) for key in architecture_settings(arch)}
+        core: dict[str, Any] = {}
+        given: dict[str, dict[str, Any]] = {}
+        for key, value in data.items():
+            if key in cls.model_fields:
+                core[key] = value
+            elif key in own or key in others:
+                given.setdefault(chosen if key in own else others[key], {})[key] = value
+            elif chosen in names:  # (with an unknown architecture, only that is reported)
+                close = difflib.get_close_matches(str(key), [*cls.model_fields, *own], n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}?" if close else f"its settings: {', '.join(own) or 'none'}"
+                errors.append(cls._error((key,), value, f"unknown setting of architecture {chosen!r} ({hint})"))
+        if chosen in names:
+            given.setdefault(chosen, {})  # its defaults
+        values: dict[str, Any] = {}
+        for arch, settings in given.items():
+            try:
+                validated = cls._settings_model(arch).model_validate(settings)
+            except ValidationError as exc:
+                errors += [cls._error(e["loc"], e["input"], e) for e in exc.errors()]
+                continue
+            if arch == chosen:
+                values = validated.model_dump()
+        try:
+            section = handler({**core, **values})
+        except ValidationError as exc:
+            errors += [cls._error(e["loc"], e["input"], e) for e in exc.errors()]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)  # type: ignore[arg-type]
+        return section
+
+    @staticmethod
+    def _error(loc: tuple[int | str, ...], value: Any, error: str | Any) -> dict[str, Any]:
+        """Error details for ``ValidationError.from_exception_data``: a value error with
+        message ``error``, or pydantic's own error ``error`` again."""
+        if isinstance(error, str):
+            return {"type": "value_error", "loc": loc, "input": value, "ctx": {"error": ValueError(error)}}
+        return {"type": error["type"], "loc": loc, "input": value, "ctx": error.get("ctx", {})}
+
+    @classmethod
+    def _settings_model(cls, architecture: str) -> type[BaseModel]:
+        """A strict pydantic model of an architecture's declared settings (see
+        ``nnp_core.models.Setting``)."""
+        from nnp_core.models import MODEL_REGISTRY, architecture_settings
+
+        model_class = MODEL_REGISTRY[architecture]
+        if model_class not in cls.settings_models:
+            fields: dict[str, Any] = {}
+            for name, setting in architecture_settings(architecture).items():
+                bounds = Field(ge=setting.ge, gt=setting.gt)
+                if typing.get_origin(setting.type) is list:
+                    (item,) = typing.get_args(setting.type)
+                    annotation: Any = typing.Annotated[list[typing.Annotated[item, bounds]],
+                                                       Field(min_length=setting.min_length)]
+                else:
+                    annotation = typing.Annotated[setting.type, bounds]
+                fields[name] = (annotation, Field(setting.default, description=setting.doc))
+            cls.settings_models[model_class] = create_model(f"{architecture}_settings", __base__=_Section, **fields)
+        return cls.settings_models[model_class]
 
     def network_hparams(self) -> dict[str, Any]:
         """Keyword arguments for ``nnp_core.models.build_model`` (besides members, seed)."""
-        if self.architecture == "painn":
-            return {"cutoff_A": self.cutoff_A, "features": self.features,
-                    "interactions": self.interactions, "radial_basis": self.radial_basis}
-        return {"hidden_layers": self.hidden_layers, "descriptor": {
-            "cutoff_A": self.cutoff_A, "angular_cutoff_A": min(self.cutoff_A, 3.5)}}
+        from nnp_core.models import architecture_hparams
+
+        return architecture_hparams(self.architecture, self.model_extra or {})
 
 
 class ExploreSection(_Section):
@@ -528,7 +552,7 @@ class CampaignConfig(_Section):
     train: TrainSection = TrainSection()  # type: ignore[valid-type]
     loop: LoopSection = LoopSection()
     execution: ExecutionSection = ExecutionSection()
-    deploy: dict[str, Any] = Field(default_factory=dict)  # validated by flows.deployments.DeploySettings
+    deploy: dict[str, Any] = Field(default_factory=dict)  # validated by flows.deploy_settings.DeploySettings
 
     @model_validator(mode="after")
     def _backend_accepts_options(self) -> "CampaignConfig":
@@ -539,17 +563,20 @@ class CampaignConfig(_Section):
                 f"reference.backend: unknown backend {self.reference.backend!r}; "
                 f"available: {available_backends()}"
             )
+        from flows.backends import make_backend, make_initial_md_backend, remember_level_of_theory
+
         try:
-            backend = self.make_backend()
+            backend = make_backend(self)
         except (TypeError, ValueError, KeyError, ImportError) as exc:
             raise ValueError(f"reference: the {self.reference.backend} backend refuses these settings: {exc}") from None
         try:
             backend.validate(self.system.atoms())  # cheap checks, no SCF
         except ValueError as exc:
             raise ValueError(f"system: the starting structure is unusable: {exc}") from None
+        remember_level_of_theory(self, backend)  # level_of_theory(config) builds no second backend
         if self.loop.initial_sampler == "md":
             try:
-                self.make_initial_md_backend().validate(self.system.atoms())
+                make_initial_md_backend(self).validate(self.system.atoms())
             except (TypeError, ValueError, KeyError, ImportError) as exc:
                 raise ValueError(f"loop.initial_md_backend: the {self.loop.initial_md_backend} backend cannot "
                                  f"drive the initial MD: {exc}") from None
@@ -559,47 +586,29 @@ class CampaignConfig(_Section):
         """The training settings as ``nnp_core``'s ``TrainConfig``."""
         return TrainConfig(**self.train.model_dump(), dtype=self.committee.dtype)
 
+    def md_config(self) -> Any:
+        """The exploration settings as ``nnp_core``'s ``MDConfig`` (the MD engine stops or
+        restarts a replica at ``[select] trust_hi_eV_A``)."""
+        from nnp_core.md import MDConfig
+
+        explore = self.explore
+        return MDConfig(timestep_fs=explore.timestep_fs, n_steps=explore.steps,
+                        record_interval_steps=explore.record_interval_steps,
+                        trust_hi_eV_A=self.select.trust_hi_eV_A, beyond_trust=explore.beyond_trust,
+                        max_restarts=explore.max_restarts)
+
     def snapshot(self) -> dict[str, Any]:
         """The whole config as JSON-able data, database password hidden."""
         data = self.model_dump(mode="json")
-        url = make_url(self.campaign.database_url)
-        data["campaign"]["database_url"] = url.render_as_string(hide_password=True)
+        data["campaign"]["database_url"] = redact_url(self.campaign.database_url)
         return data
 
-    def make_backend(self) -> Any:
-        """The reference backend this config describes (``qm_backends.get_backend``)."""
-        from qm_backends import get_backend
-
-        return get_backend(self.reference.backend, **self.backend_options())
-
-    def make_initial_md_backend(self) -> Any:
-        """The backend that drives ``loop.initial_sampler = "md"``: the reference itself
-        when ``loop.initial_md_backend`` names its backend, else that backend with the
-        system's charge and multiplicity."""
-        from qm_backends import get_backend
-
-        name = self.loop.initial_md_backend
-        if name == self.reference.backend.lower():
-            return self.make_backend()
-        return get_backend(name, charge=self.system.charge, multiplicity=self.system.multiplicity)
-
     def level_of_theory(self) -> dict[str, Any]:
-        """The backend's own canonical level-of-theory dict (what fixes the numbers)."""
-        return self.make_backend().level_of_theory
+        """The backend's own canonical level-of-theory dict (what fixes the numbers),
+        built once per config object (``flows.backends.level_of_theory``)."""
+        from flows.backends import level_of_theory
 
-    def backend_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``qm_backends.get_backend(reference.backend, ...)``."""
-        reference = self.reference
-        options: dict[str, Any] = {
-            "method": reference.method,
-            "charge": self.system.charge,
-            "multiplicity": self.system.multiplicity,
-        }
-        if reference.backend.lower() == "pyscf":
-            options.update(basis=reference.basis, density_fit=reference.density_fit,
-                           conv_tol_Ha=reference.conv_tol_Ha, max_cycle=reference.max_cycle)
-        options.update(reference.options)
-        return options
+        return level_of_theory(self)
 
 
 def load_config(path: str | Path, *, writable: bool = False) -> CampaignConfig:

@@ -1,6 +1,8 @@
 """What the Prefect dashboard shows and hears: artifacts and events of a campaign.
 
 Artifact keys are lowercase letters, digits and dashes, derived from the campaign name.
+:func:`publish_campaign` writes a campaign's tables and summary (and rewrites its report
+folder) after every generation, retrain and labelling backlog.
 
 Every artifact goes to the *dashboard run*: the root of the current flow-run tree, i.e.
 the run a schedule, an automation or a person started (``al-cycle``, ``retrain``,
@@ -223,3 +225,42 @@ def publish_tables(campaign_name: str, generations: list[dict[str, Any]], timing
 def publish_summary(campaign_name: str, markdown: str) -> None:
     _safe("markdown", artifact_key(campaign_name, "summary"), markdown,
           f"alflow campaign {campaign_name}: summary")
+
+
+def publish_campaign(ctx: Any) -> None:
+    """Publish the campaign to the dashboard run (``flows.dashboard``) and rewrite its
+    report folder (``alflow report``), so the summary's link is always true. A failure
+    here is logged, never raised: the dashboard must not stop the science."""
+    from flows import storage
+    from flows.report import campaign_figures, markdown_table, write_report
+    from flows.status import campaign_status, dashboard_rows, retrain_rows, timing_rows
+
+    try:
+        figures = campaign_figures(ctx)
+        report = write_report(ctx, figures=figures)
+        target = ctx.config.loop.convergence.force_mae_target_eV_A
+        with storage.reading(ctx.engine) as session:
+            rows = dashboard_rows(session, ctx.campaign_id, target)
+            timings = timing_rows(session, ctx.campaign_id)
+            retrains = retrain_rows(session, ctx.campaign_id)
+            status = campaign_status(session, ctx.campaign_id, ctx.work_dir)
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger(__name__).warning("campaign %s not published: %s", ctx.name, exc)
+        return
+    select_cfg = ctx.config.select
+    publish_tables(ctx.name, rows, timings, retrains)
+    publish_summary(ctx.name, "\n".join([
+        f"# alflow campaign {ctx.name}", "",
+        f"**Status** {status['stop_reason'] or 'running'}  ",
+        f"**Labels** {status['labels']} done, {status['failed_labels']} failed, {status['pending_labels']} pending  ",
+        f"**Target** fresh-label force MAE {target * 1000:g} meV/Å; trust window "
+        f"{select_cfg.trust_lo_eV_A:g}-{select_cfg.trust_hi_eV_A:g} eV/Å  ",
+        f"**Latest committee** `{status['latest_committee']}`", "",
+        "## Force error against labels", png_markdown(figures["learning_curve.png"], "learning curve"), "",
+        "## Committee disagreement of the explored frames",
+        png_markdown(figures["force_dev_histogram.png"], "max_force_dev histogram"), "",
+        "## Uncertainty against true error, fresh labels",
+        png_markdown(figures["uncertainty_vs_error.png"], "uncertainty against error"), "",
+        "## Generations", markdown_table(rows), "",
+        *(["## Retrains", markdown_table(retrains), ""] if retrains else []),
+        f"Report (rewritten with every update): `{report}`"]))

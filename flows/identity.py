@@ -17,15 +17,13 @@ from ``deploy/prefect.yaml``) cannot be told apart and are not refused.
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
-
-from sqlalchemy.engine import make_url
 
 from flows.config import CampaignConfig, ConfigError, load_config
 from flows.dashboard import campaign_slug
+from flows.storage.engine import database_identity
 
 #: the flows deployed once per campaign (``flows.deployments``), deployment name = slug
 DEPLOYED_FLOWS = ("al-cycle", "retrain", "label-backlog")
@@ -39,22 +37,6 @@ class DeploymentConflict(ConfigError):
 
 class NoPrefectServer(RuntimeError):
     """``PREFECT_API_URL`` is not set, or the server it names does not answer."""
-
-
-def database_identity(database_url: str) -> str:
-    """The database a URL points at, as text: backend, host, port and database (a SQLite
-    file as its absolute, symlink-free path); no driver, user name, password or query, so
-    two spellings of one database agree and no secret is hashed."""
-    url = make_url(database_url)
-    backend = url.get_backend_name()
-    database = url.database or ""
-    if backend == "sqlite":
-        if database in ("", ":memory:") or database.startswith("file:"):
-            return f"sqlite:///{database}"
-        return f"sqlite:///{os.path.realpath(Path(database).expanduser())}"
-    host = (url.host or "").lower()
-    port = f":{url.port}" if url.port else ""
-    return f"{backend}://{host}{port}/{database}"
 
 
 def campaign_identity(config: CampaignConfig) -> str:

@@ -20,24 +20,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 #: exit status of a command stopped by Ctrl-C
 INTERRUPTED = 130
 
 
 def kept(ctx: Any) -> str:
     """One line on what the campaign's database holds now."""
-    from flows.storage import Generation, GenerationStatus, Label, LabelStatus, Structure
+    from flows.storage.overview import last_decided_index
+    from flows.storage.records import label_counts, reading
 
-    with Session(ctx.engine) as session:
-        labels = dict(session.execute(select(Label.status, func.count()).join(Structure).where(
-            Structure.campaign_id == ctx.campaign_id).group_by(Label.status)).all())
-        decided = session.scalar(select(func.max(Generation.index)).where(
-            Generation.campaign_id == ctx.campaign_id, Generation.status == GenerationStatus.DONE))
-    done, failed = labels.get(LabelStatus.DONE, 0), labels.get(LabelStatus.FAILED, 0)
-    pending = labels.get(LabelStatus.PENDING, 0) + labels.get(LabelStatus.RUNNING, 0)
+    with reading(ctx.engine) as session:
+        labels = label_counts(session, ctx.campaign_id)
+        decided = last_decided_index(session, ctx.campaign_id)
+    done, failed, pending = labels["done"], labels["failed"], labels["pending"] + labels["running"]
     last = "no generation finished yet" if decided is None else f"generations up to {decided} finished"
     return (f"interrupted: kept {done} labels ({failed} failed, {pending} still to compute) and {last}; "
             f"`alflow run {ctx.config_path}` resumes where it stopped")

@@ -12,15 +12,14 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
 
-from flows.campaign import CampaignContext  # noqa: E402
 from flows.status import (  # noqa: E402
     campaign_status,
     explored_deviations,
@@ -28,7 +27,11 @@ from flows.status import (  # noqa: E402
     learning_points,
 )
 from flows.storage import StructureSource, labelled_atoms  # noqa: E402
+from flows.storage.records import reading  # noqa: E402
 from nnp_core.committee import load_committee  # noqa: E402
+
+if TYPE_CHECKING:
+    from flows.campaign import CampaignContext
 
 FIGURES = ("learning_curve.png", "force_dev_histogram.png", "uncertainty_vs_error.png")
 
@@ -112,7 +115,7 @@ def uncertainty_vs_error_png(fresh: dict[int, dict[str, list[float]]]) -> bytes:
 def campaign_figures(ctx: CampaignContext) -> dict[str, bytes]:
     """The three figures of the campaign (file name -> PNG bytes)."""
     select_cfg = ctx.config.select
-    with Session(ctx.engine) as session:
+    with reading(ctx.engine) as session:
         points = learning_points(session, ctx.campaign_id)
         deviations = explored_deviations(session, ctx.campaign_id)
         fresh = fresh_frame_errors(session, ctx.campaign_id)
@@ -145,7 +148,7 @@ def write_report(ctx: CampaignContext, out_dir: Path | None = None,
     out_dir = Path(out_dir or ctx.work_dir / "report")
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = campaign_figures(ctx) if figures is None else figures
-    with Session(ctx.engine) as session:
+    with reading(ctx.engine) as session:
         status = campaign_status(session, ctx.campaign_id, ctx.work_dir)
         validation = labelled_atoms(session, ctx.campaign_id, sources=[StructureSource.VALIDATION])
     for name, png in figures.items():

@@ -19,13 +19,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
-from sqlalchemy import delete
-from sqlalchemy.orm import Session
-
-from flows.campaign import CampaignContext
 from flows.steps.labelling import worker_is_dead, worker_name
-from flows.storage import Runner
+from flows.storage.runners import RunnerInfo, beat_runner, claim_runner, current_runner, release_runner
+
+if TYPE_CHECKING:
+    from flows.campaign import CampaignContext
 
 log = logging.getLogger(__name__)
 #: the owner renews its heartbeat this often, s
@@ -50,56 +50,47 @@ def _aware(moment: datetime) -> datetime:
 RUN_TAG = "run"
 
 
-def _refusal(ctx: CampaignContext, row: Runner | None, owner: str) -> str | None:
+def is_alive(holder: RunnerInfo) -> bool:
+    """Whether a runner row's owner may still be running: not a process known gone on
+    this host, and a heartbeat younger than ``STALE_AFTER_S``."""
+    stale = _now() - _aware(holder.heartbeat_at) > timedelta(seconds=STALE_AFTER_S)
+    return not (stale or worker_is_dead(holder.owner))
+
+
+def _refusal(ctx: CampaignContext, holder: RunnerInfo | None, owner: str) -> str | None:
     """Why ``owner`` may not take the campaign: another owner that is alive (same host and
     process there, or a heartbeat younger than ``STALE_AFTER_S``); None otherwise."""
-    if row is None or row.owner == owner:
+    if holder is None or holder.owner == owner or not is_alive(holder):
         return None
-    stale = _now() - _aware(row.heartbeat_at) > timedelta(seconds=STALE_AFTER_S)
-    if worker_is_dead(row.owner) or stale:
-        return None
-    return (f"campaign {ctx.name!r} is already being run by {row.owner} (since "
-            f"{_aware(row.started_at):%Y-%m-%d %H:%M:%S} UTC, heartbeat "
-            f"{(_now() - _aware(row.heartbeat_at)).total_seconds():.0f} s ago); wait for it to finish or "
+    return (f"campaign {ctx.name!r} is already being run by {holder.owner} (since "
+            f"{_aware(holder.started_at):%Y-%m-%d %H:%M:%S} UTC, heartbeat "
+            f"{(_now() - _aware(holder.heartbeat_at)).total_seconds():.0f} s ago); wait for it to finish or "
             f"stop it; a dead runner's claim lapses after {STALE_AFTER_S:.0f} s without heartbeat")
 
 
 def busy(ctx: CampaignContext) -> str | None:
     """Why the campaign cannot be run now (a live runner holds it), or None: a read-only
     look before starting a flow; :func:`acquire` decides."""
-    with Session(ctx.engine) as session:
-        return _refusal(ctx, session.get(Runner, ctx.campaign_id), worker_name(RUN_TAG))
+    return _refusal(ctx, current_runner(ctx.engine, ctx.campaign_id), worker_name(RUN_TAG))
 
 
 def acquire(ctx: CampaignContext, owner: str) -> str | None:
     """Take the campaign's runner row for ``owner``; the dead owner it replaced, if any.
     Raises :class:`CampaignBusy` while a live owner holds it."""
-    with Session(ctx.engine) as session, session.begin():
-        row = session.get(Runner, ctx.campaign_id)
-        if (refusal := _refusal(ctx, row, owner)) is not None:
-            raise CampaignBusy(refusal)
-        if row is not None and row.owner == owner:
-            return None
-        replaced = None if row is None else row.owner
-        if row is not None:
-            session.delete(row)
-            session.flush()
-        session.add(Runner(campaign_id=ctx.campaign_id, owner=owner, started_at=_now(), heartbeat_at=_now()))
-    return replaced
+    claim = claim_runner(ctx.engine, ctx.campaign_id, owner, alive=is_alive, now=_now())
+    if not claim.taken:
+        raise CampaignBusy(_refusal(ctx, claim.other, owner) or f"campaign {ctx.name!r} is already being run")
+    return None if claim.other is None else claim.other.owner
 
 
 def release(ctx: CampaignContext, owner: str) -> None:
-    with Session(ctx.engine) as session, session.begin():
-        session.execute(delete(Runner).where(Runner.campaign_id == ctx.campaign_id, Runner.owner == owner))
+    release_runner(ctx.engine, ctx.campaign_id, owner)
 
 
 def _beat(ctx: CampaignContext, owner: str, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_S):
         try:
-            with Session(ctx.engine) as session, session.begin():
-                row = session.get(Runner, ctx.campaign_id)
-                if row is not None and row.owner == owner:
-                    row.heartbeat_at = _now()
+            beat_runner(ctx.engine, ctx.campaign_id, owner, _now())
         except Exception as exc:  # noqa: BLE001 - a missed beat is retried; the run goes on
             log.warning("runner heartbeat of campaign %s failed: %s", ctx.name, exc)
 

@@ -13,7 +13,7 @@ import torch
 from ase import Atoms
 
 from nnp_core.batch import Batch, atoms_to_batch
-from nnp_core.models import MODEL_REGISTRY, build_model
+from nnp_core.models import MODEL_REGISTRY, StackedModel, build_model
 from nnp_core.uncertainty import Calibration, CommitteeStatistics, committee_statistics
 
 CHECKPOINT_JSON = "committee.json"
@@ -50,13 +50,6 @@ class CommitteePrediction:
         ends = np.cumsum(self.n_atoms)
         return [slice(int(e - n), int(e)) for e, n in zip(ends, self.n_atoms)]
 
-    def member_forces_by_frame(self) -> np.ndarray:
-        """(M, B, N, 3) when every frame has the same number of atoms N."""
-        if len(set(self.n_atoms.tolist())) != 1:
-            raise ValueError("frames differ in size; use frame_slices() on member_forces")
-        n = int(self.n_atoms[0])
-        return self.member_forces.reshape(self.member_forces.shape[0], -1, n, 3)
-
 
 class Committee:
     """M members of one architecture, held as one stacked model.
@@ -66,7 +59,7 @@ class Committee:
     returns numpy arrays with the committee statistics.
     """
 
-    def __init__(self, model: torch.nn.Module, calibration: Calibration | None = None) -> None:
+    def __init__(self, model: StackedModel, calibration: Calibration | None = None) -> None:
         self.model = model
         self.calibration = calibration or Calibration()
 
@@ -77,7 +70,7 @@ class Committee:
     # --------------------------------------------------------------- properties
     @property
     def architecture(self) -> str:
-        return self.model.architecture  # type: ignore[return-value]
+        return self.model.architecture
 
     @property
     def n_members(self) -> int:
@@ -213,7 +206,7 @@ def load_committee(
     return committee
 
 
-def _check_member_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+def _check_member_state(model: StackedModel, state: dict[str, torch.Tensor], where: str) -> None:
     """Refuse a member whose buffers (elements, cutoff) or shapes disagree with the JSON."""
     own = model.state_dict()
     for key in ("elements", "cutoff"):

@@ -12,8 +12,12 @@ from ase import Atoms
 from ase.geometry import get_distances
 from ase.neighborlist import natural_cutoffs, neighbor_list
 
-#: default shortest allowed interatomic distance (Å)
-DEFAULT_MIN_DISTANCE_A = 0.6
+#: default shortest allowed interatomic distance (Å): the campaign's
+#: ``select.min_distance_A`` default and ``qm_backends.validation.DEFAULT_MIN_DISTANCE_A``,
+#: which refuses such a structure before a reference calculation. The two checks stay
+#: separate because nnp_core and qm_backends are independent packages, and they differ
+#: in kind: this one gives a reason (a frame is filtered) and uses the minimum image.
+DEFAULT_MIN_DISTANCE_A = 0.5
 #: default multiplier on covalent radii (ase natural_cutoffs) defining a bond
 DEFAULT_BOND_SCALE = 1.2
 #: bond changes listed in a reason before the rest are summarised as "+n more"

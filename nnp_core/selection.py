@@ -2,8 +2,8 @@
 
 The funnel for one generation, each step a public function testable on its own:
 
-1. :func:`classify_trust` — the trust window on ``max_force_dev`` (eV/Å), optionally
-   also on ``energy_dev`` (eV/√atom): ``accurate`` / ``candidate`` / ``rejected``;
+1. :func:`classify_trust` — the trust window on ``max_force_dev`` (eV/Å):
+   ``accurate`` / ``candidate`` / ``rejected``;
    with an adaptive lower edge (:func:`adapt_trust_lo`, DP-GEN's
    ``model_devi_adapt_trust_lo``) the most uncertain accurate frames become candidates
    when the window holds fewer frames than a generation may select.
@@ -29,16 +29,7 @@ from enum import StrEnum
 import numpy as np
 from ase import Atoms
 
-# the sanity filters live in nnp_core.sanity; re-exported here for older imports
-from nnp_core.sanity import (  # noqa: F401
-    DEFAULT_BOND_SCALE,
-    DEFAULT_MIN_DISTANCE_A,
-    bond_graph,
-    check_bond_graph,
-    check_finite,
-    check_frame,
-    check_min_distance,
-)
+from nnp_core.sanity import DEFAULT_BOND_SCALE, DEFAULT_MIN_DISTANCE_A, check_frame
 from nnp_core.structures import frame_hash
 
 #: labelled fingerprints are compared in blocks of this many rows (bounds memory)
@@ -117,9 +108,9 @@ class SelectionResult:
 # --------------------------------------------------------------------------- window
 
 
-def _check_window(lo: float, hi: float, name: str) -> None:
+def _check_window(lo: float, hi: float) -> None:
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or lo >= hi:
-        raise ValueError(f"{name} window needs 0 <= lo < hi (finite), got lo={lo}, hi={hi}")
+        raise ValueError(f"max_force_dev window needs 0 <= lo < hi (finite), got lo={lo}, hi={hi}")
 
 
 def _scores(values: np.ndarray | Sequence[float], name: str, n: int | None) -> np.ndarray:
@@ -135,51 +126,30 @@ def classify_trust(
     *,
     trust_lo_eV_A: float,
     trust_hi_eV_A: float,
-    energy_dev: np.ndarray | Sequence[float] | None = None,
-    energy_trust_eV_sqrt_atom: tuple[float, float] | None = None,
 ) -> list[FrameDecision]:
     """Trust-window decision per frame: ``accurate``, ``candidate`` or ``rejected``.
 
-    Each score s has a half-open window [lo, hi): below lo is trusted, inside is
-    uncertain, at or above hi is beyond trust. The rule with two scores:
-    ``rejected`` if *any* score is >= its hi (or non-finite); else ``candidate`` if
-    *any* score is inside its window; else ``accurate``. Scores: ``max_force_dev`` in
-    eV/Å, ``energy_dev`` in eV/√atom (both as defined in DESIGN.md).
+    The window on ``max_force_dev`` (eV/Å, as defined in docs/architecture.md) is half-open,
+    [lo, hi): below lo is trusted, inside is uncertain, at or above hi (or non-finite)
+    is beyond trust. (A second, optional window on ``energy_dev`` was removed: no
+    campaign setting reached it.)
 
     Raises:
-        ValueError: a window without 0 <= lo < hi, score arrays that are not 1-D or
-            differ in length, ``energy_dev`` given without its window or vice versa.
+        ValueError: a window without 0 <= lo < hi, a score array that is not 1-D.
     """
-    _check_window(trust_lo_eV_A, trust_hi_eV_A, "max_force_dev")
+    _check_window(trust_lo_eV_A, trust_hi_eV_A)
     force = _scores(max_force_dev, "max_force_dev", None)
-    windows = [("max_force_dev", force, trust_lo_eV_A, trust_hi_eV_A, "eV/Å")]
-    if (energy_dev is None) != (energy_trust_eV_sqrt_atom is None):
-        raise ValueError("energy_dev and energy_trust_eV_sqrt_atom must be given together")
-    if energy_dev is not None and energy_trust_eV_sqrt_atom is not None:
-        e_lo, e_hi = energy_trust_eV_sqrt_atom
-        _check_window(e_lo, e_hi, "energy_dev")
-        energy = _scores(energy_dev, "energy_dev", force.shape[0])
-        windows.append(("energy_dev", energy, e_lo, e_hi, "eV/√atom"))
-    return [_classify_one(index, windows) for index in range(force.shape[0])]
+    return [_classify_one(index, float(value), trust_lo_eV_A, trust_hi_eV_A) for index, value in enumerate(force)]
 
 
-def _classify_one(index: int, windows: list) -> FrameDecision:
-    above, inside, below = [], [], []
-    for name, values, lo, hi, unit in windows:
-        value = values[index]
-        if not np.isfinite(value):
-            above.append(f"non-finite {name} ({value})")
-        elif value >= hi:
-            above.append(f"{name} {value:.3g} {unit} >= trust_hi {hi:.3g} {unit}")
-        elif value >= lo:
-            inside.append(f"{name} {value:.3g} {unit} in [{lo:.3g}, {hi:.3g}) {unit}")
-        else:
-            below.append(f"{name} {value:.3g} {unit} < trust_lo {lo:.3g} {unit}")
-    if above:
-        return FrameDecision(index, Decision.REJECTED, "; ".join(above))
-    if inside:
-        return FrameDecision(index, Decision.CANDIDATE, "; ".join(inside))
-    return FrameDecision(index, Decision.ACCURATE, "; ".join(below))
+def _classify_one(index: int, value: float, lo: float, hi: float) -> FrameDecision:
+    if not np.isfinite(value):
+        return FrameDecision(index, Decision.REJECTED, f"non-finite max_force_dev ({value})")
+    if value >= hi:
+        return FrameDecision(index, Decision.REJECTED, f"max_force_dev {value:.3g} eV/Å >= trust_hi {hi:.3g} eV/Å")
+    if value >= lo:
+        return FrameDecision(index, Decision.CANDIDATE, f"max_force_dev {value:.3g} eV/Å in [{lo:.3g}, {hi:.3g}) eV/Å")
+    return FrameDecision(index, Decision.ACCURATE, f"max_force_dev {value:.3g} eV/Å < trust_lo {lo:.3g} eV/Å")
 
 
 def adapt_trust_lo(decisions: list[FrameDecision], max_force_dev: np.ndarray, n_candidates: int) -> float | None:
@@ -356,8 +326,6 @@ def select_frames(
     bond_scale: float = DEFAULT_BOND_SCALE,
     allow_bond_changes: bool = False,
     energies_eV: np.ndarray | Sequence[float] | None = None,
-    energy_dev: np.ndarray | Sequence[float] | None = None,
-    energy_trust_eV_sqrt_atom: tuple[float, float] | None = None,
     scale: np.ndarray | None = None,
     adaptive_trust_lo: bool = False,
 ) -> SelectionResult:
@@ -392,13 +360,7 @@ def select_frames(
     references = _per_frame_references(
         reference_structures, n_frames, allow_bond_changes=allow_bond_changes
     )
-    decisions = classify_trust(
-        force,
-        trust_lo_eV_A=trust_lo_eV_A,
-        trust_hi_eV_A=trust_hi_eV_A,
-        energy_dev=energy_dev,
-        energy_trust_eV_sqrt_atom=energy_trust_eV_sqrt_atom,
-    )
+    decisions = classify_trust(force, trust_lo_eV_A=trust_lo_eV_A, trust_hi_eV_A=trust_hi_eV_A)
     if adaptive_trust_lo:
         adapt_trust_lo(decisions, force, int(max_selected))
     candidates = [d.index for d in decisions if d.decision == Decision.CANDIDATE]

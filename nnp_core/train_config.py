@@ -26,11 +26,6 @@ class TrainConfig:
     lr_plateau_patience_epochs: int = 10
     lr_plateau_factor: float = 0.5
     bootstrap: bool = True
-    vectorised: bool = True
-    # Force loss through the descriptors' analytic product (nnp_core.analytic_training)
-    # instead of autograd's double backward: same result; not faster in
-    # bench.training_speed (0.81x at M=1, 0.94x at M=4, ethanol), so off by default.
-    analytic_forces: bool = False
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float64"
 

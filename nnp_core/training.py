@@ -2,8 +2,9 @@
 
 Members differ by initial weights (seeded per member) and by data split: each has its
 own validation frames and, with ``bootstrap``, a bootstrap resample of the rest. All
-members can train in one vectorised pass (``TrainConfig.vectorised``) or one by one;
-both follow the same steps for each member, so they give the same committee.
+members train in one vectorised pass; each member follows the steps it would follow
+alone (per-member losses, learning rates and early stopping), so the committee equals
+members trained one by one (``bench.committee_eval`` keeps that loop and compares).
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ from ase import Atoms
 
 from nnp_core.batch import Batch, atoms_to_batch, concat_batches
 from nnp_core.committee import Committee
-from nnp_core import analytic_training
-from nnp_core.models import build_model
+from nnp_core.models import StackedModel, build_model
 from nnp_core.optim import StackedAdamW
 from nnp_core.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -66,7 +65,7 @@ class LabelledSet:
     n_atoms: torch.Tensor  # (F,)
 
     @classmethod
-    def from_frames(cls, frames: Sequence[Atoms], model: torch.nn.Module) -> "LabelledSet":
+    def from_frames(cls, frames: Sequence[Atoms], model: StackedModel) -> "LabelledSet":
         (cutoff, angular_cutoff), dtype = model.neighbour_cutoffs, model.dtype
         batches, energies, forces = [], [], []
         for index, atoms in enumerate(frames):
@@ -124,7 +123,7 @@ def member_split(n_frames: int, member: int, config: TrainConfig) -> tuple[np.nd
 FEATURE_STD_FLOOR = 0.1
 
 
-def fit_normalisation(model: torch.nn.Module, data: LabelledSet) -> None:
+def fit_normalisation(model: StackedModel, data: LabelledSet) -> None:
     """Per-element reference energies (least squares), energy scale, feature mean and
     scale (the std, floored at :data:`FEATURE_STD_FLOOR` of the element's largest)."""
     n_el = len(model.elements)
@@ -212,19 +211,13 @@ def _run_epochs(model, data: LabelledSet, train_w, val_w, config: TrainConfig, p
     rng = np.random.default_rng([config.seed, 7])
     n_frames, history = len(data.frame_batches), []
     val_indices = [int(i) for i in np.flatnonzero(val_w.sum(0).numpy() > 0)]
-    taped = None
-    if config.analytic_forces and analytic_training.supports(model):
-        taped = analytic_training.TapedFrames(model, data.frame_batches)
     for epoch in range(config.max_epochs):
         order = rng.permutation(n_frames)
         train_sum = torch.zeros(n_members, dtype=torch.float64)
         for start in range(0, n_frames, config.batch_size_frames):
             chunk = [int(i) for i in order[start : start + config.batch_size_frames]]
             batch, energies, forces = data.collate(chunk)
-            if taped is not None:
-                output = taped.outputs(model, batch, chunk)
-            else:
-                output = model(batch, compute_forces=True, create_graph=True)
+            output = model(batch, compute_forces=True, create_graph=True)
             losses = member_losses(output, energies, forces, batch, train_w[:, chunk], config, model.energy_scale)
             grads = torch.autograd.grad(losses.sum(), params, allow_unused=True)
             optimiser.step(grads)
@@ -260,9 +253,18 @@ def _update_members(state: _MemberState, val_loss: np.ndarray, epoch: int, param
             optimiser.lr[m] = 0.0
 
 
-def _train_stacked(model, data: LabelledSet, members: Sequence[int], config: TrainConfig, progress):
+def train_members(
+    model: StackedModel,
+    data: LabelledSet,
+    config: TrainConfig,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+    members: Sequence[int] | None = None,
+) -> tuple[list[MemberReport], list[dict[str, float]]]:
+    """Train ``model``'s members in place, all in one pass, each on the data split of
+    its index in ``members`` (default: 0..M-1), and load each member's best epoch."""
+    members = range(model.n_members) if members is None else members
     splits = [member_split(len(data.frame_batches), m, config) for m in members]
-    dtype = model.feature_mean.dtype
+    dtype = model.dtype
     train_w = torch.tensor(np.stack([w for w, _ in splits]), dtype=dtype)
     val_w = torch.tensor(np.stack([mask for _, mask in splits]), dtype=dtype)
     state, history = _run_epochs(model, data, train_w, val_w, config, progress)
@@ -325,19 +327,9 @@ def train_committee(
     data = LabelledSet.from_frames(frames, base)
     if initial is None:
         fit_normalisation(base, data)
-    if config.vectorised:
-        reports, history = _train_stacked(base, data, range(n_members), config, progress)
-        model = base
-    else:
-        parts, reports, history = [], [], []
-        for m in range(n_members):
-            single = base.select_members([m])
-            member_reports, history = _train_stacked(single, data, [m], config, progress)
-            parts.append(single)
-            reports += member_reports
-        model = type(base).stack(parts) if n_members > 1 else parts[0]
+    reports, history = train_members(base, data, config, progress)
     report = TrainingReport(reports, time.perf_counter() - start, len(frames), history)
     log.info("trained %d members on %d frames in %.1f s: val force MAE %.4f eV/Å",
              n_members, len(frames), report.wall_s, report.val_force_mae_eV_A)
     calibration = initial.calibration if initial is not None else None
-    return Committee(model, calibration), report
+    return Committee(base, calibration), report

@@ -1,4 +1,4 @@
-"""Committee statistics, defined once (DESIGN.md "Units and names").
+"""Committee statistics, defined once (docs/architecture.md, "The records").
 
 - ``force_dev`` per atom: sqrt(mean over members of |F_i^m - F̄_i|^2), eV/Å
   (population statistics, ddof=0).

@@ -320,9 +320,4 @@ class PySCFBackend(LabellingCalculator):
         return vibrations.with_ir_intensities(modes, atoms, dipole_e_A, step_A=ir_step_A)
 
 
-def make_pyscf_backend(**options: Any) -> PySCFBackend:
-    """Registry factory for ``get_backend("pyscf", ...)``."""
-    return PySCFBackend(**options)
-
-
-__all__: Sequence[str] = ["DISPERSION_MODELS", "PySCFBackend", "make_pyscf_backend"]
+__all__: Sequence[str] = ["DISPERSION_MODELS", "PySCFBackend"]

@@ -15,6 +15,9 @@ from scipy.spatial.distance import pdist
 
 from .base import InvalidStructure
 
+#: shortest allowed interatomic distance (Å); the same default as
+#: ``nnp_core.sanity.DEFAULT_MIN_DISTANCE_A`` (which filters explored frames: the two
+#: packages are independent, so each has its check)
 DEFAULT_MIN_DISTANCE_A = 0.5
 
 

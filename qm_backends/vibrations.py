@@ -1,8 +1,10 @@
 """Harmonic vibrational analysis from a Cartesian Hessian, and IR intensities.
 
-Pure numpy: any backend that gives a Hessian (eV/Å²) and dipoles (e·Å) can use it.
-Translations and rotations are projected out exactly (5 for linear molecules),
-so a molecule with N atoms has 3N − 6 (or 3N − 5) modes.
+Any backend that gives a Hessian (eV/Å²) and dipoles (e·Å) can use it; the
+diagonalisation is ASE's (``ase.vibrations.VibrationsData``). Translations and rotations
+are projected out exactly (5 for linear molecules), so a molecule with N atoms has
+3N − 6 (or 3N − 5) modes. (``nnp_core.sampling.normal_modes`` does the same for the
+samplers, with their checks; the two packages are independent.)
 """
 
 from __future__ import annotations
@@ -11,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-from ase import Atoms
+from ase import Atoms, units
 from ase.units import _amu, _c, _e, _eps0, _Nav
+from ase.vibrations import VibrationsData
 
-# sqrt(eV / (Å² amu)) in rad/s, divided by 2πc (cm/s): eigenvalue -> wavenumber, cm⁻¹.
-_EV_A2_AMU_TO_CM1 = np.sqrt(_e / (1e-20 * _amu)) / (2 * np.pi * _c * 100.0)
 # IR intensity A = N_A / (12 ε0 c²) |dμ/dQ|²; with dμ/dQ in e/sqrt(amu), A in km/mol.
 _E2_PER_AMU_TO_KM_MOL = _Nav * _e**2 / (12 * _eps0 * _c**2 * _amu) / 1000.0
 
@@ -60,6 +61,12 @@ def _rigid_body_basis(atoms: Atoms) -> np.ndarray:
 def harmonic_analysis(hessian_eV_A2: np.ndarray, atoms: Atoms) -> VibrationalModes:
     """Frequencies and normal modes from a (3N, 3N) Hessian in eV/Å².
 
+    ``ase.vibrations.VibrationsData`` diagonalises the mass-weighted Hessian and
+    converts units, but does not project out translations and rotations (it returns 3N
+    modes, the rigid ones near zero only as far as the Hessian is exact). So they are
+    projected out of the mass-weighted Hessian here and given an eigenvalue above every
+    other (Gershgorin bound), which makes them ASE's last modes, dropped exactly.
+
     Raises:
         ValueError: the Hessian's shape does not match ``atoms``.
     """
@@ -67,21 +74,20 @@ def harmonic_analysis(hessian_eV_A2: np.ndarray, atoms: Atoms) -> VibrationalMod
     hessian = np.asarray(hessian_eV_A2, dtype=float)
     if hessian.shape != (3 * n, 3 * n):
         raise ValueError(f"Hessian shape {hessian.shape} does not match {n} atoms (expected {(3 * n, 3 * n)})")
-    inv_sqrt_m = np.repeat(1.0 / np.sqrt(atoms.get_masses()), 3)
-    mass_weighted = 0.5 * (hessian + hessian.T) * np.outer(inv_sqrt_m, inv_sqrt_m)
+    sqrt_m = np.repeat(np.sqrt(atoms.get_masses()), 3)
+    mass_weighted = 0.5 * (hessian + hessian.T) / np.outer(sqrt_m, sqrt_m)
     rigid = _rigid_body_basis(atoms)
-    # Orthonormal basis of the internal (vibrational) subspace: complement of `rigid`.
-    u, _, _ = np.linalg.svd(np.eye(3 * n) - rigid @ rigid.T)
-    internal = u[:, : 3 * n - rigid.shape[1]]
-    eigenvalues, vectors = np.linalg.eigh(internal.T @ mass_weighted @ internal)
-    mw_modes = (internal @ vectors).T
-    frequencies = np.sign(eigenvalues) * np.sqrt(np.abs(eigenvalues)) * _EV_A2_AMU_TO_CM1
-    cartesian = mw_modes * inv_sqrt_m[None, :]
-    cartesian /= np.linalg.norm(cartesian, axis=1, keepdims=True)
+    internal = np.eye(3 * n) - rigid @ rigid.T
+    shift = 1.0 + 2.0 * np.abs(mass_weighted).sum(axis=1).max()
+    projected = internal @ mass_weighted @ internal + shift * rigid @ rigid.T
+    data = VibrationsData.from_2d(atoms, projected * np.outer(sqrt_m, sqrt_m), indices=range(n))
+    energies, cartesian = data.get_energies_and_modes()  # modes: eigenvector / sqrt(mass)
+    keep = 3 * n - rigid.shape[1]
+    energies, cartesian = energies[:keep], cartesian[:keep].reshape(keep, 3 * n)
     return VibrationalModes(
-        frequencies_cm1=frequencies,
-        modes=cartesian.reshape(-1, n, 3),
-        mass_weighted_modes=mw_modes,
+        frequencies_cm1=(energies.real - energies.imag) / units.invcm,  # imaginary: negative
+        modes=(cartesian / np.linalg.norm(cartesian, axis=1, keepdims=True)).reshape(-1, n, 3),
+        mass_weighted_modes=cartesian * sqrt_m[None, :],
     )
 
 

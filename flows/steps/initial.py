@@ -8,10 +8,10 @@ import time
 import numpy as np
 from ase import Atoms
 from ase.optimize import BFGS
-from sqlalchemy.orm import Session
-
-from flows.campaign import CampaignContext, get_or_create_generation, mark_step_done, step_done
-from flows.steps.labelling import ReferenceFailed, one_line, retry_failed_initial_labels
+from flows.backends import make_initial_md_backend
+from flows.campaign import CampaignContext
+from flows.pipeline import done_steps, finishing
+from flows.steps.labelling import ReferenceFailed, one_line
 from flows.storage import StructureSource, add_structures, enqueue_labels
 from nnp_core.sampling import md_sampling, normal_mode_sampling, random_displacements, wigner_sampling
 from qm_backends import InvalidStructure, LabelFailed
@@ -50,7 +50,7 @@ def initial_frames(ctx: CampaignContext, atoms: Atoms, n_samples: int, *, seed: 
     """
     loop = ctx.config.loop
     if loop.initial_sampler == "md":
-        backend = ctx.config.make_initial_md_backend()
+        backend = make_initial_md_backend(ctx.config)
         # the wrapped ASE calculator where there is one (no per-step validation or copy)
         calculator = getattr(backend, "calculator", backend)
         return md_sampling(atoms, calculator, temperature_K=loop.initial_temperature_K, n_samples=n_samples,
@@ -74,16 +74,12 @@ def initial_frames(ctx: CampaignContext, atoms: Atoms, n_samples: int, *, seed: 
 def sample_initial(ctx: CampaignContext) -> dict[str, int]:
     """Store the reference geometry, training and validation frames; queue their labels.
 
-    Idempotent: does nothing if generation 0 is already sampled, except that when the
-    last run stopped because none of its training frames could be labelled, the failed
-    labels are queued again (:func:`~flows.steps.labelling.retry_failed_initial_labels`).
+    Idempotent: does nothing if generation 0 is already sampled (the label step retries
+    failed generation-0 labels, :func:`~flows.steps.labelling.retry_failed_initial_labels`).
     Raises :class:`~flows.steps.labelling.ReferenceFailed` (no frame stored) when the
     reference cannot optimise the starting structure or compute its Hessian.
     """
-    with Session(ctx.engine) as session, session.begin():
-        sampled = step_done(get_or_create_generation(session, ctx.campaign_id, 0), "sample")
-    if sampled:
-        retry_failed_initial_labels(ctx)
+    if "sample" in done_steps(ctx, 0):
         return {}
     start = time.perf_counter()
     loop = ctx.config.loop
@@ -91,8 +87,7 @@ def sample_initial(ctx: CampaignContext) -> dict[str, int]:
     n_validation = int(np.ceil(loop.validation_fraction_frames * loop.initial_samples))
     frames = initial_frames(ctx, atoms, loop.initial_samples + n_validation, seed=ctx.config.train.seed)
     train, validation = frames[: loop.initial_samples], frames[loop.initial_samples :]
-    with Session(ctx.engine) as session, session.begin():
-        generation = get_or_create_generation(session, ctx.campaign_id, 0)
+    with finishing(ctx, 0, "sample", start) as (session, generation):
         sampler = loop.initial_sampler
         ref_id = add_structures(session, ctx.campaign_id, [atoms], source=StructureSource.INITIAL,
                                 generation_id=generation.id, sampler="reference-geometry")
@@ -104,7 +99,6 @@ def sample_initial(ctx: CampaignContext) -> dict[str, int]:
                                  temperature_K=loop.initial_temperature_K)
         enqueue_labels(session, ref_id + train_ids + val_ids)
         counts = {"initial_frames": len(set(ref_id + train_ids)), "validation_frames": len(set(val_ids))}
-        mark_step_done(session, generation, "sample", time.perf_counter() - start, **counts)
     log.info("generation 0: %d initial and %d validation frames queued for labelling",
              counts["initial_frames"], counts["validation_frames"])
     return counts

@@ -14,22 +14,12 @@ import time
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
-
-from flows.campaign import CampaignContext, get_or_create_generation
+from flows import storage
+from flows.backends import make_backend
+from flows.campaign import CampaignContext
 from flows.config import ConfigError
-from flows.storage import (
-    Label,
-    LabelStatus,
-    Structure,
-    StructureSource,
-    atoms_from_structure,
-    claim_pending_labels,
-    complete_label,
-    fail_label,
-)
+from flows.pipeline import finishing
+from flows.storage import OperationalError, claim_pending_labels, complete_label, fail_label
 from qm_backends import InvalidStructure, LabelFailed
 
 log = logging.getLogger(__name__)
@@ -88,10 +78,11 @@ def label_pending(ctx: CampaignContext, *, max_labels: int | None = None, worker
                   backend=None) -> LabelCounts:
     """Label pending frames of the campaign until none is left (or ``max_labels``).
 
-    ``backend`` defaults to a fresh one from the config (one per worker: the SCF guess
-    cache is not shared between threads).
+    ``backend`` defaults to a new one for this call (a batch of labels): the backend's
+    SCF guess cache then serves only the frames of this batch, so a label does not
+    depend on which frames another task labelled before (and threads share no state).
     """
-    backend = backend or ctx.config.make_backend()
+    backend = backend or make_backend(ctx.config)
     worker = worker or worker_name()
     counts = LabelCounts()
     while max_labels is None or counts.done + counts.failed < max_labels:
@@ -103,10 +94,9 @@ def label_pending(ctx: CampaignContext, *, max_labels: int | None = None, worker
 
 
 def _label_one(ctx: CampaignContext, backend, label_id: int) -> LabelCounts:
-    with Session(ctx.engine) as session:
-        label = session.get(Label, label_id)
-        atoms = atoms_from_structure(label.structure)
-        structure_id = label.structure_id
+    with storage.reading(ctx.engine) as session:
+        atoms = storage.label_atoms(session, label_id)
+        structure_id = atoms.info["structure_id"]
     try:
         backend.validate(atoms)
         result = backend.label(atoms)
@@ -119,7 +109,7 @@ def _label_one(ctx: CampaignContext, backend, label_id: int) -> LabelCounts:
         release_label(ctx, label_id)
         raise
 
-    def store(session: Session) -> None:
+    def store(session) -> None:
         complete_label(
             session, label_id, energy_eV=result.energy, forces_eV_A=result.forces,
             dipole_eA=result.dipole, n_scf_cycles=result.n_scf_cycles, attempts=result.attempts,
@@ -138,7 +128,7 @@ def _write_or_release(ctx: CampaignContext, label_id: int, write, *, tries: int 
     task (or another worker) labels it instead of it being stranded as ``running``."""
     for attempt in range(1, tries + 1):
         try:
-            with Session(ctx.engine) as session, session.begin():
+            with storage.transaction(ctx.engine) as session:
                 write(session)
             return
         except OperationalError as exc:
@@ -151,10 +141,8 @@ def _write_or_release(ctx: CampaignContext, label_id: int, write, *, tries: int 
 
 def release_label(ctx: CampaignContext, label_id: int) -> None:
     """Give a claimed (running) label back to the queue."""
-    with Session(ctx.engine) as session, session.begin():
-        label = session.get(Label, label_id)
-        if label is not None and label.status == LabelStatus.RUNNING:
-            label.status, label.worker, label.claimed_at = LabelStatus.PENDING, None, None
+    with storage.transaction(ctx.engine) as session:
+        storage.release_labels(session, [label_id])
 
 
 #: a claim older than this is considered abandoned even if its worker cannot be checked
@@ -183,26 +171,32 @@ def reset_dead_workers(ctx: CampaignContext) -> list[int]:
     gone) or whose claim is older than ``STALE_CLAIM_HOURS``; a live worker's claims,
     here or on another host, are left alone. Returns the label ids reset."""
     cutoff = datetime.now(timezone.utc) - timedelta(hours=STALE_CLAIM_HOURS)
-    with Session(ctx.engine) as session, session.begin():
-        running = session.scalars(select(Label).join(Structure).where(
-            Structure.campaign_id == ctx.campaign_id, Label.status == LabelStatus.RUNNING)).all()
-        reset = []
-        for label in running:
-            claimed = label.claimed_at
-            if worker_is_dead(label.worker) or (claimed is not None and claimed < cutoff):
-                label.status, label.worker, label.claimed_at = LabelStatus.PENDING, None, None
-                reset.append(label.id)
-    return reset
+    with storage.transaction(ctx.engine) as session:
+        dead = [label.id for label in storage.running_labels(session, ctx.campaign_id)
+                if worker_is_dead(label.worker) or (label.claimed_at is not None and label.claimed_at < cutoff)]
+        storage.release_labels(session, dead)
+    return dead
 
 
-#: the generation-0 frames a committee trains on (the validation frames it does not)
-_INITIAL_TRAINING = StructureSource.INITIAL
+def label_generation(ctx: CampaignContext, generation_index: int, *, worker: str | None = None) -> dict[str, int]:
+    """The label step in this process: label every pending frame, then mark the step
+    (:func:`finish_labelling`). ``flows.tasks.label_all`` fans the same out over tasks."""
+    start = time.perf_counter()
+    if generation_index == 0:
+        retry_failed_initial_labels(ctx)
+    counts = label_pending(ctx, worker=worker)
+    return finish_labelling(ctx, generation_index, {"done": counts.done, "failed": counts.failed}, start)
 
 
-def _initial_labels(session: Session, ctx: CampaignContext) -> list[Label]:
-    generation = get_or_create_generation(session, ctx.campaign_id, 0)
-    return list(session.scalars(select(Label).join(Structure).where(
-        Structure.campaign_id == ctx.campaign_id, Structure.generation_id == generation.id).order_by(Label.id)))
+def finish_labelling(ctx: CampaignContext, generation_index: int, totals: dict[str, int],
+                     started: float) -> dict[str, int]:
+    """Mark the label step with this pass's counts; after generation 0, check that a
+    committee has something to train on (:func:`require_initial_labels`)."""
+    with finishing(ctx, generation_index, "label", started) as (session, generation):
+        storage.record_labels(generation, totals["done"], totals["failed"])
+    if generation_index == 0:
+        require_initial_labels(ctx)
+    return totals
 
 
 def require_initial_labels(ctx: CampaignContext) -> dict[str, int]:
@@ -215,14 +209,14 @@ def require_initial_labels(ctx: CampaignContext) -> dict[str, int]:
     failed labels stay quarantined with their errors (``alflow status``, ``alflow export
     --format csv``); a rerun retries them (:func:`retry_failed_initial_labels`).
     """
-    with Session(ctx.engine) as session:
-        labels = _initial_labels(session, ctx)
-        counts = {status.value: 0 for status in LabelStatus}
+    with storage.transaction(ctx.engine) as session:
+        labels = storage.generation_labels(session, ctx.campaign_id, 0)
+        counts = {status.value: 0 for status in storage.LabelStatus}
         for label in labels:
             counts[label.status.value] += 1
         trained_on = [label for label in labels if label.structure.source == _INITIAL_TRAINING]
-        failed = [label for label in labels if label.status == LabelStatus.FAILED]
-        if failed and not any(label.status == LabelStatus.DONE for label in trained_on):
+        failed = [label for label in labels if label.status == storage.LabelStatus.FAILED]
+        if failed and not any(label.status == storage.LabelStatus.DONE for label in trained_on):
             first = one_line(failed[0].error or "no error recorded")
             what = (f"all {len(labels)} generation-0 labels failed" if len(failed) == len(labels) else
                     f"{len(failed)} of {len(labels)} generation-0 labels failed and no training frame "
@@ -236,21 +230,22 @@ def retry_failed_initial_labels(ctx: CampaignContext) -> list[int]:
     because none of its training frames could be labelled (generation 0 labelled, not
     trained, no training label done): a rerun after fixing ``[reference]`` retries
     them. Anywhere else a failed label stays quarantined. Returns the label ids."""
-    with Session(ctx.engine) as session, session.begin():
-        generation = get_or_create_generation(session, ctx.campaign_id, 0)
-        steps = (generation.metrics or {}).get("steps") or {}
+    with storage.transaction(ctx.engine) as session:
+        generation = storage.generation(session, ctx.campaign_id, 0)
+        steps = storage.done_steps(session, generation.id)
         if "label" not in steps or "train" in steps:
             return []
-        labels = _initial_labels(session, ctx)
-        if any(label.status == LabelStatus.DONE and label.structure.source == _INITIAL_TRAINING
+        labels = storage.generation_labels(session, ctx.campaign_id, 0)
+        if any(label.status == storage.LabelStatus.DONE and label.structure.source == _INITIAL_TRAINING
                for label in labels):
             return []
-        retried = []
-        for label in labels:
-            if label.status == LabelStatus.FAILED:
-                label.status, label.worker, label.claimed_at, label.finished_at = LabelStatus.PENDING, None, None, None
-                retried.append(label.id)
+        retried = [label.id for label in labels if label.status == storage.LabelStatus.FAILED]
+        storage.requeue_failed_labels(session, retried)
     if retried:
         log.warning("retrying the %d generation-0 label(s) that failed in the last run (no training frame "
                     "of generation 0 had a label)", len(retried))
     return retried
+
+
+#: the generation-0 frames a committee trains on (the validation frames it does not)
+_INITIAL_TRAINING = storage.StructureSource.INITIAL

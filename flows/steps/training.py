@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from collections.abc import Callable
 from functools import lru_cache
@@ -12,12 +13,11 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from scipy.stats import spearmanr
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from flows.campaign import CampaignContext, get_or_create_generation, latest_committee, mark_step_done
-from flows.storage import Committee as CommitteeRow
-from flows.storage import Campaign, Evaluation, Generation, Structure, StructureSource, labelled_atoms
+from flows import storage
+from flows.campaign import CampaignContext
+from flows.pipeline import finishing
+from flows.storage import StructureSource, labelled_atoms
 from nnp_core.committee import CHECKPOINT_JSON, Committee, load_committee
 from nnp_core.training import train_committee
 from nnp_core.uncertainty import Calibration
@@ -49,22 +49,10 @@ def evaluation_metrics(committee: Committee, frames: list[Atoms], prediction=Non
     }
 
 
-def frame_errors(prediction, frames: list[Atoms]) -> dict[str, list[float]]:
-    """Per frame: the committee's ``max_force_dev`` (raw and calibrated) and the true
-    largest per-atom force error of its mean, eV/Å (uncertainty against error plots)."""
+def max_force_errors(prediction, frames: list[Atoms]) -> np.ndarray:
+    """Per frame: the true largest per-atom force error of the committee mean, eV/Å."""
     atom_err = np.linalg.norm(prediction.forces_mean - np.concatenate([a.get_forces() for a in frames]), axis=1)
-    return {"max_force_dev_eV_A": [round(float(x), 5) for x in prediction.max_force_dev],
-            "calibrated_max_force_dev_eV_A": [round(float(x), 5) for x in prediction.calibrated_max_force_dev],
-            "max_force_error_eV_A": [round(float(atom_err[s].max()), 5) for s in prediction.frame_slices()]}
-
-
-def _store_evaluation(session: Session, committee_id: int, label_set: str, metrics: dict) -> None:
-    session.add(Evaluation(
-        committee_id=committee_id, label_set=label_set, n_frames=metrics["n_frames"],
-        energy_mae_eV_atom=metrics["energy_mae_eV_atom"], energy_rmse_eV_atom=metrics["energy_rmse_eV_atom"],
-        force_mae_eV_A=metrics["force_mae_eV_A"], force_rmse_eV_A=metrics["force_rmse_eV_A"],
-        force_dev_spearman=metrics["force_dev_spearman"],
-    ))
+    return np.array([atom_err[s].max() for s in prediction.frame_slices()])
 
 
 class CheckpointMissing(LookupError):
@@ -77,8 +65,8 @@ def load_latest(ctx: CampaignContext) -> tuple[int, Committee] | None:
     The loop's steps only read it, so each checkpoint is loaded once per process (and
     again if its files are rewritten). Raises :class:`CheckpointMissing` (one line) when
     its checkpoint was deleted, truncated or moved out of the campaign folder."""
-    with Session(ctx.engine) as session:
-        row = latest_committee(session, ctx.campaign_id)
+    with storage.reading(ctx.engine) as session:
+        row = storage.latest_committee(session, ctx.campaign_id)
         if row is None:
             return None
         committee_id, path = row.id, str(ctx.resolve(row.checkpoint_path))
@@ -97,23 +85,24 @@ def _load_checkpoint(path: str, written_ns: int) -> Committee:
 
 
 def evaluate_fresh(ctx: CampaignContext, generation_index: int) -> dict | None:
-    """The exploring committee's error on this generation's new labels (honest test error)."""
+    """The exploring committee's error on this generation's new labels (the honest test
+    error), with the calibration sums and each frame's true largest force error (on the
+    frame's Score by that committee)."""
     start = time.perf_counter()
     latest = load_latest(ctx)
-    with Session(ctx.engine) as session, session.begin():
-        generation = get_or_create_generation(session, ctx.campaign_id, generation_index)
+    with finishing(ctx, generation_index, "evaluate_fresh", start) as (session, generation):
         frames = labelled_atoms(session, ctx.campaign_id, generation_ids=[generation.id],
                                 sources=[StructureSource.MD])
-        metrics = None
-        if latest is not None and frames:
-            prediction = latest[1].predict(frames)
-            metrics = {**evaluation_metrics(latest[1], frames, prediction),
-                       **calibration_sums(latest[1], frames, prediction),
-                       "frames": frame_errors(prediction, frames)}
-            _store_evaluation(session, latest[0], "fresh", metrics)
-        extra = {"fresh": metrics} if metrics else {}
-        mark_step_done(session, generation, "evaluate_fresh", time.perf_counter() - start, **extra)
-    return metrics
+        if latest is None or not frames:
+            return None
+        committee_id, committee = latest
+        prediction = committee.predict(frames)
+        metrics = evaluation_metrics(committee, frames, prediction)
+        sums = calibration_sums(committee, frames, prediction)
+        storage.add_evaluation(session, committee_id, "fresh", metrics, generation_id=generation.id, **sums)
+        storage.record_frame_errors(session, committee_id, [a.info["structure_id"] for a in frames],
+                                    max_force_errors(prediction, frames))
+    return {**metrics, **sums}
 
 
 def calibration_sums(committee: Committee, frames: list[Atoms], prediction=None) -> dict[str, float]:
@@ -126,7 +115,7 @@ def calibration_sums(committee: Committee, frames: list[Atoms], prediction=None)
             "sum_sq_force_dev": float(np.sum(prediction.force_dev**2))}
 
 
-def fresh_calibration(session: Session, campaign_id: int, generation_index: int,
+def fresh_calibration(ctx: CampaignContext, generation_index: int,
                       n_generations: int) -> tuple[Calibration, list[int]] | None:
     """The force calibration fitted on the fresh-label errors of generations
     ``generation_index - n_generations + 1 .. generation_index`` (each scored by the
@@ -134,13 +123,11 @@ def fresh_calibration(session: Session, campaign_id: int, generation_index: int,
     none of them has any."""
     if n_generations < 1:
         return None
-    rows = session.execute(
-        select(Generation.index, Generation.metrics).where(
-            Generation.campaign_id == campaign_id,
-            Generation.index > generation_index - n_generations, Generation.index <= generation_index)
-    ).all()
-    used = {index: (metrics or {}).get("fresh") or {} for index, metrics in rows}
-    used = {index: fresh for index, fresh in used.items() if fresh.get("sum_sq_force_dev", 0.0) > 0}
+    with storage.reading(ctx.engine) as session:
+        fresh = storage.fresh_evaluations(session, ctx.campaign_id, generation_index - n_generations + 1,
+                                          generation_index)
+        used = {index: {"sum_sq_force_error": e.sum_sq_force_error, "sum_sq_force_dev": e.sum_sq_force_dev}
+                for index, e in fresh.items() if (e.sum_sq_force_dev or 0.0) > 0}
     if not used:
         return None
     return pooled_calibration(list(used.values())), sorted(used)
@@ -167,66 +154,70 @@ def train_generation(ctx: CampaignContext, generation_index: int, *, retrain: di
     nominal 95% force interval on the ethanol test set, against 85-99% with the fresh
     labels of the last 3 generations (bench.data_efficiency campaigns, docs/benchmarks.md).
 
-    ``retrain`` (a retrain outside the loop: its record, stored as
-    ``training_metrics["retrain"]``) leaves the generation's own step marks, timings and
-    validation figures as they were: the retrain is a row of its own, never a silent
-    rewrite of the generation. ``progress(epoch, losses)`` is called after every epoch."""
+    ``retrain`` (a retrain outside the loop: ``new_labels``, ``previous_committee``,
+    ``started``) is recorded as a :class:`~flows.storage.Retrain` row and leaves the
+    generation's step marks as they were: the retrain is a committee of its own, never a
+    silent rewrite of the generation. ``progress(epoch, losses)`` is called after every epoch."""
     start = time.perf_counter()
     config = ctx.config
     previous = load_latest(ctx)
-    with Session(ctx.engine) as session:
-        campaign = session.get(Campaign, ctx.campaign_id)
-        cold_start = bool((campaign.config or {}).get("new_committee_pending"))
+    with storage.reading(ctx.engine) as session:
+        cold_start = storage.new_committee_pending(session, ctx.campaign_id)
+        frames = labelled_atoms(session, ctx.campaign_id, sources=TRAINING_SOURCES)
+        validation = labelled_atoms(session, ctx.campaign_id, sources=[StructureSource.VALIDATION])
     if cold_start:  # `alflow run --new-committee`: the config's [committee], trained from scratch
         log.info("campaign %s: training a new committee from scratch (new [committee] settings)", ctx.name)
         previous = None
-    with Session(ctx.engine) as session:
-        frames = labelled_atoms(session, ctx.campaign_id, sources=TRAINING_SOURCES)
-        validation = labelled_atoms(session, ctx.campaign_id, sources=[StructureSource.VALIDATION])
     committee, report = train_committee(
         frames, config.train_config(), n_members=config.committee.members,
         architecture=config.committee.architecture, model_hparams=config.committee.network_hparams(),
         initial=previous[1] if previous else None, progress=progress,
     )
-    metrics = {"n_frames": len(frames), "wall_s": report.wall_s,
-               "val_force_mae_eV_A": report.val_force_mae_eV_A,
-               "val_energy_mae_eV_atom": report.val_energy_mae_eV_atom,
-               "members": [asdict(m) for m in report.members]}
-    with Session(ctx.engine) as session:
-        fresh = fresh_calibration(session, ctx.campaign_id, generation_index,
-                                  config.loop.calibration_generations)
+    fresh = fresh_calibration(ctx, generation_index, config.loop.calibration_generations)
     calibrated_on = "none"  # a warm start keeps its predecessor's calibration
+    # one prediction of the validation frames serves the calibration and the errors
+    validation_prediction = committee.predict(validation) if len(validation) >= 2 else None
     if fresh is not None:
         committee.calibration, used = fresh
         calibrated_on = f"fresh labels of generations {used}"
-    elif len(validation) >= 2:
-        committee.calibration = pooled_calibration([calibration_sums(committee, validation)])
+    elif validation_prediction is not None:
+        committee.calibration = pooled_calibration([calibration_sums(committee, validation, validation_prediction)])
         calibrated_on = "validation"
-    validation_metrics = evaluation_metrics(committee, validation) if len(validation) >= 2 else None
-    with Session(ctx.engine) as session, session.begin():
-        generation = get_or_create_generation(session, ctx.campaign_id, generation_index)
-        row = CommitteeRow(campaign_id=ctx.campaign_id, generation_id=generation.id,
-                           checkpoint_path="", n_members=committee.n_members,
-                           architecture=committee.architecture,
-                           training_metrics={**metrics, "calibration": committee.calibration.to_dict(),
-                                             "calibrated_on": calibrated_on,
-                                             **({"retrain": retrain} if retrain is not None else {})})
-        session.add(row)
-        session.flush()
+    validation_metrics = None
+    if validation_prediction is not None:
+        validation_metrics = evaluation_metrics(committee, validation, validation_prediction)
+    with _writing(ctx, generation_index, "train" if retrain is None else None, start) as (session, generation):
+        row = storage.add_committee(
+            session, ctx.campaign_id, generation.id, n_members=committee.n_members,
+            architecture=committee.architecture, n_training_frames=len(frames), training_wall_s=report.wall_s,
+            force_dev_scale=committee.calibration.force_dev_scale,
+            energy_dev_scale=committee.calibration.energy_dev_scale, calibrated_on=calibrated_on,
+            member_reports=[asdict(m) for m in report.members])
         # saved inside the transaction, into a folder keyed by the new row's id: no other
         # trainer can be given that id, and a crash before commit leaves only an orphan folder
         row.checkpoint_path = ctx.relative(committee.save(ctx.committee_dir(generation_index, row.id)))
         if validation_metrics is not None:
-            _store_evaluation(session, row.id, "validation", validation_metrics)
+            storage.add_evaluation(session, row.id, "validation", validation_metrics, generation_id=generation.id)
         if cold_start:
-            campaign = session.get(Campaign, ctx.campaign_id)
-            campaign.config = {k: v for k, v in (campaign.config or {}).items() if k != "new_committee_pending"}
-        if retrain is None:
-            mark_step_done(session, generation, "train", time.perf_counter() - start,
-                           committee_id=row.id, validation=validation_metrics,
-                           n_training_frames=len(frames))
+            storage.set_new_committee_pending(session, ctx.campaign_id, False)
+        if retrain is not None:
+            storage.add_retrain(session, row.id, generation.id, new_labels=retrain["new_labels"],
+                                previous_committee_id=retrain.get("previous_committee"),
+                                started_at=retrain["started"], finished_at=storage.utc_now())
         committee_id = row.id
     log.info("generation %d: committee %d trained on %d frames (validation force MAE %s eV/Å)",
              generation_index, committee_id, len(frames),
              None if validation_metrics is None else round(validation_metrics["force_mae_eV_A"], 4))
     return committee_id
+
+
+@contextmanager
+def _writing(ctx: CampaignContext, generation_index: int, step: str | None, start: float):
+    """The pipeline's step transaction (``step`` marked), or for a retrain (``step``
+    None: no mark) a plain transaction."""
+    if step is not None:
+        with finishing(ctx, generation_index, step, start) as pair:
+            yield pair
+        return
+    with storage.transaction(ctx.engine) as session:
+        yield session, storage.generation(session, ctx.campaign_id, generation_index)

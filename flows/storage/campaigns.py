@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from flows.storage.models import Campaign, Generation, GenerationStatus
+from flows.storage.models import Campaign
 
 
 class LevelOfTheoryMismatch(ValueError):
@@ -76,37 +76,3 @@ def ensure_campaign(
         campaign.level_of_theory, level_of_theory, what=f"the config of campaign {name!r}"
     )
     return campaign
-
-
-def get_campaign(session: Session, campaign_id: int) -> Campaign:
-    """The campaign with this id; raises ``LookupError`` if there is none."""
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise LookupError(f"no campaign with id {campaign_id}")
-    return campaign
-
-
-def latest_generation(session: Session, campaign_id: int) -> Generation | None:
-    """The campaign's generation with the highest index, or ``None`` before the first."""
-    statement = (
-        select(Generation)
-        .where(Generation.campaign_id == campaign_id)
-        .order_by(Generation.index.desc())
-        .limit(1)
-    )
-    return session.scalars(statement).one_or_none()
-
-
-def new_generation(session: Session, campaign_id: int) -> Generation:
-    """A new pending generation with the next index (0 for the first), flushed."""
-    last_index = session.scalar(
-        select(func.max(Generation.index)).where(Generation.campaign_id == campaign_id)
-    )
-    generation = Generation(
-        campaign_id=campaign_id,
-        index=0 if last_index is None else last_index + 1,
-        status=GenerationStatus.PENDING,
-    )
-    session.add(generation)
-    session.flush()
-    return generation

@@ -188,11 +188,150 @@ def init_db(url_or_engine: str | URL | Engine) -> Engine:
     else:
         engine = make_engine(url_or_engine)
     config = alembic_config()
-    with immediate_engine(engine).begin() as connection:
-        if connection.dialect.name == "postgresql":
-            # released at commit; READ COMMITTED (the default) then sees the winner's schema
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                               {"key": POSTGRES_MIGRATION_LOCK})
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with immediate_engine(engine).connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Batch migrations rebuild a table (copy, DROP, rename); with foreign keys on,
+            # the DROP would run the ON DELETE actions of every table that refers to it.
+            # The pragma is a no-op inside a transaction, so it is set before BEGIN, and the
+            # references are checked before commit instead.
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    # released at commit; READ COMMITTED (the default) then sees the winner's schema
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                       {"key": POSTGRES_MIGRATION_LOCK})
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
+                    raise RuntimeError(f"the schema upgrade would break references: {broken[:5]}")
+        finally:
+            if sqlite:
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
     return engine
+
+
+# ---------------------------------------------------------------------- database URLs
+# (for flows.config, flows.identity and the CLI: the only places outside flows.storage that
+# look at a database URL, without importing SQLAlchemy themselves)
+
+#: the pip package that provides a database driver's Python module, where the names differ
+DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary",
+    "psycopg": "'psycopg[binary]' (alflow's postgres extra)",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysql": "mysql-connector-python",
+    "cx_Oracle": "cx_Oracle",
+    "sqlcipher3": "sqlcipher3-binary",
+}
+
+
+def database_driver_problem(url: str | URL) -> str | None:
+    """Why SQLAlchemy cannot open ``url`` here, or None.
+
+    Loads the dialect and imports its DBAPI module, connecting to nothing: an unknown
+    database or driver, a driver module that is not installed (named, with the pip
+    package to install), or an asyncio driver (alflow's engines are synchronous).
+    """
+    import sqlalchemy.dialects
+    from sqlalchemy.exc import NoSuchModuleError
+
+    url = make_url(url)
+    drivername = url.drivername
+    try:
+        dialect = url.get_dialect()
+    except NoSuchModuleError:
+        backend = url.get_backend_name()
+        try:
+            make_url(f"{backend}://").get_dialect()
+        except NoSuchModuleError:
+            known = ", ".join(sorted(sqlalchemy.dialects.__all__))
+            return f"unknown database {backend!r} in {drivername}:// (SQLAlchemy knows {known})"
+        return f"unknown driver {url.get_driver_name()!r} for {backend} in {drivername}://"
+    if getattr(dialect, "is_async", False):
+        return (f"{drivername}:// is an asyncio driver; alflow needs a synchronous one "
+                "(e.g. postgresql+psycopg://, sqlite:///)")
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        if exc.name is None:  # the module is there but does not import (e.g. a missing C library)
+            return f"the {drivername} driver cannot be imported: {exc}"
+        top = exc.name.split(".")[0]
+        package = DRIVER_PACKAGES.get(exc.name) or DRIVER_PACKAGES.get(top) or top
+        if top == "psycopg2":
+            package += f", or use psycopg 3: postgresql+psycopg://... and pip install {DRIVER_PACKAGES['psycopg']}"
+        driver = drivername if "+" in drivername else f"{drivername}:// (driver {dialect.driver})"
+        return f"{driver} needs the Python module {exc.name!r}, which is not installed: pip install {package}"
+    return None
+
+
+def check_database_url(url: str) -> str | None:
+    """Why ``url`` cannot be a campaign database here, or None: not a SQLAlchemy URL, or
+    a :func:`database_driver_problem`. Connects to nothing."""
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        return f"not a SQLAlchemy database URL ({exc})"
+    return database_driver_problem(parsed)
+
+
+def sqlite_database(url: str | URL) -> str | None:
+    """The database part of a SQLite URL as written (a path, ``:memory:``, a ``file:``
+    URI, or "" for none); None for other databases."""
+    parsed = make_url(url)
+    return (parsed.database or "") if parsed.get_backend_name() == "sqlite" else None
+
+
+def in_memory_sqlite(url: str | URL) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (every process gets its own)."""
+    database = sqlite_database(url)
+    return database is not None and (database in ("", ":memory:") or database.startswith("file::memory:")
+                                     or make_url(url).query.get("mode") == "memory")
+
+
+def with_database(url: str | URL, database: str) -> str:
+    """``url`` with its database part replaced (e.g. a SQLite path made absolute), as text."""
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def redact_url(url: str | URL) -> str:
+    """``url`` as text with its password hidden (``***``): safe to store or show."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def database_backend(url: str | URL) -> str:
+    """The database of ``url``: "sqlite", "postgresql", ..."""
+    return make_url(url).get_backend_name()
+
+
+def database_identity(database_url: str | URL) -> str:
+    """The database a URL points at, as text: backend, host, port and database (a SQLite
+    file as its absolute, symlink-free path); no driver, user name, password or query, so
+    two spellings of one database agree and no secret is hashed."""
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    database = url.database or ""
+    if backend == "sqlite":
+        if database in ("", ":memory:") or database.startswith("file:"):
+            return f"sqlite:///{database}"
+        return f"sqlite:///{os.path.realpath(Path(database).expanduser())}"
+    host = (url.host or "").lower()
+    port = f":{url.port}" if url.port else ""
+    return f"{backend}://{host}{port}/{database}"
+
+
+def checkpoint_file(path: str | Path, *, busy_timeout_s: float = 5.0) -> bool:
+    """:func:`checkpoint` the SQLite database file ``path`` through a connection of its
+    own (closed again: no pool is left behind). Errors (not a database, read-only) are
+    raised."""
+    from sqlalchemy import pool
+
+    engine = create_engine(f"sqlite:///{Path(path)}", poolclass=pool.NullPool)
+    try:
+        return checkpoint(engine, busy_timeout_s=busy_timeout_s)
+    finally:
+        engine.dispose()

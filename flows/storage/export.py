@@ -16,14 +16,14 @@ from sqlalchemy.orm import Session
 
 from flows.storage.backup import replacing
 from flows.storage.frames import labelled_atoms
-from flows.storage.models import Base, Committee, Structure, StructureSource
+from flows.storage.models import Base, CommitteeRow, Structure, StructureSource
 from flows.storage.types import NumpyArray
 
 #: tables without a campaign_id column: (column, the table it points to) to reach one
 _CAMPAIGN_VIA: dict[str, tuple[str, type[Base]]] = {
     "labels": ("structure_id", Structure),
     "scores": ("structure_id", Structure),
-    "evaluations": ("committee_id", Committee),
+    "evaluations": ("committee_id", CommitteeRow),
 }
 
 

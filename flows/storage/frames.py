@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from flows.storage.models import Generation, Label, LabelStatus, Structure, StructureSource
+from flows.storage.models import Decision, Generation, LabelRow, LabelStatus, Score, Structure, StructureSource
 from nnp_core.structures import frame_hash
 
 T = TypeVar("T", int, float)
@@ -131,7 +131,7 @@ def provenance(structure: Structure, generation_index: int | None = None) -> dic
 
 
 def atoms_from_structure(
-    structure: Structure, label: Label | None = None, *, generation_index: int | None = None
+    structure: Structure, label: LabelRow | None = None, *, generation_index: int | None = None
 ) -> Atoms:
     """The frame as ``ase.Atoms``, bit-exact, with its provenance in ``atoms.info``.
 
@@ -177,10 +177,10 @@ def labelled_atoms(
     ``sources``, ``generation_ids`` and ``structure_ids`` narrow the selection.
     """
     statement = (
-        select(Structure, Label, Generation.index)
-        .join(Label, Label.structure_id == Structure.id)
+        select(Structure, LabelRow, Generation.index)
+        .join(LabelRow, LabelRow.structure_id == Structure.id)
         .outerjoin(Generation, Structure.generation_id == Generation.id)
-        .where(Structure.campaign_id == campaign_id, Label.status == LabelStatus.DONE)
+        .where(Structure.campaign_id == campaign_id, LabelRow.status == LabelStatus.DONE)
         .order_by(Structure.id)
     )
     if sources is not None:
@@ -193,3 +193,51 @@ def labelled_atoms(
         atoms_from_structure(structure, label, generation_index=index)
         for structure, label, index in session.execute(statement)
     ]
+
+
+def reference_structure(session: Session, campaign_id: int) -> Atoms:
+    """The campaign's reference geometry (stored by generation 0's sample step)."""
+    row = session.scalars(select(Structure).where(
+        Structure.campaign_id == campaign_id, Structure.sampler == "reference-geometry")).first()
+    if row is None:
+        raise LookupError("campaign has no reference geometry: generation 0 was not sampled")
+    return atoms_from_structure(row)
+
+
+def last_md_frames(session: Session, campaign_id: int, n_replicas: int) -> list[Atoms | None]:
+    """Each replica's newest stored (trusted) MD frame, with its momenta: where the
+    replica goes on next generation (None: no frame yet, start from the reference)."""
+    newest = (select(func.max(Structure.id)).where(
+        Structure.campaign_id == campaign_id, Structure.source == StructureSource.MD,
+        Structure.replica.is_not(None), Structure.replica < n_replicas).group_by(Structure.replica))
+    points: list[Atoms | None] = [None] * n_replicas
+    for row in session.scalars(select(Structure).where(Structure.id.in_(newest))):
+        points[row.replica] = atoms_from_structure(row)
+    return points
+
+
+def add_score(session: Session, structure_id: int, committee_id: int, *, energy_mean_eV: float,
+              energy_dev: float, max_force_dev: float, decision: Decision | None,
+              reason: str | None = None) -> None:
+    """A committee's scores of one frame; ``decision`` None until selection judges it."""
+    session.add(Score(structure_id=structure_id, committee_id=committee_id, energy_mean_eV=energy_mean_eV,
+                      energy_dev=energy_dev, max_force_dev=max_force_dev, decision=decision, reason=reason))
+
+
+def scored_frames(session: Session, generation_id: int, committee_id: int) -> list[tuple[Structure, Score]]:
+    """A generation's trusted MD frames with the scores ``committee_id`` gave them, by id."""
+    return [tuple(row) for row in session.execute(
+        select(Structure, Score).join(Score, Score.structure_id == Structure.id).where(
+            Structure.generation_id == generation_id, Structure.source == StructureSource.MD,
+            Score.committee_id == committee_id).order_by(Structure.id)).all()]
+
+
+def labelled_structures(session: Session, campaign_id: int) -> list[Structure]:
+    """Every frame of the campaign that has a label (in any state), by id."""
+    return list(session.scalars(select(Structure).join(LabelRow, LabelRow.structure_id == Structure.id)
+                                .where(Structure.campaign_id == campaign_id).order_by(Structure.id)))
+
+
+def count_structures(session: Session, generation_id: int, source: StructureSource) -> int:
+    return session.scalar(select(func.count()).select_from(Structure).where(
+        Structure.generation_id == generation_id, Structure.source == source)) or 0

@@ -7,16 +7,17 @@ caller's session and transaction and never commits.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import numpy as np
+from ase import Atoms
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from flows.storage.campaigns import check_level_of_theory, normalise_level_of_theory
 from flows.storage.engine import immediate_engine
-from flows.storage.models import Campaign, Label, LabelStatus, Structure
+from flows.storage.frames import atoms_from_structure
+from flows.storage.models import Campaign, Generation, LabelRow, LabelStatus, Structure
 from flows.storage.types import utc_now
 
 
@@ -32,11 +33,11 @@ def enqueue_labels(session: Session, structure_ids: Sequence[int]) -> list[int]:
     """
     wanted = list(dict.fromkeys(structure_ids))
     rows = session.execute(
-        select(Label.structure_id, Label.id).where(Label.structure_id.in_(wanted))
+        select(LabelRow.structure_id, LabelRow.id).where(LabelRow.structure_id.in_(wanted))
     )
     existing = {structure_id: label_id for structure_id, label_id in rows}
     new = {
-        sid: Label(structure_id=sid, status=LabelStatus.PENDING)
+        sid: LabelRow(structure_id=sid, status=LabelStatus.PENDING)
         for sid in wanted
         if sid not in existing
     }
@@ -69,19 +70,19 @@ def claim_pending_labels(
 
 def _claim(session: Session, campaign_id: int, n: int, worker: str) -> list[int]:
     candidates = (
-        select(Label.id)
-        .join(Structure, Label.structure_id == Structure.id)
-        .where(Structure.campaign_id == campaign_id, Label.status == LabelStatus.PENDING)
-        .order_by(Label.id)
+        select(LabelRow.id)
+        .join(Structure, LabelRow.structure_id == Structure.id)
+        .where(Structure.campaign_id == campaign_id, LabelRow.status == LabelStatus.PENDING)
+        .order_by(LabelRow.id)
         .limit(n)
-        .with_for_update(skip_locked=True, of=Label)
+        .with_for_update(skip_locked=True, of=LabelRow)
     )
     ids = list(session.scalars(candidates))
     if not ids:
         return []
     result = session.execute(
-        update(Label)
-        .where(Label.id.in_(ids), Label.status == LabelStatus.PENDING)
+        update(LabelRow)
+        .where(LabelRow.id.in_(ids), LabelRow.status == LabelStatus.PENDING)
         .values(status=LabelStatus.RUNNING, worker=worker, claimed_at=utc_now())
     )
     claimed = result.rowcount  # type: ignore[attr-defined]
@@ -93,8 +94,8 @@ def _claim(session: Session, campaign_id: int, n: int, worker: str) -> list[int]
     return ids
 
 
-def _label_for_update(session: Session, label_id: int, allowed: set[LabelStatus]) -> Label:
-    label = session.get(Label, label_id)
+def _label_for_update(session: Session, label_id: int, allowed: set[LabelStatus]) -> LabelRow:
+    label = session.get(LabelRow, label_id)
     if label is None:
         raise LookupError(f"no label with id {label_id}")
     if label.status not in allowed:
@@ -174,26 +175,36 @@ def fail_label(
     session.flush()
 
 
-def reset_stale_running(
-    session: Session, campaign_id: int, *, claimed_before: datetime | None = None
-) -> list[int]:
-    """Put ``running`` labels back to ``pending`` (their worker died); return their ids.
+def label_atoms(session: Session, label_id: int) -> Atoms:
+    """The frame of label ``label_id`` (no results attached), for the worker that claimed it."""
+    label = session.get(LabelRow, label_id)
+    if label is None:
+        raise LookupError(f"no label with id {label_id}")
+    return atoms_from_structure(label.structure)
 
-    Call on resume, when no worker of the campaign is alive; with ``claimed_before``,
-    only labels claimed before that time are reset (workers elsewhere still running).
-    """
-    statement = (
-        select(Label.id)
-        .join(Structure, Label.structure_id == Structure.id)
-        .where(Structure.campaign_id == campaign_id, Label.status == LabelStatus.RUNNING)
-    )
-    if claimed_before is not None:
-        statement = statement.where(Label.claimed_at < claimed_before)
-    ids = list(session.scalars(statement.order_by(Label.id)))
-    if ids:
-        session.execute(
-            update(Label)
-            .where(Label.id.in_(ids))
-            .values(status=LabelStatus.PENDING, worker=None, claimed_at=None)
-        )
-    return ids
+
+def running_labels(session: Session, campaign_id: int) -> list[LabelRow]:
+    """The campaign's claimed (running) labels, with their worker and claim time."""
+    return list(session.scalars(select(LabelRow).join(Structure, LabelRow.structure_id == Structure.id).where(
+        Structure.campaign_id == campaign_id, LabelRow.status == LabelStatus.RUNNING).order_by(LabelRow.id)))
+
+
+def release_labels(session: Session, label_ids: Sequence[int]) -> None:
+    """Put claimed (running) labels back to ``pending``; others are left as they are."""
+    if label_ids:
+        session.execute(update(LabelRow).where(LabelRow.id.in_(list(label_ids)), LabelRow.status == LabelStatus.RUNNING)
+                        .values(status=LabelStatus.PENDING, worker=None, claimed_at=None))
+
+
+def requeue_failed_labels(session: Session, label_ids: Sequence[int]) -> None:
+    """Put quarantined (failed) labels back to ``pending`` to be computed again."""
+    if label_ids:
+        session.execute(update(LabelRow).where(LabelRow.id.in_(list(label_ids)), LabelRow.status == LabelStatus.FAILED)
+                        .values(status=LabelStatus.PENDING, worker=None, claimed_at=None, finished_at=None))
+
+
+def generation_labels(session: Session, campaign_id: int, generation_index: int) -> list[LabelRow]:
+    """The labels of a generation's frames (any state), by id, with their structures."""
+    return list(session.scalars(select(LabelRow).join(Structure, LabelRow.structure_id == Structure.id).join(
+        Generation, Generation.id == Structure.generation_id).where(
+        Structure.campaign_id == campaign_id, Generation.index == generation_index).order_by(LabelRow.id)))

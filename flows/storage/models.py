@@ -1,6 +1,6 @@
 """The orchestrator's record: campaigns, generations, structures, scores, labels, models.
 
-Units follow DESIGN.md: eV, Å, eV/Å, s, K, e·Å. Arrays are raw little-endian bytes
+Units follow docs/architecture.md: eV, Å, eV/Å, s, K, e·Å. Arrays are raw little-endian bytes
 (:class:`~flows.storage.types.NumpyArray`) that read back as numpy arrays, bit-exact.
 The schema is created only by the Alembic migrations in ``flows/storage/migrations``.
 """
@@ -108,6 +108,9 @@ class Campaign(Base):
     config: Mapped[dict[str, Any]]
     #: the reference method; every label must carry exactly this dict
     level_of_theory: Mapped[dict[str, Any]]
+    #: ``alflow run --new-committee`` accepted new [committee] settings: the next
+    #: training starts from scratch
+    new_committee_pending: Mapped[bool] = mapped_column(default=False)
 
     generations: Mapped[list[Generation]] = relationship(
         back_populates="campaign", order_by="Generation.index"
@@ -115,7 +118,11 @@ class Campaign(Base):
 
 
 class Generation(Base):
-    """One pass of explore → select → label → train → evaluate."""
+    """One pass of explore → select → label → train → decide, with its typed outcome.
+
+    What each step found is a column of its own (``None`` until that step ran), and
+    each finished step has a :class:`StepMark`; the committee a generation trained, its
+    evaluations and any retrains are rows of their own tables."""
 
     __tablename__ = "generations"
     __table_args__ = (UniqueConstraint("campaign_id", "index"),)
@@ -128,16 +135,69 @@ class Generation(Base):
     )
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
-    explore_s: Mapped[float | None]
-    select_s: Mapped[float | None]
-    label_s: Mapped[float | None]
-    train_s: Mapped[float | None]
-    evaluate_s: Mapped[float | None]
-    metrics: Mapped[dict[str, Any] | None]
+    #: exploration: MD steps of all replicas, their rate, and the recorded frames by verdict
+    replica_steps: Mapped[int | None]
+    replica_steps_per_s: Mapped[float | None]
+    md_trusted: Mapped[int | None]
+    md_rejected: Mapped[int | None]
+    md_failed: Mapped[int | None]
+    #: selection: this generation's explored frames by :class:`Decision`
+    n_accurate: Mapped[int | None]
+    n_candidate: Mapped[int | None]
+    n_rejected: Mapped[int | None]
+    n_filtered: Mapped[int | None]
+    n_duplicate: Mapped[int | None]
+    n_selected: Mapped[int | None]
+    #: labelling: the labels this generation's label step finished and quarantined
+    labels_done: Mapped[int | None]
+    labels_failed: Mapped[int | None]
     converged: Mapped[bool] = mapped_column(default=False)
     stop_reason: Mapped[str | None] = mapped_column(Text)
 
     campaign: Mapped[Campaign] = relationship(back_populates="generations")
+    steps: Mapped[list[StepMark]] = relationship(order_by="StepMark.finished_at")
+
+    def selection_counts(self) -> dict[str, int] | None:
+        """The selection's counts by decision value, or None before the select step."""
+        if self.n_accurate is None:
+            return None
+        return {d.value: getattr(self, f"n_{d.value}") or 0 for d in Decision}
+
+    @property
+    def accurate_fraction(self) -> float | None:
+        """Share of the explored frames the committee already trusted (None: none explored)."""
+        counts = self.selection_counts()
+        total = sum(counts.values()) if counts else 0
+        return None if not total else counts["accurate"] / total
+
+
+class StepMark(Base):
+    """A finished step of a generation and its wall time: a killed run resumes at the
+    first step without one (``flows.pipeline`` writes them)."""
+
+    __tablename__ = "step_marks"
+
+    generation_id: Mapped[int] = mapped_column(
+        ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seconds: Mapped[float]
+    finished_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class ReplicaRun(Base):
+    """How one replica's exploration of a generation went."""
+
+    __tablename__ = "replica_runs"
+
+    generation_id: Mapped[int] = mapped_column(
+        ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True
+    )
+    replica: Mapped[int] = mapped_column(primary_key=True)
+    steps: Mapped[int]
+    restarts: Mapped[int]
+    #: ``nnp_core.md_results.StopReason`` value
+    stop: Mapped[str] = mapped_column(String(32))
 
 
 class Structure(Base):
@@ -170,12 +230,12 @@ class Structure(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
-    label: Mapped[Label | None] = relationship(back_populates="structure")
+    label: Mapped[LabelRow | None] = relationship(back_populates="structure")
     generation: Mapped[Generation | None] = relationship()
 
 
-class Committee(Base):
-    """A trained committee: where its checkpoint is and how training went."""
+class CommitteeRow(Base):
+    """A trained committee: where its checkpoint is, what it was trained on, its calibration."""
 
     __tablename__ = "committees"
 
@@ -187,8 +247,38 @@ class Committee(Base):
     checkpoint_path: Mapped[str] = mapped_column(String(1024))
     n_members: Mapped[int]
     architecture: Mapped[str] = mapped_column(String(64))
-    training_metrics: Mapped[dict[str, Any] | None]
+    #: labelled training frames it was trained on
+    n_training_frames: Mapped[int] = mapped_column(default=0)
+    training_wall_s: Mapped[float | None]
+    #: ``nnp_core.uncertainty.Calibration``: the scales of force_dev and energy_dev
+    force_dev_scale: Mapped[float] = mapped_column(default=1.0)
+    energy_dev_scale: Mapped[float] = mapped_column(default=1.0)
+    #: "validation", "fresh labels of generations [..]" or "none" (kept from a warm start)
+    calibrated_on: Mapped[str | None] = mapped_column(String(200))
+    #: per member: epochs run, best epoch, training and validation errors
+    member_reports: Mapped[list[dict[str, Any]] | None]
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+    retrain: Mapped[Retrain | None] = relationship(foreign_keys="Retrain.committee_id")
+
+
+class Retrain(Base):
+    """A committee trained outside the loop (``alflow retrain``, the retrain deployment)
+    into a finished generation: a row of its own, never a rewrite of the generation."""
+
+    __tablename__ = "retrains"
+
+    committee_id: Mapped[int] = mapped_column(
+        ForeignKey("committees.id", ondelete="CASCADE"), primary_key=True
+    )
+    generation_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"))
+    #: training labels the previous committee had not seen
+    new_labels: Mapped[int]
+    previous_committee_id: Mapped[int | None] = mapped_column(
+        ForeignKey("committees.id", ondelete="SET NULL")
+    )
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
 
 
 class Score(Base):
@@ -208,11 +298,15 @@ class Score(Base):
     energy_dev: Mapped[float]
     #: max over atoms of the per-atom force deviation, eV/Å (the selection score)
     max_force_dev: Mapped[float]
-    decision: Mapped[Decision] = mapped_column(_enum(Decision))
+    #: the selection's verdict; None from exploration until the select step judges the frame
+    decision: Mapped[Decision | None] = mapped_column(_enum(Decision))
     reason: Mapped[str | None] = mapped_column(Text)
+    #: the true largest per-atom force error of the committee mean, eV/Å, once the
+    #: frame is labelled (fresh-label evaluation of the committee that explored it)
+    max_force_error_eV_A: Mapped[float | None]
 
 
-class Label(Base):
+class LabelRow(Base):
     """A reference calculation of one frame, from queue to result (or quarantine)."""
 
     __tablename__ = "labels"
@@ -250,6 +344,8 @@ class Evaluation(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     committee_id: Mapped[int] = mapped_column(ForeignKey("committees.id", ondelete="CASCADE"))
     label_set: Mapped[str] = mapped_column(String(64))
+    #: "fresh": the generation whose new labels these are; "validation": the committee's generation
+    generation_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"))
     n_frames: Mapped[int]
     energy_mae_eV_atom: Mapped[float]
     energy_rmse_eV_atom: Mapped[float]
@@ -257,6 +353,10 @@ class Evaluation(Base):
     force_rmse_eV_A: Mapped[float]
     #: Spearman rank correlation of max_force_dev with the true max force error
     force_dev_spearman: Mapped[float | None]
+    #: sums over the frames' atoms of |F_ref - F̄|² and force_dev², eV²/Å² (pooled into
+    #: calibrations, ``flows.steps.training.fresh_calibration``)
+    sum_sq_force_error: Mapped[float | None]
+    sum_sq_force_dev: Mapped[float | None]
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 

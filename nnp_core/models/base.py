@@ -1,20 +1,24 @@
 """What every stacked architecture shares: a member axis on its parameters, element
-bookkeeping, per-element reference energies and an energy scale, neighbour cutoffs.
+bookkeeping, per-element reference energies and an energy scale, feature
+standardisation and fingerprints, LeCun initialisation, energies summed per frame and
+forces by autograd.
 
 Subclasses keep *all* their trainable parameters in ``self.weights`` (a ParameterDict
 whose tensors have the member axis first), so that members can be selected, stacked and
-checkpointed one at a time without knowing the architecture.
+checkpointed one at a time without knowing the architecture. What a subclass must add
+is listed in :class:`nnp_core.models.registry.StackedModel`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from ase.data import chemical_symbols
 
-from nnp_core.models.registry import member_generator
+from nnp_core.batch import Batch
+from nnp_core.models.registry import Setting, member_generator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -22,12 +26,18 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class StackedModule(torch.nn.Module):
     """Base of the registered architectures (see :class:`registry.StackedModel`)."""
 
-    architecture = "base"
+    architecture: ClassVar[str] = "base"
+    #: the user settings (keys of a campaign's [committee] table) of this architecture
+    settings: ClassVar[Mapping[str, Setting]] = {}
 
-    def _init_common(self, elements: Sequence[int | str], n_members: int, cutoff_A: float, dtype: str) -> list[int]:
-        numbers = sorted({atomic_number(e) for e in elements})
-        if not numbers:
-            raise ValueError("a model needs at least one element")
+    def __init__(
+        self, *, elements: Sequence[int | str], n_members: int, cutoff_A: float, dtype: str, n_raw_features: int
+    ) -> None:
+        """Buffers for ``elements`` and ``n_raw_features`` fingerprint features per atom,
+        and an empty ``weights``; the subclass then fills ``weights`` and calls
+        :meth:`initialise_members`."""
+        super().__init__()
+        numbers = element_numbers(elements)
         if n_members < 1:
             raise ValueError(f"n_members must be >= 1, got {n_members}")
         if dtype not in DTYPES:
@@ -36,15 +46,22 @@ class StackedModule(torch.nn.Module):
             raise ValueError(f"cutoff_A must be > 0, got {cutoff_A}")
         self.n_members = n_members
         self.dtype_name = dtype
+        n_el = len(numbers)
         self.register_buffer("elements", torch.tensor(numbers, dtype=torch.int64))
         self.register_buffer("cutoff", torch.tensor(float(cutoff_A), dtype=torch.float64))
         table = torch.full((119,), -1, dtype=torch.int64)
-        table[torch.tensor(numbers)] = torch.arange(len(numbers))
+        table[torch.tensor(numbers)] = torch.arange(n_el)
         self.register_buffer("species_table", table, persistent=False)
-        self.register_buffer("atom_ref_energy", torch.zeros(len(numbers)))
+        self.register_buffer("atom_ref_energy", torch.zeros(n_el))
         self.register_buffer("energy_scale", torch.tensor(1.0))
+        self.register_buffer("feature_mean", torch.zeros(n_el, n_raw_features))
+        self.register_buffer("feature_std", torch.ones(n_el, n_raw_features))
         self.weights = torch.nn.ParameterDict()
-        return numbers
+
+    @classmethod
+    def hparams_from_settings(cls, **settings: Any) -> dict[str, Any]:
+        """Constructor keyword arguments from the user settings (default: the same)."""
+        return dict(settings)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -61,6 +78,7 @@ class StackedModule(torch.nn.Module):
         raise NotImplementedError
 
     def hparams(self) -> dict[str, Any]:
+        """JSON-able constructor arguments (without n_members and seed)."""
         raise NotImplementedError
 
     def species_of(self, numbers: torch.Tensor) -> torch.Tensor:
@@ -76,12 +94,25 @@ class StackedModule(torch.nn.Module):
             )
         return species
 
-    def _initialise_lecun(self, member: int, seed: int, skip: Sequence[str] = ()) -> None:
+    # ------------------------------------------------------------------ initialisation
+    def initialise_members(self, seed: int) -> None:
+        """Cast to the model's dtype and initialise every member from its own stream."""
+        self.to(self.dtype)
+        for member in range(self.n_members):
+            self.initialise_member(member, seed)
+
+    def initialise_member(self, member: int, seed: int) -> None:
+        self.initialise_lecun(member, seed)
+
+    def initialise_lecun(
+        self, member: int, seed: int, order: Sequence[str] | None = None, skip: Sequence[str] = ()
+    ) -> None:
         """LeCun-normal matrices (fan-in = second axis), zero biases (names containing
-        ``_b``), in sorted name order from the member's own random stream."""
+        ``_b``, or tensors of one axis besides the members), drawn in ``order`` (default:
+        sorted names) from the member's own random stream; ``skip`` is left alone."""
         generator = member_generator(seed, member)
         with torch.no_grad():
-            for name in sorted(self.weights):
+            for name in order if order is not None else sorted(self.weights):
                 w = self.weights[name]
                 if name in skip:
                     continue
@@ -91,10 +122,82 @@ class StackedModule(torch.nn.Module):
                 sample = torch.randn(w.shape[1:], generator=generator, dtype=torch.float64)
                 w[member] = (sample / w.shape[1] ** 0.5).to(w.dtype)
 
+    # ------------------------------------------------------------------ energies and forces
+    def atomic_outputs(self, batch: Batch, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """The networks' dimensionless atomic outputs (M, n) for positions (1 or M, n, 3)."""
+        raise NotImplementedError
+
+    def atomic_energies(self, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
+        """Atomic energies (M, n), eV, from positions (1 or M, n, 3)."""
+        species = self.species_of(batch["numbers"])
+        return self.energies_from_outputs(self.atomic_outputs(batch, positions, species), species)
+
+    def energies_from_outputs(self, outputs: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """E_i = E0(Z_i) + s * output_i: atomic energies (M, n) in eV."""
+        return self.atom_ref_energy[species] + self.energy_scale * outputs
+
     def frame_energies(self, atomic: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Sum atomic energies (M, n) into frame energies (M, B)."""
         n_frames = batch["n_atoms"].shape[0]
         return atomic.new_zeros(atomic.shape[0], n_frames).index_add(1, batch["frame"], atomic)
+
+    def positions(self, batch: Batch, copies: int = 1, requires_grad: bool = False) -> torch.Tensor:
+        """The batch's positions (copies, n, 3) in the model's dtype, detached (a new leaf)."""
+        positions = batch["positions"].to(self.dtype).detach().unsqueeze(0)
+        if copies > 1:
+            positions = positions.expand(copies, -1, -1).clone()
+        return positions.requires_grad_(requires_grad)
+
+    def forward(
+        self, batch: Batch, *, compute_forces: bool = True, create_graph: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Energies (M, B) in eV and, if asked, forces (M, n, 3) in eV/Å for every member.
+
+        Positions are copied once per member, so one backward pass gives every member's
+        forces. ``create_graph=True`` (training) keeps the graph of the forces so that a
+        loss on them can be differentiated with respect to the weights.
+        """
+        positions = self.positions(batch, self.n_members, compute_forces)
+        with torch.enable_grad() if compute_forces else torch.no_grad():
+            atomic = self.atomic_energies(batch, positions)
+            energy = self.frame_energies(atomic, batch)
+            result = {"energy": energy, "atomic_energies": atomic}
+            if compute_forces:
+                (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=create_graph)
+                result["forces"] = -grad
+        if not create_graph:
+            result = {key: value.detach() for key, value in result.items()}
+        return result
+
+    def mean_energy_forces(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Committee-mean energy (B,) in eV and forces (n, 3) in eV/Å: one backward pass
+        through the shared positions (what MD needs between scoring steps)."""
+        positions = self.positions(batch, 1, True)
+        with torch.enable_grad():
+            energy = self.frame_energies(self.atomic_energies(batch, positions), batch).mean(dim=0)
+            (grad,) = torch.autograd.grad(energy.sum(), positions)
+        return {"energy": energy.detach(), "forces": -grad[0]}
+
+    # ------------------------------------------------------------------ fingerprints
+    def raw_features(self, batch: Batch) -> torch.Tensor:
+        """Member-independent per-atom descriptors (n, D) (normalisation, fingerprints)."""
+        raise NotImplementedError
+
+    def standardise(self, raw: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """(raw - mean) / std per element, with the fitted ``feature_mean``/``feature_std``."""
+        return (raw - self.feature_mean[species]) / self.feature_std[species]
+
+    def fingerprints(self, batch: Batch) -> torch.Tensor:
+        """Per-frame fingerprints (B, n_elements * D): the mean standardised raw features
+        of each element's atoms in the frame (zeros for an absent element)."""
+        with torch.no_grad():
+            species = self.species_of(batch["numbers"])
+            features = self.standardise(self.raw_features(batch), species)
+            n_frames, n_el = batch["n_atoms"].shape[0], len(self.elements)
+            key = batch["frame"] * n_el + species
+            sums = features.new_zeros(n_frames * n_el, features.shape[1]).index_add(0, key, features)
+            counts = torch.bincount(key, minlength=n_frames * n_el).clamp(min=1).to(features.dtype)
+            return (sums / counts[:, None]).reshape(n_frames, -1)
 
     # ------------------------------------------------------------------ members
     def select_members(self, indices: Sequence[int]) -> "StackedModule":
@@ -120,6 +223,14 @@ class StackedModule(torch.nn.Module):
         return new
 
 
+def element_numbers(elements: Sequence[int | str]) -> list[int]:
+    """Sorted unique atomic numbers of ``elements`` (symbols or numbers)."""
+    numbers = sorted({atomic_number(e) for e in elements})
+    if not numbers:
+        raise ValueError("a model needs at least one element")
+    return numbers
+
+
 def atomic_number(element: int | str) -> int:
     if isinstance(element, str):
         if element not in chemical_symbols[1:]:
@@ -130,9 +241,9 @@ def atomic_number(element: int | str) -> int:
     return int(element)
 
 
-def check_same_buffers(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    if a.hparams() != b.hparams():  # type: ignore[operator]
-        raise ValueError(f"members differ in hyperparameters: {a.hparams()} vs {b.hparams()}")  # type: ignore[operator]
+def check_same_buffers(a: StackedModule, b: StackedModule) -> None:
+    if a.hparams() != b.hparams():
+        raise ValueError(f"members differ in hyperparameters: {a.hparams()} vs {b.hparams()}")
     for name, buf in a.named_buffers():
         other = dict(b.named_buffers())[name]
         if not torch.allclose(buf.to(torch.float64), other.to(torch.float64), rtol=1e-12, atol=1e-12):

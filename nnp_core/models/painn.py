@@ -13,10 +13,9 @@ cutoff, then an atomwise MLP on s gives the atomic energy:
 
     E = sum_i [ E0(Z_i) + s_scale * MLP(s_i) ]
 
-Forces are -dE/dr by autograd. As for every registered architecture the parameters
-carry a leading member axis and all members are evaluated in one pass. Positions are
-copied once per member before differentiation, so one backward pass gives every
-member's forces.
+Forces are -dE/dr by autograd (:class:`StackedModule`'s ``forward``). As for every
+registered architecture the parameters carry a leading member axis and all members are
+evaluated in one pass.
 
 ``raw_features`` (element-resolved radial-basis sums, no angles) standardised by the
 fitted ``feature_mean``/``feature_std`` are the member-independent fingerprints that
@@ -33,8 +32,8 @@ import torch
 
 from nnp_core.batch import Batch
 from nnp_core.descriptors import cosine_cutoff
-from nnp_core.models.base import DTYPES, StackedModule
-from nnp_core.models.registry import member_generator, register_model
+from nnp_core.models.base import StackedModule, element_numbers
+from nnp_core.models.registry import Setting, member_generator, register_model
 
 #: added under the square root of |V v|² so its gradient is finite at v = 0 (all vector
 #: features start at zero)
@@ -52,7 +51,12 @@ def radial_basis(r: torch.Tensor, n_basis: int, cutoff_A: float) -> torch.Tensor
 class PaiNN(StackedModule):
     """A committee-ready PaiNN: parameters carry a leading axis of ``n_members``."""
 
-    architecture = "painn"
+    settings = {
+        "cutoff_A": Setting(5.2, "interaction cutoff, Å", float, gt=0),
+        "features": Setting(64, "scalar and vector features per atom", int, ge=1),
+        "interactions": Setting(3, "message-passing rounds", int, ge=1),
+        "radial_basis": Setting(20, "radial basis functions", int, ge=1),
+    }
 
     def __init__(
         self,
@@ -66,17 +70,16 @@ class PaiNN(StackedModule):
         radial_basis: int = 20,
         dtype: str = "float64",
     ) -> None:
-        super().__init__()
         if min(features, interactions, radial_basis) < 1:
             raise ValueError(
                 f"features, interactions and radial_basis must be >= 1, got {features}, "
                 f"{interactions}, {radial_basis}"
             )
-        numbers = self._init_common(elements, n_members, cutoff_A, dtype)
+        n_el = len(element_numbers(elements))
+        super().__init__(elements=elements, n_members=n_members, cutoff_A=cutoff_A, dtype=dtype,
+                         n_raw_features=n_el * int(radial_basis))
         self.n_features, self.n_interactions, self.n_basis = int(features), int(interactions), int(radial_basis)
-        n_el, f, k = len(numbers), self.n_features, self.n_basis
-        self.register_buffer("feature_mean", torch.zeros(n_el, n_el * k))
-        self.register_buffer("feature_std", torch.ones(n_el, n_el * k))
+        f, k = self.n_features, self.n_basis
         shapes: dict[str, tuple[int, ...]] = {"embedding": (n_el, f)}
         for t in range(self.n_interactions):
             shapes |= {
@@ -88,15 +91,13 @@ class PaiNN(StackedModule):
         shapes |= {"out_w0": (f, f // 2 or 1), "out_b0": (1, f // 2 or 1), "out_w1": (f // 2 or 1, 1), "out_b1": (1, 1)}
         for name, shape in shapes.items():
             self.weights[name] = torch.nn.Parameter(torch.zeros(n_members, *shape))
-        self.to(DTYPES[dtype])
-        for member in range(n_members):
-            self.initialise_member(member, seed)
+        self.initialise_members(seed)
 
     # ------------------------------------------------------------------ set-up
     def initialise_member(self, member: int, seed: int) -> None:
         """LeCun-normal matrices, zero biases, unit-normal embeddings, from the member's
         own random stream."""
-        self._initialise_lecun(member, seed, skip=("embedding",))
+        self.initialise_lecun(member, seed, skip=("embedding",))
         generator = member_generator(seed + 7919, member)
         with torch.no_grad():
             emb = self.weights["embedding"]
@@ -128,9 +129,8 @@ class PaiNN(StackedModule):
         h = torch.nn.functional.silu(self._linear(x, f"{prefix}_w0", f"{prefix}_b0"))
         return self._linear(h, f"{prefix}_w1", f"{prefix}_b1")
 
-    def atomic_energies(self, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
-        """Atomic energies (M, n), eV, from positions (1 or M, n, 3)."""
-        species = self.species_of(batch["numbers"])
+    def atomic_outputs(self, batch: Batch, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """The output MLP on the final scalar features: (M, n), from positions (1 or M, n, 3)."""
         m, n, f = self.n_members, species.shape[0], self.n_features
         i, j = batch["pairs"][0], batch["pairs"][1]
         vectors = positions[:, j] - positions[:, i]  # (M', P, 3)
@@ -157,43 +157,7 @@ class PaiNN(StackedModule):
             avv, asv, ass = a.split(f, dim=-1)
             v = v + avv[:, None] * uv
             s = s + asv * (uv * vv).sum(1) + ass
-        out = self._mlp(s, "out")[..., 0]  # (M, n)
-        return self.atom_ref_energy[species] + self.energy_scale * out
-
-    def _positions(self, batch: Batch, copies: int, requires_grad: bool) -> torch.Tensor:
-        positions = batch["positions"].to(self.dtype).detach().unsqueeze(0)
-        if copies > 1:
-            positions = positions.expand(copies, -1, -1).clone()
-        return positions.requires_grad_(requires_grad)
-
-    def forward(
-        self, batch: Batch, *, compute_forces: bool = True, create_graph: bool = False
-    ) -> dict[str, torch.Tensor]:
-        """Energies (M, B) in eV and, if asked, forces (M, n, 3) in eV/Å for every member.
-
-        ``create_graph=True`` (training) keeps the graph of the forces so that a loss on
-        them can be differentiated with respect to the weights.
-        """
-        positions = self._positions(batch, self.n_members, compute_forces)
-        with torch.enable_grad() if compute_forces else torch.no_grad():
-            atomic = self.atomic_energies(batch, positions)
-            energy = self.frame_energies(atomic, batch)
-            result = {"energy": energy, "atomic_energies": atomic}
-            if compute_forces:
-                (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=create_graph)
-                result["forces"] = -grad
-        if not create_graph:
-            result = {key: value.detach() for key, value in result.items()}
-        return result
-
-    def mean_energy_forces(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Committee-mean energy (B,) in eV and forces (n, 3) in eV/Å: one backward pass
-        through the shared positions."""
-        positions = self._positions(batch, 1, True)
-        with torch.enable_grad():
-            energy = self.frame_energies(self.atomic_energies(batch, positions), batch).mean(dim=0)
-            (grad,) = torch.autograd.grad(energy.sum(), positions)
-        return {"energy": energy.detach(), "forces": -grad[0]}
+        return self._mlp(s, "out")[..., 0]  # (M, n)
 
     # ------------------------------------------------------------------ fingerprints
     def raw_features(self, batch: Batch) -> torch.Tensor:
@@ -208,15 +172,3 @@ class PaiNN(StackedModule):
         out = pos.new_zeros(species.shape[0] * n_el, self.n_basis)
         out = out.index_add(0, i * n_el + species[j], basis)
         return out.reshape(species.shape[0], n_el * self.n_basis)
-
-    def fingerprints(self, batch: Batch) -> torch.Tensor:
-        """Per-frame fingerprints (B, n_elements * D): the mean standardised radial
-        features of each element's atoms in the frame (zeros for an absent element)."""
-        with torch.no_grad():
-            species = self.species_of(batch["numbers"])
-            features = (self.raw_features(batch) - self.feature_mean[species]) / self.feature_std[species]
-            n_frames, n_el = batch["n_atoms"].shape[0], len(self.elements)
-            key = batch["frame"] * n_el + species
-            sums = features.new_zeros(n_frames * n_el, features.shape[1]).index_add(0, key, features)
-            counts = torch.bincount(key, minlength=n_frames * n_el).clamp(min=1).to(features.dtype)
-            return (sums / counts[:, None]).reshape(n_frames, -1)

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import httpx
 import numpy as np
-from sqlalchemy.orm import Session
 
 from tests.flows.conftest import TINY_CAMPAIGN
 
@@ -185,8 +184,8 @@ def write_deploy_campaign(folder: Path, name: str, execution: str | None = None)
 def add_pending_frames(config: Path, n: int, seed: int) -> list[int]:
     """Queue ``n`` randomly displaced copies of the campaign's molecule (as MD frames of
     generation 0, the generation created if missing) for labelling; their label ids."""
-    from flows.campaign import get_or_create_generation, open_campaign
-    from flows.storage import StructureSource, add_structures, enqueue_labels
+    from flows.campaign import open_campaign
+    from flows.storage import StructureSource, add_structures, enqueue_labels, generation, transaction
 
     ctx = open_campaign(config)
     rng = np.random.default_rng(seed)
@@ -196,10 +195,9 @@ def add_pending_frames(config: Path, n: int, seed: int) -> list[int]:
         atoms.positions += rng.normal(scale=0.04, size=atoms.positions.shape)
         frames.append(atoms)
     try:
-        with Session(ctx.engine) as session, session.begin():
-            generation = get_or_create_generation(session, ctx.campaign_id, 0)
+        with transaction(ctx.engine) as session:
             ids = add_structures(session, ctx.campaign_id, frames, source=StructureSource.MD,
-                                 generation_id=generation.id)
+                                 generation_id=generation(session, ctx.campaign_id, 0).id)
             return enqueue_labels(session, ids)
     finally:
         ctx.engine.dispose()  # the database file alone holds them (no connection keeps the WAL)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from flows.campaign import open_campaign
 from flows.config import load_config
 from flows.deployments import label_backlog
-from flows.storage import Label, LabelStatus
+from flows.storage import LabelRow, LabelStatus
 from tests.deploy.helpers import REPO, PrefectServer, add_pending_frames, write_deploy_campaign
 
 pytest.importorskip("prefect_dask")
@@ -39,10 +39,10 @@ dashboard_address = ":0"
 """
 
 
-def _labels(config: Path) -> dict[int, Label]:
+def _labels(config: Path) -> dict[int, LabelRow]:
     ctx = open_campaign(config, create=False)
     with Session(ctx.engine) as session:
-        rows = session.execute(select(Label.structure_id, Label).order_by(Label.structure_id)).all()
+        rows = session.execute(select(LabelRow.structure_id, LabelRow).order_by(LabelRow.structure_id)).all()
         session.expunge_all()
     return dict(rows)
 
@@ -62,7 +62,7 @@ def test_dask_labels_equal_thread_labels(prefect_server: PrefectServer, tmp_path
         assert label.energy_eV == pytest.approx(reference.energy_eV, abs=1e-7)  # eV
         np.testing.assert_allclose(label.forces_eV_A, reference.forces_eV_A, atol=1e-6)  # eV/Å
     # labelled in the Dask worker processes, not in this one
-    def pids(labels: dict[int, Label]) -> set[int]:
+    def pids(labels: dict[int, LabelRow]) -> set[int]:
         return {int(label.worker.split(":")[1]) for label in labels.values()}  # worker = host:pid:tag
 
     assert os.getpid() not in pids(by_dask) and pids(by_thread) == {os.getpid()}

@@ -8,7 +8,6 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,14 @@ from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
 )
+from prefect.concurrency.sync import concurrency
 from prefect.deployments import run_deployment
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
+from flows import storage
 from flows.campaign import open_campaign
-from prefect.concurrency.sync import concurrency
-
 from flows.deployments import campaign_slug, ensure_lock, lock_name
-from flows.storage import Committee, Generation
+from flows.storage import CommitteeRow, Retrain
 from tests.deploy.helpers import (
     PrefectServer,
     add_pending_frames,
@@ -51,17 +49,26 @@ class Served:
     log: Path
     cycle_run: Any
 
-    def committees(self) -> list[Committee]:
+    def committees(self) -> list[CommitteeRow]:
         ctx = open_campaign(self.config, create=False)
-        with Session(ctx.engine) as session:
-            return list(session.scalars(select(Committee).order_by(Committee.id)))
+        with storage.reading(ctx.engine) as session:
+            return list(session.scalars(select(CommitteeRow).order_by(CommitteeRow.id)))
+
+    def retrains(self) -> dict[int, Retrain]:
+        """The retrain rows, by committee id."""
+        ctx = open_campaign(self.config, create=False)
+        with storage.reading(ctx.engine) as session:
+            return {row.committee_id: row for row in session.scalars(select(Retrain))}
 
     def generation_zero(self) -> tuple[Any, ...]:
         """Generation 0's own figures: validation error, committee, training time."""
         ctx = open_campaign(self.config, create=False)
-        with Session(ctx.engine) as session:
-            g = session.scalar(select(Generation).where(Generation.index == 0))
-            return g.metrics["validation"], g.metrics["committee_id"], g.train_s, g.status
+        with storage.reading(ctx.engine) as session:
+            (g,) = storage.generations(session, ctx.campaign_id, last=0)
+            own = storage.generation_committee(session, g.id)
+            validation = storage.evaluation(session, "validation", committee_id=own.id)
+            return (validation.force_mae_eV_A, own.id, storage.done_steps(session, g.id).get("train"),
+                    g.status)
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +155,9 @@ def test_new_labels_trigger_a_retrain_that_registers_a_committee(served: Served)
     after = served.committees()
     assert served.generation_zero() == generation_zero  # its figures stay its own committee's
     assert len(after) == len(before) + 1
-    record = after[-1].training_metrics["retrain"]
-    assert record["new_labels"] == MIN_NEW_LABELS and record["previous_committee"] == before[-1].id
+    record = served.retrains()[after[-1].id]
+    assert record.new_labels == MIN_NEW_LABELS and record.previous_committee_id == before[-1].id
+    assert record.generation_id == after[-1].generation_id and record.finished_at >= record.started_at
     assert after[-1].generation_id == before[-1].generation_id  # trained into the decided generation
     assert after[-1].checkpoint_path != before[-1].checkpoint_path
 
@@ -171,7 +179,7 @@ def test_two_retrains_at_once_train_one_after_the_other(served: Served) -> None:
     assert second.start_time < first.end_time, "the two runs never ran at the same time: nothing tested"
     new = served.committees()[before:]
     assert len(new) == 2
-    spans = sorted((datetime.fromisoformat(c.training_metrics["retrain"]["started"]),
-                    datetime.fromisoformat(c.training_metrics["retrain"]["finished"])) for c in new)
+    retrains = served.retrains()
+    spans = sorted((retrains[c.id].started_at, retrains[c.id].finished_at) for c in new)
     assert spans[0][1] <= spans[1][0], f"two committees trained at once: {spans}"
-    assert new[1].training_metrics["retrain"]["previous_committee"] == new[0].id  # warm start from the first
+    assert retrains[new[1].id].previous_committee_id == new[0].id  # warm start from the first

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from flows.campaign import open_campaign
 from flows.deployments import campaign_slug
-from flows.storage import Committee, Generation, GenerationStatus
+from flows.storage import CommitteeRow, Generation, GenerationStatus
 from tests.deploy.helpers import (
     TERMINAL,
     PrefectServer,
@@ -96,7 +96,7 @@ def test_scheduled_run_advances_the_campaign_and_stops(scheduled: Scheduled) -> 
     with Session(ctx.engine) as session:
         generations = {g.index: g for g in session.scalars(
             select(Generation).where(Generation.campaign_id == ctx.campaign_id))}
-        committees = session.scalars(select(Committee).join(Generation).where(
+        committees = session.scalars(select(CommitteeRow).join(Generation).where(
             Generation.campaign_id == ctx.campaign_id)).all()
         assert sorted(generations) == [0, 1]
         assert all(g.status == GenerationStatus.DONE for g in generations.values())

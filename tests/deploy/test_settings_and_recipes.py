@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pydantic
 import pytest
-from sqlalchemy.orm import Session
 
-from flows.campaign import get_or_create_generation, open_campaign
+from flows.campaign import open_campaign
 from flows.config import ConfigError
 from flows.dashboard import campaign_resource
 from flows.deployments import DeploySettings, add_subcommands, deploy_settings, lock_name, plan_retrain
-from flows.storage import Committee, GenerationStatus, complete_label
+from flows.storage import CommitteeRow, GenerationStatus, complete_label, generation, transaction
 from tests.deploy.helpers import REPO, PrefectServer, add_pending_frames, write_deploy_campaign
 
 
@@ -41,18 +40,18 @@ def test_retrain_plan_counts_labels_the_committee_has_not_seen(tmp_path: Path) -
     ctx = open_campaign(config)
     assert plan_retrain(ctx, 0).skip_reason.startswith("no committee yet")
     labels = add_pending_frames(config, 3, seed=3)
-    with Session(ctx.engine) as session, session.begin():
+    with transaction(ctx.engine) as session:
         for label_id in labels:
             complete_label(session, label_id, energy_eV=-2000.0, forces_eV_A=np.zeros((3, 3)),
                            level_of_theory=ctx.config.level_of_theory())
-        generation = get_or_create_generation(session, ctx.campaign_id, 0)
-        generation.status = GenerationStatus.DONE
-        session.add(Committee(campaign_id=ctx.campaign_id, generation_id=generation.id, checkpoint_path="x",
-                              n_members=2, architecture="bpnn", training_metrics={"n_frames": 1}))
-        get_or_create_generation(session, ctx.campaign_id, 1)  # a cycle killed mid-generation
+        zero = generation(session, ctx.campaign_id, 0)
+        zero.status = GenerationStatus.DONE
+        session.add(CommitteeRow(campaign_id=ctx.campaign_id, generation_id=zero.id, checkpoint_path="x",
+                              n_members=2, architecture="bpnn", n_training_frames=1))
+        generation(session, ctx.campaign_id, 1)  # a cycle killed mid-generation
     assert "generation 1 is unfinished" in plan_retrain(ctx, 0).skip_reason
-    with Session(ctx.engine) as session, session.begin():
-        get_or_create_generation(session, ctx.campaign_id, 1).status = GenerationStatus.DONE
+    with transaction(ctx.engine) as session:
+        generation(session, ctx.campaign_id, 1).status = GenerationStatus.DONE
     assert plan_retrain(ctx, 3).skip_reason == "2 label(s) not seen by committee 1, fewer than 3"
     plan = plan_retrain(ctx, 2)
     assert (plan.skip_reason, plan.generation_index, plan.new_labels, plan.committee_id) == (None, 1, 2, 1)

@@ -21,10 +21,10 @@ from flows.cli import main
 from flows.progress import attached
 from flows.report import write_report
 from flows.storage import (
-    Committee,
+    CommitteeRow,
     Evaluation,
     Generation,
-    Label,
+    LabelRow,
     LabelStatus,
     Score,
     Structure,
@@ -56,7 +56,7 @@ def test_a_painn_campaign_explores_selects_and_trains(prefect_harness, tmp_path)
     summary = active_learning(config_path=str(config))
     ctx = open_campaign(config, create=False)
     with Session(ctx.engine) as s:
-        committees = s.scalars(select(Committee).order_by(Committee.id)).all()
+        committees = s.scalars(select(CommitteeRow).order_by(CommitteeRow.id)).all()
         assert [c.architecture for c in committees] == ["painn"] * 3
         explored = _count(s, Structure, Structure.source.in_([StructureSource.MD, StructureSource.REJECTED]))
         assert explored > 0 and _count(s, Score) == explored
@@ -84,7 +84,7 @@ def test_adaptive_trust_lo_keeps_labelling_when_the_window_is_empty(prefect_harn
         scores = s.execute(select(Score.max_force_dev, Score.decision, Score.reason).join(
             Structure, Structure.id == Score.structure_id).where(
             Structure.generation_id == generation.id, Structure.source == StructureSource.MD)).all()
-        fresh = _count(s, Label, Label.structure_id.in_(select(Structure.id).where(
+        fresh = _count(s, LabelRow, LabelRow.structure_id.in_(select(Structure.id).where(
             Structure.generation_id == generation.id, Structure.source == StructureSource.MD)))
     in_window = sum(2.999 <= dev < 3.0 for dev, _, _ in scores)
     selected = [(dev, reason) for dev, decision, reason in scores if decision == "selected"]
@@ -99,7 +99,7 @@ def test_adaptive_trust_lo_keeps_labelling_when_the_window_is_empty(prefect_harn
 def _check_fresh_calibration(session, campaign_id, generations, committees, work_dir) -> None:
     """Committee g's force scale = RMS(error) / RMS(force_dev) of the committees before
     it on the fresh MD labels of generations g-2..g (generation 0's: the validation fit)."""
-    assert committees[0].training_metrics["calibrated_on"] == "validation"
+    assert committees[0].calibrated_on == "validation"
     for g in (1, 2):
         errors, devs = [], []
         for h in range(max(1, g - 2), g + 1):
@@ -111,12 +111,12 @@ def _check_fresh_calibration(session, campaign_id, generations, committees, work
                 devs.append(prediction.force_dev)
         scale = load_committee(work_dir / committees[g].checkpoint_path).calibration.force_dev_scale
         if not errors:
-            assert committees[g].training_metrics["calibrated_on"] == "validation"
+            assert committees[g].calibrated_on == "validation"
             continue
         expected = fit_calibration(np.concatenate(devs), np.concatenate(errors)).force_dev_scale
         assert scale == pytest.approx(expected, rel=1e-9)
-        assert committees[g].training_metrics["calibrated_on"].startswith("fresh labels of generations")
-        assert committees[g].training_metrics["calibration"]["force_dev_scale"] == pytest.approx(scale)
+        assert committees[g].calibrated_on.startswith("fresh labels of generations")
+        assert committees[g].force_dev_scale == pytest.approx(scale)
 
 
 def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> None:
@@ -157,9 +157,9 @@ def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> Non
         assert all(str(g.status) == "done" for g in generations)
         assert generations[-1].stop_reason == "generation limit 2 reached"
         # every structure that was queued got exactly one finished label
-        n_labels = _count(s, Label)
-        assert _count(s, Label, Label.status == LabelStatus.DONE) + _count(
-            s, Label, Label.status == LabelStatus.FAILED) == n_labels == summary["labels"] + summary["failed_labels"]
+        n_labels = _count(s, LabelRow)
+        assert _count(s, LabelRow, LabelRow.status == LabelStatus.DONE) + _count(
+            s, LabelRow, LabelRow.status == LabelStatus.FAILED) == n_labels == summary["labels"] + summary["failed_labels"]
         assert _count(s, Structure, Structure.source == StructureSource.INITIAL) == 7  # 6 + reference
         assert _count(s, Structure, Structure.source == StructureSource.VALIDATION) == 3
         md = _count(s, Structure, Structure.source.in_([StructureSource.MD, StructureSource.REJECTED]))
@@ -167,10 +167,20 @@ def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> Non
         selected = _count(s, Score, Score.decision == "selected")
         assert 0 < selected <= 2 * 3
         assert n_labels == 10 + selected  # initial + validation + selected, nothing else
-        committees = s.scalars(select(Committee).order_by(Committee.id)).all()
+        committees = s.scalars(select(CommitteeRow).order_by(CommitteeRow.id)).all()
         assert len(committees) == 3
         assert _count(s, Evaluation, Evaluation.label_set == "validation") == 3
         assert _count(s, Evaluation, Evaluation.label_set == "fresh") >= 1
+        # the typed records of every generation: step marks in order, counts that add up
+        assert [m.step for m in generations[0].steps] == ["sample", "label", "train", "decide"]
+        for g in generations[1:]:
+            assert [m.step for m in g.steps] == ["explore", "select", "label", "evaluate_fresh", "train", "decide"]
+            assert sum(g.selection_counts().values()) == _count(s, Structure, Structure.generation_id == g.id, Structure.source.in_(
+                [StructureSource.MD, StructureSource.REJECTED])) <= g.md_trusted + g.md_rejected + g.md_failed
+            assert g.n_selected == g.labels_done + g.labels_failed and g.replica_steps > 0
+        assert _count(s, Score, Score.decision.is_(None)) == 0  # every explored frame judged by select
+        # each fresh label's true error sits on the score the exploring committee gave it
+        assert _count(s, Score, Score.max_force_error_eV_A.is_not(None)) == sum(g.labels_done for g in generations[1:])
         # stored relative to work_dir (a moved campaign folder still resumes), keyed by committee id
         assert all(not Path(c.checkpoint_path).is_absolute() for c in committees)
         assert [Path(c.checkpoint_path).name for c in committees] == [

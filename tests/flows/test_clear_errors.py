@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 import flows.active_learning  # noqa: F401  (Prefect sets up its log handlers now, not inside capsys)
 from flows.cli import main
 from flows.config import ConfigError, load_config
-from flows.storage import Committee, Label, LabelStatus, Structure, make_engine
+from flows.storage import CommitteeRow, LabelRow, LabelStatus, Structure, make_engine
 
 from .conftest import write_campaign
 
@@ -199,9 +199,9 @@ def _labels(db: Path) -> list[tuple[str, str | None, str]]:
     engine = make_engine(f"sqlite:///{db}")
     try:
         with Session(engine) as session:
-            rows = session.execute(select(Label.status, Label.error, Structure.source).join(Structure)
-                                   .order_by(Label.id)).all()
-            committees = session.scalars(select(Committee)).all()
+            rows = session.execute(select(LabelRow.status, LabelRow.error, Structure.source).join(Structure)
+                                   .order_by(LabelRow.id)).all()
+            committees = session.scalars(select(CommitteeRow)).all()
     finally:
         engine.dispose()
     assert committees == []
@@ -236,8 +236,8 @@ def test_every_generation0_label_failing_stops_the_run_clearly_and_keeps_the_evi
     engine = make_engine(f"sqlite:///{db}")
     try:
         with Session(engine) as session:
-            statuses = session.scalars(select(Label.status)).all()
-            assert len(session.scalars(select(Committee)).all()) == 1
+            statuses = session.scalars(select(LabelRow.status)).all()
+            assert len(session.scalars(select(CommitteeRow)).all()) == 1
     finally:
         engine.dispose()
     assert len(statuses) == n and set(statuses) == {LabelStatus.DONE}

@@ -9,6 +9,7 @@ import ase.io
 import pytest
 from ase.build import molecule
 
+from flows.backends import make_initial_md_backend
 from flows.config import CampaignConfig, ConfigError, load_config
 from nnp_core.train_config import TrainConfig
 
@@ -61,7 +62,7 @@ def test_ethanol_example_is_the_documented_campaign() -> None:
     assert config.explore.temperatures_K == [300.0, 500.0, 700.0]
     assert config.system.atoms().get_chemical_formula() == "C2H6O"
     assert (config.loop.initial_sampler, config.loop.initial_md_backend) == ("md", "xtb")
-    assert config.make_initial_md_backend().level_of_theory["method"] == "gfn2-xtb"
+    assert make_initial_md_backend(config).level_of_theory["method"] == "gfn2-xtb"
 
 
 def test_defaults_and_relative_paths_resolve_against_the_toml_folder(tmp_path: Path) -> None:
@@ -172,6 +173,55 @@ def test_each_architecture_gets_its_own_hyperparameters(tmp_path: Path) -> None:
         assert model.architecture == committee.architecture
         assert model.neighbour_cutoffs[0] == committee.cutoff_A
     assert hparams["features"] == 16
+
+
+def test_committee_settings_come_from_the_model_registry(tmp_path: Path) -> None:
+    """Examples and the flow tests' campaign give the hparams they always gave; a key of
+    another architecture is checked and ignored, one of none is named as unknown."""
+    from .conftest import TINY_CAMPAIGN
+
+    assert load_config(EXAMPLES / "ethanol.toml").committee.network_hparams() == {
+        "hidden_layers": [64, 64], "descriptor": {"cutoff_A": 5.2, "angular_cutoff_A": 3.5}}
+    assert load_config(EXAMPLES / "water.toml").committee.network_hparams() == {
+        "hidden_layers": [32, 32], "descriptor": {"cutoff_A": 4.0, "angular_cutoff_A": 3.5}}
+    tiny = TINY_CAMPAIGN.format(name="tiny", initial_samples=4)
+    committee = load_config(write(tmp_path, tiny)).committee
+    assert committee.network_hparams() == {"hidden_layers": [16],
+                                           "descriptor": {"cutoff_A": 4.0, "angular_cutoff_A": 3.5}}
+    assert "features" not in committee.model_dump()  # painn's, ignored for bpnn
+    painn = load_config(write(tmp_path, tiny.replace('"bpnn"', '"painn"'))).committee
+    assert painn.network_hparams() == {"cutoff_A": 4.0, "features": 8, "interactions": 1, "radial_basis": 6}
+    assert CampaignConfig.model_validate_json(json.dumps(
+        load_config(write(tmp_path, tiny)).snapshot())).committee == committee
+    found = problems(tmp_path, MINIMAL + "[committee]\nhiden_layers = [8]\nfeatures = 0\n")
+    assert found["committee.hiden_layers"] == ("unknown setting of architecture 'bpnn' "
+                                               "(did you mean 'hidden_layers'?)")
+    assert "greater than or equal to 1" in found["committee.features"]
+    found = problems(tmp_path, MINIMAL + "[committee]\nhidden_layers = []\ncutoff_A = -1.0\ncolour = 1\n")
+    assert "at least 1 item" in found["committee.hidden_layers"]
+    assert "greater than 0" in found["committee.cutoff_A"]
+    assert found["committee.colour"] == "unknown setting of architecture 'bpnn' (its settings: cutoff_A, hidden_layers)"
+
+
+def test_a_registered_architecture_declares_its_own_settings(tmp_path: Path) -> None:
+    from flows.config import CommitteeSection
+
+    from ..toy_architecture import registered_toy
+
+    with registered_toy():
+        committee = CommitteeSection.model_validate({"architecture": "toy", "width": 3, "hidden_layers": [8]})
+        assert committee.network_hparams() == {"cutoff_A": 3.0, "width": 3}
+        assert (committee.width, committee.cutoff_A, committee.members) == (3, 3.0, 4)
+        loaded = load_config(write(tmp_path, MINIMAL + '[committee]\narchitecture = "toy"\nwidth = 2\n'))
+        assert loaded.committee.network_hparams() == {"cutoff_A": 3.0, "width": 2}
+        found = problems(tmp_path, MINIMAL + '[committee]\narchitecture = "toy"\nwidth = 0\nwidht = 2\n')
+        assert "greater than or equal to 1 (got 0)" in found["committee.width"]
+        assert found["committee.widht"] == "unknown setting of architecture 'toy' (did you mean 'width'?)"
+        found = problems(tmp_path, MINIMAL + '[committee]\narchitecture = "tyo"\n')
+        assert found["committee.architecture"] == "must be 'bpnn', 'painn' or 'toy' (a registered architecture)"
+    found = problems(tmp_path, MINIMAL + '[committee]\narchitecture = "toy"\nwidth = 2\n')  # unregistered
+    assert found["committee.architecture"] == "must be 'bpnn' or 'painn' (a registered architecture)"
+    assert "committee.width" not in found
 
 
 def test_unknown_molecule_suggests_the_ase_name(tmp_path: Path) -> None:

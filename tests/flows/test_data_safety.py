@@ -19,11 +19,18 @@ import ase.db
 import ase.io
 import numpy as np
 import pytest
-from sqlalchemy.orm import Session
 
-from flows.campaign import get_or_create_generation, open_campaign
+from flows.campaign import open_campaign
 from flows.cli import build_parser, main
-from flows.storage import StructureSource, add_structures, complete_label, enqueue_labels
+from flows.storage import (
+    StructureSource,
+    add_structures,
+    complete_label,
+    enqueue_labels,
+    generation,
+    reading,
+    transaction,
+)
 
 from tests.deploy.helpers import add_pending_frames
 
@@ -45,7 +52,7 @@ def _labelled_campaign(folder: Path, name: str = "safe-water") -> tuple[Path, Pa
     config = write_campaign(folder, name)
     label_ids = add_pending_frames(config, N_LABELS, seed=3)
     ctx = open_campaign(config)
-    with Session(ctx.engine) as session, session.begin():
+    with transaction(ctx.engine) as session:
         for label_id in label_ids:
             complete_label(session, label_id, energy_eV=-2000.0, forces_eV_A=np.zeros((3, 3)),
                            level_of_theory=ctx.config.level_of_theory())
@@ -170,7 +177,7 @@ def test_a_failed_export_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mo
 
     monkeypatch.setattr(export.ase.io, "write", half_then_fail)
     ctx = open_campaign(config, create=False)
-    with Session(ctx.engine) as session, pytest.raises(RuntimeError, match="disk full"):
+    with reading(ctx.engine) as session, pytest.raises(RuntimeError, match="disk full"):
         export.export_extxyz(session, ctx.campaign_id, output)
     assert output.read_text() == "the earlier export\n"
     assert _leftovers(tmp_path) == []
@@ -231,12 +238,12 @@ def test_a_failed_run_checkpoints_too(tmp_path, capsys, monkeypatch) -> None:
     def writes_then_fails(args) -> int:
         ctx = open_campaign(args.config)  # engine left open: the rows stay in the -wal file
         engines.append(ctx.engine)
-        with Session(ctx.engine) as session, session.begin():
-            generation = get_or_create_generation(session, ctx.campaign_id, 0)
+        with transaction(ctx.engine) as session:
+            zero = generation(session, ctx.campaign_id, 0)
             frames = [ctx.config.system.atoms() for _ in range(3)]
             for i, atoms in enumerate(frames):
                 atoms.positions[0, 0] += 0.01 * i
-            add_structures(session, ctx.campaign_id, frames, source=StructureSource.MD, generation_id=generation.id)
+            add_structures(session, ctx.campaign_id, frames, source=StructureSource.MD, generation_id=zero.id)
         raise LookupError("the run failed")
 
     monkeypatch.setattr(flows.cli, "cmd_run", writes_then_fails)

@@ -4,9 +4,8 @@ on those generations' fresh labels, pooled; the generation limit."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy.orm import Session
-
-from flows.campaign import get_or_create_generation, open_campaign
+from flows import storage
+from flows.campaign import open_campaign
 from flows.steps.decide import decide, pooled_fresh_mae
 from flows.storage import GenerationStatus
 
@@ -16,12 +15,18 @@ from .conftest import write_campaign
 def _generation(ctx, index: int, accurate: int, fresh: tuple[int, float] | None) -> None:
     """Generation ``index`` as if explored (1000 frames, ``accurate`` of them trusted)
     and labelled (``fresh`` = frames, force MAE eV/Å)."""
-    with Session(ctx.engine) as session, session.begin():
-        generation = get_or_create_generation(session, ctx.campaign_id, index)
-        metrics = {"steps": {}, "selection": {"accurate": accurate, "candidate": 1000 - accurate}}
-        if fresh is not None:
-            metrics["fresh"] = {"n_frames": fresh[0], "force_mae_eV_A": fresh[1]}
-        generation.metrics = metrics
+    with storage.transaction(ctx.engine) as session:
+        generation = storage.generation(session, ctx.campaign_id, index)
+        storage.record_selection(generation, {"accurate": accurate, "candidate": 1000 - accurate})
+        if fresh is not None:  # scored by the committee that explored it
+            committee = storage.add_committee(
+                session, ctx.campaign_id, generation.id, n_members=2, architecture="bpnn", n_training_frames=1,
+                training_wall_s=1.0, force_dev_scale=1.0, energy_dev_scale=1.0, calibrated_on="none",
+                member_reports=[])
+            storage.add_evaluation(session, committee.id, "fresh", {
+                "n_frames": fresh[0], "force_mae_eV_A": fresh[1], "energy_mae_eV_atom": 0.0,
+                "energy_rmse_eV_atom": 0.0, "force_rmse_eV_A": 0.0, "force_dev_spearman": None},
+                generation_id=generation.id)
 
 
 @pytest.fixture()
@@ -44,8 +49,8 @@ def test_one_lucky_fresh_frame_does_not_converge_a_campaign(ctx) -> None:
     stop, reason = decide(ctx, 3)
     assert stop and reason.startswith("converged: accurate fraction >= 0.9 for 2 generation(s)")
     assert "fresh force MAE 0.0299 <= 0.05 eV/Å (over their 26 fresh labels)" in reason
-    with Session(ctx.engine) as session:
-        generation = get_or_create_generation(session, ctx.campaign_id, 3)
+    with storage.reading(ctx.engine) as session:
+        generation = storage.generation(session, ctx.campaign_id, 3)
         assert generation.converged and generation.stop_reason == reason
         assert generation.status == GenerationStatus.DONE
 
@@ -65,11 +70,10 @@ def test_the_generation_limit_stops_an_unconverged_campaign(ctx) -> None:
     assert decide(ctx, 4) == (False, None)
     stop, reason = decide(ctx, 5)
     assert stop and reason == "generation limit 5 reached"
-    with Session(ctx.engine) as session:
-        assert not get_or_create_generation(session, ctx.campaign_id, 5).converged
+    with storage.reading(ctx.engine) as session:
+        assert not storage.generation(session, ctx.campaign_id, 5).converged
 
 
 def test_pooled_fresh_mae_weights_generations_by_their_labels() -> None:
-    assert pooled_fresh_mae([{"n_frames": 3, "force_mae_eV_A": 0.1}, None, {"n_frames": 1, "force_mae_eV_A": 0.5}]) == (
-        pytest.approx(0.2), 4)
-    assert pooled_fresh_mae([None, {"n_frames": 0, "force_mae_eV_A": float("nan")}]) == (None, 0)
+    assert pooled_fresh_mae([(3, 0.1), (1, 0.5)]) == (pytest.approx(0.2), 4)
+    assert pooled_fresh_mae([(0, float("nan"))]) == (None, 0)

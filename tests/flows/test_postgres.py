@@ -33,7 +33,7 @@ from flows.cli import main
 from flows.storage import (
     Base,
     Campaign,
-    Label,
+    LabelRow,
     StructureSource,
     add_structures,
     alembic_config,
@@ -93,7 +93,7 @@ def _counts(url: str) -> dict[str, int]:
 
 def _done_structures(engine: Engine) -> set[int]:
     with Session(engine) as session:
-        return set(session.scalars(select(Label.structure_id).where(Label.status == "done")))
+        return set(session.scalars(select(LabelRow.structure_id).where(LabelRow.status == "done")))
 
 
 def _postgres_campaign(folder: Path, name: str, url: str, initial_samples: int = 6) -> Path:
@@ -238,11 +238,12 @@ LABELLER = """
 import logging, sys, time
 from pathlib import Path
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+from flows.backends import make_backend
 from flows.campaign import open_campaign
 from flows.steps.labelling import label_pending
 config, name, folder = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 ctx = open_campaign(config)
-backend = ctx.config.make_backend()
+backend = make_backend(ctx.config)
 (folder / f"ready-{name}").touch()
 while not (folder / "go").exists():
     time.sleep(0.002)
@@ -280,7 +281,7 @@ def test_two_processes_never_claim_the_same_label_on_postgres(pg_url: str, tmp_p
     assert claimed["a"] and claimed["b"]  # both really ran concurrently
     with Session(engine) as session:
         for name, ids in claimed.items():
-            assert set(session.scalars(select(Label.worker).where(Label.id.in_(ids)))) == {name}
+            assert set(session.scalars(select(LabelRow.worker).where(LabelRow.id.in_(ids)))) == {name}
     engine.dispose()
 
 
@@ -301,7 +302,7 @@ def test_two_labellers_on_two_hosts_share_a_campaign_on_postgres(pg_url: str, tm
     assert set(a + b) == set(structure_ids)  # ...and 0 lost
     assert a and b, "both workers should have labelled something"
     with Session(ctx.engine) as session:
-        rows = session.execute(select(Label.structure_id, Label.status, Label.worker)).all()
+        rows = session.execute(select(LabelRow.structure_id, LabelRow.status, LabelRow.worker)).all()
     assert {status for _, status, _ in rows} == {"done"} and len(rows) == 16
     assert {sid: worker for sid, _, worker in rows} == {
         sid: name for name in workers for sid in computed[name]}

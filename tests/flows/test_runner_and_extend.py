@@ -18,7 +18,7 @@ from flows.campaign import open_campaign
 from flows.cli import main
 from flows.runner import STALE_AFTER_S, CampaignBusy, acquire, busy, campaign_runner, release
 from flows.steps.labelling import worker_name
-from flows.storage import Committee, Generation, Label, Runner
+from flows.storage import CommitteeRow, Generation, LabelRow, Runner
 from tests.flows.conftest import write_campaign
 
 
@@ -85,7 +85,7 @@ def test_a_second_alflow_run_is_refused_with_one_line_and_changes_nothing(tmp_pa
     assert len(err.splitlines()) == 1 and "already being run by" in err and "Traceback" not in err
     with Session(ctx.engine) as session:
         assert session.scalar(select(func.count()).select_from(Generation)) == 0
-        assert session.scalar(select(func.count()).select_from(Label)) == 0
+        assert session.scalar(select(func.count()).select_from(LabelRow)) == 0
 
 
 def test_a_finished_campaign_extends_moves_and_says_when_its_checkpoint_is_gone(
@@ -103,7 +103,7 @@ def test_a_finished_campaign_extends_moves_and_says_when_its_checkpoint_is_gone(
     config = moved / config.name
     ctx = open_campaign(config, create=False)
     with Session(ctx.engine) as session:
-        paths = session.scalars(select(Committee.checkpoint_path).order_by(Committee.id)).all()
+        paths = session.scalars(select(CommitteeRow.checkpoint_path).order_by(CommitteeRow.id)).all()
         assert len(paths) == 2 and not any(Path(p).is_absolute() for p in paths)
         assert len(set(paths)) == 2  # one folder per committee
 
@@ -120,7 +120,7 @@ def test_a_finished_campaign_extends_moves_and_says_when_its_checkpoint_is_gone(
 
     # a deleted checkpoint: one line, exit 2, before any flow starts
     with Session(ctx.engine) as session:
-        latest = session.scalars(select(Committee.checkpoint_path).order_by(Committee.id.desc())).first()
+        latest = session.scalars(select(CommitteeRow.checkpoint_path).order_by(CommitteeRow.id.desc())).first()
     shutil.rmtree(ctx.resolve(latest))
     config.write_text(text.replace("max_generations = 1", "max_generations = 5"))
     assert main(["run", str(config)]) == 2
@@ -167,7 +167,7 @@ def test_changed_committee_settings_are_refused_noted_or_taken_on_purpose(prefec
     assert main(["run", str(config), "--new-committee", "--generations", "1"]) == 0
     ctx = open_campaign(config, create=False)
     with Session(ctx.engine) as session:
-        paths = session.scalars(select(Committee.checkpoint_path).order_by(Committee.id)).all()
+        paths = session.scalars(select(CommitteeRow.checkpoint_path).order_by(CommitteeRow.id)).all()
     assert [load_committee(ctx.resolve(p)).n_members for p in paths] == [2, 3]  # the new one, from scratch
     assert main(["run", str(config), "--generations", "0"]) == 0  # the new settings are the campaign's now
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from flows.storage import (
     Campaign,
     Generation,
-    Label,
+    LabelRow,
     LabelStateError,
     LabelStatus,
     LevelOfTheoryMismatch,
@@ -41,8 +41,9 @@ from flows.storage import (
     immediate_engine,
     init_db,
     labelled_atoms,
-    new_generation,
-    reset_stale_running,
+    generation,
+    release_labels,
+    running_labels,
     to_dataframe,
 )
 from flows.storage.types import decode_array, encode_array
@@ -140,9 +141,9 @@ def test_add_structures_dedups_by_content_hash(engine: Engine, campaign_id: int)
 
 def test_add_structures_per_frame_metadata(engine: Engine, campaign_id: int) -> None:
     with Session(engine) as session, session.begin():
-        generation = new_generation(session, campaign_id)
+        generation_row = generation(session, campaign_id, 0)
         ids = add_structures(session, campaign_id, frames(3), source=MD,
-                             generation_id=generation.id, sampler="langevin",
+                             generation_id=generation_row.id, sampler="langevin",
                              replica=np.arange(3), temperature_K=[300.0, 500.0, 700.0],
                              md_step=np.int64(40))
         rows = [session.get_one(Structure, i) for i in ids]
@@ -156,9 +157,10 @@ def test_add_structures_per_frame_metadata(engine: Engine, campaign_id: int) -> 
             add_structures(session, campaign_id, [bad], source=MD)
 
 
-def test_generation_index_counts_up_and_is_unique(engine: Engine, campaign_id: int) -> None:
+def test_generation_is_created_once_and_its_index_is_unique(engine: Engine, campaign_id: int) -> None:
     with Session(engine) as session, session.begin():
-        assert [new_generation(session, campaign_id).index for _ in range(3)] == [0, 1, 2]
+        first = [generation(session, campaign_id, i).id for i in range(3)]
+        assert [generation(session, campaign_id, i).id for i in range(3)] == first
     with pytest.raises(IntegrityError), Session(engine) as session, session.begin():
         session.add(Generation(campaign_id=campaign_id, index=1))
 
@@ -177,7 +179,7 @@ def test_resuming_a_campaign_with_another_level_of_theory_is_refused(
 def test_label_lifecycle(engine: Engine, campaign_id: int) -> None:
     label_ids = queue(engine, campaign_id, 3)
     with Session(engine) as session, session.begin():
-        structure_ids = [session.get_one(Label, i).structure_id for i in label_ids]
+        structure_ids = [session.get_one(LabelRow, i).structure_id for i in label_ids]
         assert enqueue_labels(session, structure_ids) == label_ids  # idempotent
     assert claim_pending_labels(engine, campaign_id, 2, "w1") == label_ids[:2]
     forces = np.random.default_rng(0).normal(size=(3, 3))
@@ -189,7 +191,7 @@ def test_label_lifecycle(engine: Engine, campaign_id: int) -> None:
         fail_label(session, label_ids[1], "SCF did not converge after 3 fallbacks",
                    [{"solver": "diis", "converged": False}])
     with Session(engine) as session:
-        done, failed, pending = (session.get_one(Label, i) for i in label_ids)
+        done, failed, pending = (session.get_one(LabelRow, i) for i in label_ids)
         assert (done.status, failed.status, pending.status) == ("done", "failed", "pending")
         assert done.forces_eV_A.tobytes() == forces.tobytes() and done.worker == "w1"
         assert failed.error.startswith("SCF did not converge")
@@ -219,7 +221,7 @@ def test_completing_with_another_level_of_theory_changes_nothing(
             complete_label(session, label_id, energy_eV=-1.0, forces_eV_A=np.zeros((2, 3)),
                            level_of_theory=LOT)
     with Session(engine) as session:
-        label = session.get_one(Label, label_id)
+        label = session.get_one(LabelRow, label_id)
         assert label.status == LabelStatus.RUNNING
         assert label.energy_eV is None and label.forces_eV_A is None
         assert label.level_of_theory is None and label.finished_at is None
@@ -271,7 +273,7 @@ def test_two_processes_never_claim_the_same_label(
     assert claimed["a"] and claimed["b"]  # both really ran concurrently
     with Session(engine) as session:
         for name, ids in claimed.items():
-            workers_of = session.scalars(select(Label.worker).where(Label.id.in_(ids))).all()
+            workers_of = session.scalars(select(LabelRow.worker).where(LabelRow.id.in_(ids))).all()
             assert set(workers_of) == {name}
 
 
@@ -284,18 +286,18 @@ def test_claim_inside_the_callers_transaction(engine: Engine, campaign_id: int) 
     assert claim_pending_labels(engine, campaign_id, 10, "w") == []
 
 
-def test_reset_stale_running(engine: Engine, campaign_id: int) -> None:
+def test_release_labels_puts_only_running_labels_back(engine: Engine, campaign_id: int) -> None:
     label_ids = queue(engine, campaign_id, 3)
     claim_pending_labels(engine, campaign_id, 2, "dead-worker")
     with Session(engine) as session, session.begin():
-        assert reset_stale_running(session, campaign_id,
-                                   claimed_before=datetime.now(UTC) - timedelta(hours=1)) == []
-        assert reset_stale_running(session, campaign_id) == label_ids[:2]
+        fail_label(session, label_ids[1], "SCF did not converge")
+        assert [label.id for label in running_labels(session, campaign_id)] == [label_ids[0]]
+        release_labels(session, label_ids)  # the failed and the pending one are left alone
     with Session(engine) as session:
-        labels = session.scalars(select(Label).order_by(Label.id)).all()
-        assert {label.status for label in labels} == {LabelStatus.PENDING}
-        assert all(label.worker is None and label.claimed_at is None for label in labels)
-    assert claim_pending_labels(engine, campaign_id, 5, "w2") == label_ids
+        labels = session.scalars(select(LabelRow).order_by(LabelRow.id)).all()
+        assert [label.status for label in labels] == [LabelStatus.PENDING, LabelStatus.FAILED, LabelStatus.PENDING]
+        assert labels[0].worker is None and labels[0].claimed_at is None
+    assert claim_pending_labels(engine, campaign_id, 5, "w2") == [label_ids[0], label_ids[2]]
 
 
 def label_all(engine: Engine, campaign_id: int, n: int) -> list[int]:
@@ -317,7 +319,7 @@ def test_to_dataframe(engine: Engine, campaign_id: int) -> None:
         assert structures.positions.iloc[0].shape == (3, 3)
         assert "positions" not in to_dataframe(session, Structure, arrays="omit").columns
         assert len(to_dataframe(session, Structure)) == 5
-        labels = to_dataframe(session, Label, campaign_id)
+        labels = to_dataframe(session, LabelRow, campaign_id)
         assert list(labels.status) == ["done"] * 3
         assert labels.energy_eV.tolist() == [-100.0, -101.0, -102.0]
         assert str(labels.claimed_at.dt.tz) == "UTC"
@@ -350,12 +352,12 @@ def test_exports_read_back_with_ase(engine: Engine, campaign_id: int, tmp_path: 
 
 def test_foreign_keys_are_enforced(engine: Engine, campaign_id: int) -> None:
     with pytest.raises(IntegrityError), Session(engine) as session, session.begin():
-        session.add(Label(structure_id=12345))
+        session.add(LabelRow(structure_id=12345))
     label_all(engine, campaign_id, 2)
     with Session(engine) as session, session.begin():
         session.delete(session.get_one(Campaign, campaign_id))
     with Session(engine) as session:  # ON DELETE CASCADE: needs foreign_keys=ON in SQLite
-        assert session.scalars(select(Label)).all() == []
+        assert session.scalars(select(LabelRow)).all() == []
         assert session.scalars(select(Structure)).all() == []
 
 
@@ -368,10 +370,8 @@ def test_times_are_timezone_aware_utc(engine: Engine, campaign_id: int) -> None:
 
 def test_a_failed_md_frame_with_nan_scores_is_stored_as_beyond_trust(engine: Engine, campaign_id: int) -> None:
     """A replica stopped by an energy jump has NaN deviations; storing it must not fail."""
-    from types import SimpleNamespace
-
     from flows.steps.exploration import _store_frames
-    from flows.storage import Committee, Generation, GenerationStatus, Score
+    from flows.storage import CommitteeRow, Generation, GenerationStatus, Score
     from nnp_core.md_results import FrameStatus, MDFrame
 
     water = molecule("H2O")
@@ -379,14 +379,12 @@ def test_a_failed_md_frame_with_nan_scores_is_stored_as_beyond_trust(engine: Eng
                      numbers=water.numbers, positions_A=water.positions, velocities_A_per_fs=np.zeros((3, 3)),
                      temperature_K=300.0, kinetic_temperature_K=900.0, potential_energy_eV=-2000.0,
                      max_force_dev=float("nan"), energy_dev=float("nan"))
-    ctx = SimpleNamespace(campaign_id=campaign_id,
-                          config=SimpleNamespace(select=SimpleNamespace(trust_lo_eV_A=0.05, trust_hi_eV_A=0.5)))
     with Session(engine) as session, session.begin():
         generation = Generation(campaign_id=campaign_id, index=1, status=GenerationStatus.RUNNING)
-        committee = Committee(campaign_id=campaign_id, checkpoint_path="c", n_members=2, architecture="bpnn")
+        committee = CommitteeRow(campaign_id=campaign_id, checkpoint_path="c", n_members=2, architecture="bpnn")
         session.add_all([generation, committee])
         session.flush()
-        _store_frames(session, ctx, generation.id, committee.id, [failed])
+        _store_frames(session, campaign_id, generation.id, committee.id, [failed])
     with Session(engine) as session:
         (score,) = session.scalars(select(Score)).all()
         assert score.max_force_dev == float("inf") and score.energy_dev == float("inf")

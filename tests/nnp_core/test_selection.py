@@ -70,23 +70,6 @@ def test_trust_window_edges():
     assert [d.index for d in reasons] == list(range(len(scores)))
 
 
-def test_energy_window_rule():
-    force = [0.01, 0.01, 0.2, 0.2, 0.01, 0.9]
-    energy = [0.001, 0.02, 0.001, 0.2, 0.2, 0.001]  # eV/√atom, window [0.01, 0.1)
-    got = classify_trust(
-        force,
-        trust_lo_eV_A=LO,
-        trust_hi_eV_A=HI,
-        energy_dev=energy,
-        energy_trust_eV_sqrt_atom=(0.01, 0.1),
-    )
-    A, C, R = Decision.ACCURATE, Decision.CANDIDATE, Decision.REJECTED
-    # either score in its window -> candidate; any score above its hi -> rejected
-    assert [d.decision for d in got] == [A, C, C, R, R, R]
-    assert "energy_dev 0.02 eV/√atom in [0.01, 0.1)" in got[1].reason
-    assert "energy_dev 0.2 eV/√atom >= trust_hi 0.1" in got[4].reason
-
-
 def test_adaptive_trust_lo_fills_the_generation_with_the_most_uncertain_accurate_frames(ethanol):
     """With a near-empty window the most uncertain accurate frames (never rejected ones)
     become candidates up to the cap; a full window is left exactly as it was."""
@@ -122,25 +105,6 @@ def test_adaptive_trust_lo_fills_the_generation_with_the_most_uncertain_accurate
         (dict(trust_lo_eV_A=0.5, trust_hi_eV_A=0.5), "lo < hi"),
         (dict(trust_lo_eV_A=-0.1, trust_hi_eV_A=0.5), "lo < hi"),
         (dict(trust_lo_eV_A=0.1, trust_hi_eV_A=np.nan), "lo < hi"),
-        (dict(trust_lo_eV_A=LO, trust_hi_eV_A=HI, energy_dev=[0.1, 0.1]), "together"),
-        (
-            dict(
-                trust_lo_eV_A=LO,
-                trust_hi_eV_A=HI,
-                energy_dev=[0.1],
-                energy_trust_eV_sqrt_atom=(0.0, 1.0),
-            ),
-            "energy_dev has shape",
-        ),
-        (
-            dict(
-                trust_lo_eV_A=LO,
-                trust_hi_eV_A=HI,
-                energy_dev=[0.1, 0.1],
-                energy_trust_eV_sqrt_atom=(1.0, 0.1),
-            ),
-            "energy_dev window",
-        ),
     ],
 )
 def test_bad_windows_raise(kwargs, match):

@@ -1,4 +1,5 @@
-"""Training really learns, is deterministic, and vectorised equals one-by-one."""
+"""Training really learns, is deterministic, and all members in one pass equal
+members trained one by one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from nnp_core.committee import Committee
 from nnp_core.train_config import TrainConfig
-from nnp_core.training import fit_normalisation, LabelledSet, train_committee
+from nnp_core.models import build_model
+from nnp_core.training import LabelledSet, fit_normalisation, train_committee, train_members
 
 from .conftest import displaced
 
@@ -18,6 +20,18 @@ def _force_mae(committee: Committee, frames) -> float:
     prediction = committee.predict(frames)
     reference = np.concatenate([a.get_forces() for a in frames])
     return float(np.abs(prediction.forces_mean - reference).mean())
+
+
+def _one_by_one(frames, config: TrainConfig, n_members: int, architecture: str = "bpnn", **hparams) -> Committee:
+    """The members of ``train_committee``'s committee, each trained alone on its split."""
+    elements = sorted({int(z) for a in frames for z in a.numbers})
+    base = build_model(architecture, n_members=n_members, seed=config.seed, elements=elements, **hparams)
+    data = LabelledSet.from_frames(frames, base)
+    fit_normalisation(base, data)
+    parts = [base.select_members([m]) for m in range(n_members)]
+    for m, single in enumerate(parts):
+        train_members(single, data, config, members=[m])
+    return Committee(type(base).stack(parts))
 
 
 def test_training_on_pyscf_labels_cuts_validation_force_error_fivefold(water_frames, trained_water) -> None:
@@ -46,8 +60,7 @@ def test_painn_trained_on_pyscf_labels_cuts_held_out_force_error_fivefold(water_
     assert after < before / 5, (before, after)
     short = dataclasses.replace(config, max_epochs=3)
     together, _ = train_committee(train, short, n_members=2, architecture="painn", model_hparams=hparams)
-    alone, _ = train_committee(train, dataclasses.replace(short, vectorised=False), n_members=2,
-                               architecture="painn", model_hparams=hparams)
+    alone = _one_by_one(train, short, 2, "painn", **hparams)
     np.testing.assert_allclose(together.predict(held_out).member_forces, alone.predict(held_out).member_forces,
                                atol=1e-8)
 
@@ -78,42 +91,11 @@ def test_vectorised_training_equals_one_by_one(ethanol_emt_frames) -> None:
                          lr_plateau_patience_epochs=2)
     hparams = {"hidden_layers": [16]}
     together, _ = train_committee(ethanol_emt_frames, config, n_members=3, model_hparams=hparams)
-    alone, _ = train_committee(ethanol_emt_frames, dataclasses.replace(config, vectorised=False),
-                               n_members=3, model_hparams=hparams)
+    alone = _one_by_one(ethanol_emt_frames, config, 3, **hparams)
     a, b = together.predict(ethanol_emt_frames[:4]), alone.predict(ethanol_emt_frames[:4])
     np.testing.assert_allclose(a.member_energies, b.member_energies, atol=1e-8)
     np.testing.assert_allclose(a.member_forces, b.member_forces, atol=1e-8)
     assert np.ptp(a.member_energies, axis=0).max() > 1e-4  # members really differ
-
-
-def test_analytic_force_training_equals_autograd(ethanol_emt_frames) -> None:
-    """The analytic-product path gives the autograd path's energies, forces and weight
-    gradients, so training with it gives the same committee."""
-    import torch
-
-    from nnp_core.analytic_training import TapedFrames, supports
-
-    committee = Committee.create("bpnn", n_members=3, seed=2, elements=["H", "C", "O"], hidden_layers=[16, 16])
-    model = committee.model
-    data = LabelledSet.from_frames(ethanol_emt_frames, model)
-    fit_normalisation(model, data)
-    assert supports(model)
-    batch, _, _ = data.collate([0, 3, 7])
-    fast = TapedFrames(model, data.frame_batches).outputs(model, batch, [0, 3, 7])
-    slow = model(batch, compute_forces=True, create_graph=True)
-    torch.testing.assert_close(fast["energy"], slow["energy"], rtol=0, atol=1e-10)
-    torch.testing.assert_close(fast["forces"], slow["forces"], rtol=0, atol=1e-10)
-    params = list(model.parameters())
-    grads_fast = torch.autograd.grad(fast["forces"].pow(2).sum() + fast["energy"].sum(), params)
-    grads_slow = torch.autograd.grad(slow["forces"].pow(2).sum() + slow["energy"].sum(), params)
-    for a, b in zip(grads_fast, grads_slow):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
-    config = TrainConfig(max_epochs=4, seed=1, batch_size_frames=8, analytic_forces=True)
-    with_product, _ = train_committee(ethanol_emt_frames, config, n_members=2, model_hparams={"hidden_layers": [16]})
-    with_autograd, _ = train_committee(ethanol_emt_frames, dataclasses.replace(config, analytic_forces=False),
-                                       n_members=2, model_hparams={"hidden_layers": [16]})
-    np.testing.assert_allclose(with_product.predict(ethanol_emt_frames[:3]).member_forces,
-                               with_autograd.predict(ethanol_emt_frames[:3]).member_forces, atol=1e-8)
 
 
 def test_training_is_deterministic_under_a_seed(ethanol_emt_frames) -> None:
