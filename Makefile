@@ -10,7 +10,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export OMP_NUM_THREADS ?= 2
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-EXTRAS := test,dask,dispersion,xtb,postgres
+EXTRAS := test,dask,dispersion,xtb,postgres,mace
 
 .PHONY: demo test test-slow bench lint-imports clean lock
 

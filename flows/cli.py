@@ -23,27 +23,17 @@ console = Console(stderr=False, width=160)
 errors = Console(stderr=True, soft_wrap=True)
 
 
-TERMINAL_COLUMNS = {  # status key -> short header for the terminal table
-    "generation": "gen", "status": "status", "labels": "labels", "accurate": "acc",
-    "candidate": "cand", "selected": "sel", "filtered": "filt", "duplicate": "dup",
-    "rejected": "rej", "failed": "fail", "fresh_force_mae_eV_A": "fresh F MAE",
-    "validation_force_mae_eV_A": "val F MAE", "explore_s": "MD s", "label_s": "QM s", "train_s": "train s",
-}
+def _status_table(status: dict, wide: bool = False) -> Table:
+    """The generation table: 80 columns at most (``wide``: every count and timing)."""
+    from flows.live import status_table
 
-
-def _status_table(status: dict) -> Table:
-    table = Table(title=f"labels {status['labels']} done, {status['failed_labels']} failed, "
-                        f"{status['pending_labels']} pending (errors in eV/Å)")
-    for header in TERMINAL_COLUMNS.values():
-        table.add_column(header, justify="right", no_wrap=True)
-    for row in status["generations"]:
-        table.add_row(*("" if row[key] is None else str(row[key]) for key in TERMINAL_COLUMNS))
-    return table
+    return status_table(status, wide=wide)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run or resume the campaign (holding its committee lock, like the deployments);
-    rich progress bars on a terminal, plain progress log lines otherwise.
+    a live display on a terminal (``flows.live``), plain progress log lines otherwise;
+    Prefect's own log lines and the libraries' INFO lines only with ``-v``.
 
     With ``PREFECT_API_URL`` set, refuses (exit 2) when the campaign slug's deployments on
     that server belong to another campaign database (``flows.identity``): it would share
@@ -59,14 +49,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctx = open_campaign(args.config, new_committee=args.new_committee)
     preflight(ctx)
     flow = active_learning.with_options(task_runner=task_runner_for(ctx.config))
+    if not args.verbose:  # for the rest of the process: Prefect's lines at exit too
+        from flows.live import quiet_console_logs
+
+        quiet_console_logs()
+    def say(line: str) -> None:  # the live display stops first: the cursor comes back
+        display.close()
+        errors.print(f"[bold yellow]{escape(line)}[/]", highlight=False)
+
     # Ctrl-C: one line on what was kept, exit 130 within a second (flows.interrupt)
-    with terminal_progress(console), stop_on_ctrl_c(
-            ctx, lambda line: errors.print(f"[bold yellow]{escape(line)}[/]", highlight=False),
-            cleanup=lambda: _checkpoint(ctx.config.campaign.database_url)):
+    with terminal_progress(console, verbose=args.verbose) as display, stop_on_ctrl_c(
+            ctx, say, cleanup=lambda: _checkpoint(ctx.config.campaign.database_url)):
         summary = flow(config_path=str(ctx.config_path), max_new_generations=args.generations,
                        extend=args.generations is not None)
     console.print_json(json.dumps(summary))
-    return cmd_status(argparse.Namespace(config=args.config, json=False))
+    return cmd_status(argparse.Namespace(config=args.config, json=False, wide=False))
 
 
 def _say_notes(ctx) -> None:
@@ -91,7 +88,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
-        console.print(_status_table(status))
+        console.print(_status_table(status, wide=args.wide))
         if status["latest_committee"]:
             console.print(f"latest committee: {status['latest_committee']}")
         if status["stop_reason"]:
@@ -116,6 +113,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     ctx = open_campaign(args.config, create=False)
     _say_notes(ctx)
+    if args.format == "mace-model":
+        return _export_mace_models(ctx, args)
     suffix = {"extxyz": ".extxyz", "ase-db": ".db", "csv": ".csv"}[args.format]
     output = Path(args.output) if args.output else ctx.work_dir / f"{ctx.name}-labelled{suffix}"
     protected = _campaign_files(ctx.config_path, ctx.config.campaign.database_url)
@@ -130,6 +129,37 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             n = export_csv(session, "labels", ctx.campaign_id, output, **kwargs)
     console.print(f"wrote {n} rows to {output}")
+    return 0
+
+
+def _export_mace_models(ctx, args: argparse.Namespace) -> int:
+    """``--format mace-model``: each member of the latest committee as a standard MACE
+    model file (``member_K.model``) in the folder ``--output`` (default
+    ``<work_dir>/<campaign>-mace-models``); an existing folder with files is refused
+    without ``--force``."""
+    from flows.config import ConfigError
+    from flows.steps.training import load_latest
+
+    latest = load_latest(ctx)
+    if latest is None:
+        raise ConfigError(ctx.config_path, [("committee", "the campaign has no committee yet; run it first")])
+    committee_id, committee = latest
+    if committee.architecture != "mace":
+        raise ConfigError(ctx.config_path, [("committee", (
+            f"the latest committee ({committee_id}) is {committee.architecture!r}; --format mace-model needs "
+            f"[committee] architecture = \"mace\""))])
+    from nnp_core.models.mace import write_mace_models
+
+    folder = Path(args.output) if args.output else ctx.work_dir / f"{ctx.name}-mace-models"
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not args.force)):
+        raise ConfigError(ctx.config_path, [("export", f"{folder} exists and is not an empty folder; "
+                                                       f"give another --output, or --force to replace its models")])
+    if args.force and folder.is_dir():
+        for member in folder.glob("member_*.model"):
+            member.unlink()
+    paths = write_mace_models(committee.model, folder)
+    console.print(f"wrote {len(paths)} MACE model file(s) of committee {committee_id} to {folder} "
+                  f"(mace.calculators.MACECalculator(model_paths=...))")
     return 0
 
 
@@ -274,20 +304,28 @@ def _what_it_starts(campaign_name: str, retrain: object, automations: list, new_
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    add_init_arguments(sub.add_parser(
+        "init", help="write a commented, validated campaign TOML for a molecule (a structure file or an "
+                     "ASE molecule name), with a measured cost estimate"))
     run = sub.add_parser("run", help="run or resume a campaign")
     run.add_argument("config")
     run.add_argument("--generations", type=_non_negative_int, default=None,
                      help="run this many more generations (0 or more), even if the campaign had stopped")
     run.add_argument("--new-committee", action="store_true",
                      help="accept changed [committee] settings: the next training starts a new committee from scratch")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="also show Prefect's own log lines and the libraries' INFO lines")
     run.set_defaults(func=_run)
     status = sub.add_parser("status", help="per-generation table of a campaign")
     status.add_argument("config")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--wide", action="store_true", help="every count and timing (wider than 80 columns)")
     status.set_defaults(func=cmd_status)
     export = sub.add_parser("export", help="export labelled frames")
     export.add_argument("config")
-    export.add_argument("--format", choices=["extxyz", "ase-db", "csv"], default="extxyz")
+    export.add_argument("--format", choices=["extxyz", "ase-db", "csv", "mace-model"], default="extxyz",
+                        help="labelled frames (extxyz, ase-db), the labels table (csv), or the latest MACE "
+                             "committee's members as MACE model files (mace-model; --output is a folder)")
     export.add_argument("--output", default=None,
                         help="file to write (default: <work_dir>/<campaign>-labelled.<ext>)")
     export.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -309,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("destination", metavar="DEST", help="the copy's file path")
     backup.add_argument("--force", action="store_true", help="replace an existing DEST")
     backup.set_defaults(func=cmd_backup)
+    add_md_arguments(sub.add_parser(
+        "md", help="production MD with the campaign's latest committee: an extended XYZ trajectory with its "
+                   "uncertainty (--feed-back: uncertain frames become candidates of the next generation)"))
     add_subcommands(sub)  # alflow deploy / alflow retrain
     return parser
 
@@ -365,8 +406,88 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     retrain_cmd.set_defaults(func=_retrain)
 
 
+def add_init_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``alflow init`` (``flows.init``)."""
+    parser.add_argument("structure", metavar="STRUCTURE",
+                        help="a structure file ase.io.read reads (.xyz, .pdb, .cif, ...) or an ase.build.molecule "
+                             "name (e.g. H2O, CH3CH2OH)")
+    parser.add_argument("--method", required=True, help="HF or a DFT functional, e.g. PBE, PBE0, B3LYP")
+    parser.add_argument("--basis", required=True, help="a basis PySCF knows, e.g. def2-SVP, 6-31G*, cc-pVDZ")
+    parser.add_argument("--name", default=None, help="campaign name (default: the file's stem or the molecule name)")
+    parser.add_argument("--charge", type=int, default=0, help="total charge, e (default 0)")
+    parser.add_argument("--multiplicity", type=_positive_int, default=1, help="spin multiplicity 2S+1 (default 1)")
+    parser.add_argument("--output", default=None, help="the TOML file to write (default: <name>.toml here)")
+    parser.add_argument("--force", action="store_true", help="replace existing output files")
+    parser.add_argument("--no-estimate", action="store_true",
+                        help="skip timing one reference calculation (the cost estimate)")
+    parser.set_defaults(func=_init)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from flows.init import cmd_init
+
+    return cmd_init(args, console)
+
+
 def _run(args: argparse.Namespace) -> int:
     return _writing(args, cmd_run)
+
+
+def add_md_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``alflow md`` (``flows.production``); defaults from the campaign's [explore]."""
+    parser.add_argument("config")
+    parser.add_argument("--temperature", type=float, default=None, metavar="K",
+                        help="thermostat (NVE: initial) temperature, K (default: the first [explore] temperature)")
+    parser.add_argument("--ps", type=float, default=1.0, help="length of the run, ps (default 1)")
+    parser.add_argument("--timestep", type=float, default=None, metavar="FS",
+                        help="timestep, fs (default: [explore] timestep_fs)")
+    parser.add_argument("--replicas", type=int, default=1, metavar="N",
+                        help="independent replicas, run together in one batch (default 1)")
+    parser.add_argument("--thermostat", choices=("langevin", "nve"), default="langevin",
+                        help="langevin (BAOAB, default) or nve (velocity Verlet, no friction)")
+    parser.add_argument("--friction", type=float, default=None, metavar="PER_FS",
+                        help="Langevin friction, 1/fs (default: [explore] friction_per_fs)")
+    parser.add_argument("--seed", type=int, default=0, help="replica r draws its velocities and noise from seed+r")
+    parser.add_argument("--interval", type=int, default=None, metavar="N",
+                        help="record every N steps (default: [explore] record_interval_steps)")
+    parser.add_argument("--start", default=None, metavar="FILE",
+                        help="start from this structure (its last frame; default: the campaign's reference geometry)")
+    parser.add_argument("--output", default=None, metavar="PATH",
+                        help="extended XYZ to write (default: <work_dir>/<campaign>-md.extxyz)")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
+    parser.add_argument("--feed-back", action="store_true",
+                        help="store the frames with max_force_dev >= trust_lo as candidates of the next generation "
+                             "(the next alflow run labels them)")
+    parser.set_defaults(func=_md)
+
+
+def _md(args: argparse.Namespace) -> int:
+    return _writing(args, cmd_md) if args.feed_back else cmd_md(args)
+
+
+def cmd_md(args: argparse.Namespace) -> int:
+    """``alflow md CONFIG``: production MD with the latest committee (``flows.production``).
+    A bad option is one line and exit 2, before anything runs; without ``--feed-back`` the
+    database is only read."""
+    from flows.production import UNCERTAINTY_MEANING, MDArgumentError, ProductionSettings, run_production
+
+    try:
+        settings = ProductionSettings(
+            ps=args.ps, temperature_K=args.temperature, timestep_fs=args.timestep, replicas=args.replicas,
+            thermostat=args.thermostat, friction_per_fs=args.friction, seed=args.seed,
+            interval_steps=args.interval, start=None if args.start is None else Path(args.start))
+        run = run_production(args.config, settings, output=None if args.output is None else Path(args.output),
+                             force=args.force, feed_back=args.feed_back)
+    except MDArgumentError as exc:
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    console.print(escape(run.summary()), highlight=False, soft_wrap=True)
+    for line in run.warnings():
+        errors.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False)
+    if (line := run.feed_back_line()) is not None:
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    console.print(escape(UNCERTAINTY_MEANING), highlight=False, soft_wrap=True)
+    return 0
 
 
 def _deploy(args: argparse.Namespace) -> int:

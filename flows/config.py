@@ -302,7 +302,7 @@ class CommitteeSection(_Section):
     @model_validator(mode="wrap")
     @classmethod
     def _registry_settings(cls, data: Any, handler: Any) -> "CommitteeSection":
-        from nnp_core.models import architecture_names, architecture_settings
+        from nnp_core.models import MODEL_REGISTRY, architecture_names, architecture_settings
 
         if not isinstance(data, dict):
             return handler(data)
@@ -314,6 +314,8 @@ class CommitteeSection(_Section):
             listed = f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
             errors.append(cls._error(("architecture",), chosen, f"must be {listed} (a registered architecture)"))
         own = architecture_settings(chosen) if chosen in names else {}
+        if chosen in names and (missing := MODEL_REGISTRY[chosen].missing_dependency()):
+            errors.append(cls._error(("architecture",), chosen, f"{chosen!r} {missing}"))
         others = {key: arch for arch in reversed(names) for key in architecture_settings(arch)}
         core: dict[str, Any] = {}
         given: dict[str, dict[str, Any]] = {}

@@ -155,10 +155,11 @@ class Progress:
         self._last_write = -math.inf
         self._artifact_ok = FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
-    def update(self, fraction: float, detail: str | None = None) -> None:
-        """``fraction`` (0-1) done; ``detail`` the counts behind it, shown in the dashboard."""
+    def update(self, fraction: float, detail: str | None = None, numbers: dict[str, float] | None = None) -> None:
+        """``fraction`` (0-1) done; ``detail`` the counts behind it, shown in the dashboard;
+        ``numbers`` the same counts for the local sinks (``flows.progress.publish``)."""
         fraction = min(max(fraction, 0.0), 1.0)
-        publish(self.key, self.description, fraction)
+        publish(self.key, self.description, fraction, numbers)
         now = self._clock()
         if fraction >= 1.0 or now - self._last_write >= self.min_interval_s:
             self._last_write = now
@@ -196,9 +197,11 @@ class TrainingProgress(Progress):
         self.max_epochs = max_epochs
 
     def epoch(self, epoch: int, losses: dict[str, float]) -> None:
+        train_loss, val_loss = losses.get("train_loss", float("nan")), losses.get("val_loss", float("nan"))
         self.update((epoch + 1) / self.max_epochs,
-                    f"epoch {epoch + 1}/{self.max_epochs}, training loss {losses.get('train_loss', float('nan')):.4g}, "
-                    f"validation loss {losses.get('val_loss', float('nan')):.4g}")
+                    f"epoch {epoch + 1}/{self.max_epochs}, training loss {train_loss:.4g}, "
+                    f"validation loss {val_loss:.4g}",
+                    {"epoch": epoch + 1, "epochs": self.max_epochs, "train_loss": train_loss, "val_loss": val_loss})
 
 
 def training_progress(ctx: Any, description: str) -> TrainingProgress:

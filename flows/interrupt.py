@@ -79,6 +79,27 @@ def _end_children() -> None:
             pass
 
 
+def _stop(ctx: Any, say: Callable[[str], None], cleanup: Callable[[], None] | None) -> None:
+    """Say what was kept, release the runner row, clean up, mark the run Cancelled, end the children."""
+    try:
+        kept_line = kept(ctx)
+    except Exception as exc:  # noqa: BLE001 - still stop
+        kept_line = (f"interrupted ({exc.__class__.__name__} while reading the database); "
+                     f"`alflow run {ctx.config_path}` resumes where it stopped")
+    say(kept_line)
+    try:
+        from flows.runner import RUN_TAG, release
+        from flows.steps.labelling import worker_name
+
+        release(ctx, worker_name(RUN_TAG))
+        if cleanup is not None:
+            cleanup()
+    except Exception:  # noqa: BLE001
+        pass
+    _mark_cancelled(kept_line)
+    _end_children()
+
+
 @contextmanager
 def stop_on_ctrl_c(ctx: Any, say: Callable[[str], None], cleanup: Callable[[], None] | None = None
                    ) -> Iterator[None]:
@@ -89,26 +110,17 @@ def stop_on_ctrl_c(ctx: Any, say: Callable[[str], None], cleanup: Callable[[], N
         return
 
     def handler(signum: int, frame: Any) -> None:
+        # Nothing may stop the stopping: Prefect's timeouts raise from SIGALRM (a
+        # CancelledError, a BaseException, once left a run going against a dead server),
+        # and a second Ctrl-C would re-enter. Both are blocked, and the process exits 130
+        # whatever the steps below raise.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT, signal.SIGTERM})
         try:
-            kept_line = kept(ctx)
-        except Exception as exc:  # noqa: BLE001 - still stop
-            kept_line = (f"interrupted ({exc.__class__.__name__} while reading the database); "
-                         f"`alflow run {ctx.config_path}` resumes where it stopped")
-        say(kept_line)
-        try:
-            from flows.runner import RUN_TAG, release
-            from flows.steps.labelling import worker_name
-
-            release(ctx, worker_name(RUN_TAG))
-            if cleanup is not None:
-                cleanup()
-        except Exception:  # noqa: BLE001
-            pass
-        _mark_cancelled(kept_line)
-        _end_children()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(INTERRUPTED)
+            _stop(ctx, say, cleanup)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(INTERRUPTED)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

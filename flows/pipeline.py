@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from flows import storage
+from flows.progress import step_started
 from flows.storage import Generation, Session
 
 #: generation 0: sample the reference geometry and initial frames, label, train, decide
@@ -67,6 +68,7 @@ def run_generation(ctx: Any, index: int, steps: StepTable) -> Any:
             continue
         if name == "decide" and "decide" in done:
             return None
+        step_started(ctx.name, index, name)  # the live display (flows.progress sinks)
         result = steps[name](index)
     return result
 

@@ -1,14 +1,23 @@
-"""Local progress of long steps (exploration MD steps, labels): sinks in this process.
+"""Local progress of a run (steps, MD steps, labels, epochs): events to sinks in this process.
 
-The flow reports each step's progress once (``flows.dashboard.Progress``), which goes to
-the Prefect dashboard and to every sink attached here. ``alflow run`` attaches a rich
-progress display when its output is a terminal and plain log lines otherwise::
+The flow reports each long step's progress once (``flows.dashboard.Progress``), which goes
+to the Prefect dashboard and, through :func:`publish`, to every sink attached here;
+``flows.pipeline.run_generation`` announces each step as it starts (:func:`step_started`).
+``alflow run`` attaches the live display of ``flows.live`` when its output is a terminal
+and plain log lines (:class:`LogProgressSink`) otherwise::
 
     with terminal_progress(Console()):
         active_learning(config_path="examples/water.toml")
 
-A sink is anything with ``update(key, description, fraction)``; ``key`` names the step
-(one per campaign and step, e.g. ``water-exploration``), ``fraction`` runs from 0 to 1.
+A sink is anything with ``update(key, description, fraction)``; ``key`` names the long
+step (one per campaign and step, e.g. ``water-exploration``), ``fraction`` runs from 0
+to 1. A sink may also have ``numbers(key, description, numbers)`` (the counts behind the
+fraction: ``done``/``failed``/``total`` labels, MD ``step``/``steps`` and
+``replicas_running``/``replicas``, training ``epoch``/``epochs``, ``train_loss``,
+``val_loss``) and ``step(campaign, generation, step)`` (a generation's step starts).
+
+Sinks live in this process: events raised in other processes (the tasks of a process or
+Dask task runner) never reach them.
 """
 
 from __future__ import annotations
@@ -16,12 +25,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger(__name__)
 #: plain progress lines of one step are logged at most this often (and at 100 %), s
@@ -48,25 +57,46 @@ def attached(sink: ProgressSink) -> Iterator[ProgressSink]:
             _sinks.remove(sink)
 
 
-def publish(key: str, description: str, fraction: float) -> None:
-    """Give ``fraction`` (0-1) of step ``key`` to the attached sinks; a failing sink is
-    logged and skipped (a display must never stop the science)."""
+def _each_sink(call: Callable[[ProgressSink], None]) -> None:
     with _sinks_lock:
         sinks = list(_sinks)
     for sink in sinks:
         try:
-            sink.update(key, description, fraction)
-        except Exception as exc:  # noqa: BLE001
+            call(sink)
+        except Exception as exc:  # noqa: BLE001 - a display must never stop the science
             log.debug("progress sink %r failed: %s", sink, exc)
 
 
+def publish(key: str, description: str, fraction: float, numbers: Mapping[str, float] | None = None) -> None:
+    """Give ``fraction`` (0-1) of step ``key`` (and the ``numbers`` behind it, to sinks
+    that take them) to the attached sinks; a failing sink is logged and skipped."""
+    def send(sink: ProgressSink) -> None:
+        if numbers is not None and hasattr(sink, "numbers"):
+            sink.numbers(key, description, dict(numbers))
+        sink.update(key, description, fraction)
+
+    _each_sink(send)
+
+
+def step_started(campaign: str, generation: int, step: str) -> None:
+    """Tell the attached sinks that ``step`` of ``generation`` starts (``flows.pipeline``)."""
+    _each_sink(lambda sink: sink.step(campaign, generation, step) if hasattr(sink, "step") else None)
+
+
 class LogProgressSink:
-    """Plain log lines (``flows.progress`` logger): one per step every ``interval_s``
-    seconds at most, and one when it completes. For pipes, CI logs and files."""
+    """Plain log lines (``flows.progress`` logger): one per generation step as it starts,
+    and per long step one every ``interval_s`` seconds at most and one when it completes.
+    For pipes, CI logs and files."""
 
     def __init__(self, interval_s: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval_s, self._clock = interval_s, clock
         self._last: dict[tuple[str, str], float] = {}
+
+    def step(self, campaign: str, generation: int, step: str) -> None:
+        log.info("%s: generation %d: %s", campaign, generation, step)
+
+    def close(self) -> None:
+        """Nothing to stop (the live display's ``close`` stops drawing)."""
 
     def update(self, key: str, description: str, fraction: float) -> None:
         now, step = self._clock(), (key, description)
@@ -84,74 +114,17 @@ class LogProgressSink:
             self._last[step] = now
 
 
-class RichProgressSink:
-    """A rich progress bar per running step on ``console``; a finished step leaves one
-    line above the bars. Use as a context manager (it owns a live display)."""
-
-    def __init__(self, console: Console) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                                 TimeElapsedColumn(), console=console, transient=False)
-        self._tasks: dict[tuple[str, str], TaskID] = {}
-        self._done: set[tuple[str, str]] = set()
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> RichProgressSink:
-        self.progress.start()
-        self._prefect_logs = _route_prefect_console_logs(self.progress.console)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._prefect_logs()
-        self.progress.stop()
-
-    def update(self, key: str, description: str, fraction: float) -> None:
-        label = f"{key}: {description}"
-        with self._lock:
-            if (key, description) in self._done:
-                return
-            task = self._tasks.get((key, description))
-            if task is None:
-                task = self._tasks[(key, description)] = self.progress.add_task(label, total=100.0)
-            self.progress.update(task, completed=100.0 * min(max(fraction, 0.0), 1.0))
-            if fraction >= 1.0:
-                self.progress.remove_task(task)
-                self._done.add((key, description))
-                self.progress.refresh()
-                self.progress.console.print(f"[green]done[/] {label}")
-
-    def __repr__(self) -> str:
-        return f"RichProgressSink({len(self._tasks)} steps)"
-
-
-def _route_prefect_console_logs(console: Console) -> Callable[[], None]:
-    """Print Prefect's terminal log lines through ``console`` (above the live bars instead
-    of through them) while the display runs; returns the function that undoes it."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    swapped = []
-    loggers = [logging.getLogger(), *(x for x in list(logging.Logger.manager.loggerDict.values())
-                                      if isinstance(x, logging.Logger))]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if (isinstance(handler, PrefectConsoleHandler) and isinstance(getattr(handler, "console", None), Console)
-                    and handler.stream.isatty()):
-                swapped.append((handler, handler.console))
-                handler.console = console
-
-    def undo() -> None:
-        for handler, own in swapped:
-            handler.console = own
-
-    return undo
-
-
 @contextmanager
-def terminal_progress(console: Console) -> Iterator[ProgressSink]:
-    """A rich progress display on ``console`` if it is a terminal, plain log lines
-    otherwise, attached for the ``with`` block."""
+def terminal_progress(console: Console, verbose: bool = False) -> Iterator[ProgressSink]:
+    """The progress of a run on ``console`` for the ``with`` block: the live display of
+    ``flows.live`` if it is a terminal, plain log lines otherwise. Prefect's console log
+    lines and the library loggers' INFO lines show only when ``verbose``; warnings and
+    errors always (``flows.live.console_logs``)."""
+    from flows.live import LiveDisplay, console_logs
+
     if console.is_terminal:
-        with RichProgressSink(console) as sink, attached(sink):
+        with LiveDisplay(console) as sink, console_logs(verbose, console), attached(sink):
             yield sink
     else:
-        with attached(LogProgressSink()) as sink:
+        with console_logs(verbose), attached(LogProgressSink()) as sink:
             yield sink

@@ -64,8 +64,10 @@ def label_task(config_path: str, max_labels: int) -> dict:
 def explore_task(config_path: str, generation_index: int) -> dict:
     ctx = context(config_path)
     progress = Progress(ctx.name, "exploration", f"generation {generation_index}: MD")
+    replicas = ctx.config.explore.replicas
     summary = explore(ctx, generation_index, progress=lambda step, total, active: progress.update(
-        step / total, f"step {step}/{total}, {active} replica(s) running"))
+        step / total, f"step {step}/{total}, {active} replica(s) running",
+        {"step": step, "steps": total, "replicas_running": active, "replicas": replicas}))
     progress.finish()  # replicas that all stopped early never report the last step
     return summary
 
@@ -128,7 +130,8 @@ def label_all(config_path: str, generation_index: int) -> dict:
             eta = ""
             if 0 < finished < pending:
                 eta = f", about {(time.monotonic() - began) / finished * (pending - finished) / 60:.0f} min left"
-            progress.update(finished / pending, f"{counts['done']}/{pending} done, {counts['failed']} failed{eta}")
+            progress.update(finished / pending, f"{counts['done']}/{pending} done, {counts['failed']} failed{eta}",
+                            {"done": counts["done"], "failed": counts["failed"], "total": pending})
 
         report(totals)
         futures = [label_task.submit(config_path, batch) for _ in range(math.ceil(pending / batch))]

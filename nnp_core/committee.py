@@ -14,6 +14,7 @@ from ase import Atoms
 
 from nnp_core.batch import Batch, atoms_to_batch
 from nnp_core.models import MODEL_REGISTRY, StackedModel, build_model
+from nnp_core.models.base import parameters_to_be_loaded
 from nnp_core.uncertainty import Calibration, CommitteeStatistics, committee_statistics
 
 CHECKPOINT_JSON = "committee.json"

@@ -263,3 +263,10 @@ class SymmetryFunctions(torch.nn.Module):
         g_v2 = g_v2 + (g_d2 / t.d2)[..., None] * t.v2
         c, j, k = t.triples[0], t.triples[1], t.triples[2]
         return grad.index_add(1, j, g_v1).index_add(1, k, g_v2).index_add(1, c, -(g_v1 + g_v2))
+
+
+def radial_basis(r: torch.Tensor, n_basis: int, cutoff_A: float) -> torch.Tensor:
+    """sin(n pi r / rc) / r for n = 1..n_basis, times the cosine cutoff: (..., n_basis)."""
+    n = torch.arange(1, n_basis + 1, dtype=r.dtype, device=r.device)
+    r = r[..., None]
+    return torch.sin(n * math.pi * r / cutoff_A) / r * cosine_cutoff(r, cutoff_A)

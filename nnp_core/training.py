@@ -135,6 +135,8 @@ def fit_normalisation(model: StackedModel, data: LabelledSet) -> None:
         all_species.append(species)
         with torch.no_grad():
             all_features.append(model.raw_features(batch))
+    if hasattr(model, "fit_statistics"):  # architecture-specific (MACE: avg_num_neighbors)
+        model.fit_statistics(data.frame_batches)
     e0 = torch.linalg.lstsq(counts, data.energies_eV.to(torch.float64)[:, None], driver="gelsd").solution[:, 0]
     forces = torch.cat(data.forces_eV_A)
     force_rms = float(forces.pow(2).mean().sqrt())

@@ -21,21 +21,37 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
     select_frames``); writes each frame's decision and queues the selected ones.
 
     Already-labelled frames count as chosen in the farthest-point sampling and as
-    duplicates by their stored content hashes."""
+    duplicates by their stored content hashes.
+
+    Production frames (``alflow md --feed-back``, sampler ``storage.PRODUCTION_SAMPLER``)
+    join the generation's explored frames. They were stored *because* they reached
+    ``trust_lo``, and those beyond ``trust_hi`` are exactly the ones a user of the
+    potential needs labelled, so for them ``trust_hi`` is infinite: a finite score at or
+    above ``trust_hi`` is passed to the funnel just below it (``_judged_deviations``), the
+    frame is a candidate and goes through the same sanity filters, duplicate check,
+    farthest-point sampling and cap as every other; its reason keeps its true score.
+    (Explored frames beyond ``trust_hi`` stay rejected: the MD engine already judged them.)
+    Production frames the latest committee has not scored (fed back before a newer
+    committee was trained) are scored by it first. They count in the generation's
+    selection counts, so a generation they joined has a lower accurate fraction."""
     from nnp_core.selection import select_frames
 
     start = time.perf_counter()
     sel = ctx.config.select
     committee_id, committee = load_latest(ctx)
     with finishing(ctx, generation_index, "select", start) as (session, generation):
+        _score_production_frames(session, generation.id, committee_id, committee)
         rows = storage.scored_frames(session, generation.id, committee_id)
         counts = {d.value: 0 for d in Decision}
         if rows:
             frames = [storage.atoms_from_structure(s) for s, _ in rows]
             labelled = storage.labelled_structures(session, ctx.campaign_id)
             labelled_atoms = [storage.atoms_from_structure(s) for s in labelled]
+            scores = np.array([sc.max_force_dev for _, sc in rows])
+            production = np.array([s.sampler == storage.PRODUCTION_SAMPLER for s, _ in rows])
+            judged = _judged_deviations(scores, production, sel.trust_hi_eV_A)
             result = select_frames(
-                frames, np.array([sc.max_force_dev for _, sc in rows]),
+                frames, judged,
                 trust_lo_eV_A=sel.trust_lo_eV_A, trust_hi_eV_A=sel.trust_hi_eV_A,
                 fingerprints=committee.fingerprints(frames),
                 reference_structures=storage.reference_structure(session, ctx.campaign_id),
@@ -44,11 +60,36 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
                 max_selected=sel.max_selected_per_generation, min_distance_A=sel.min_distance_A,
                 allow_bond_changes=sel.allow_bond_changes, adaptive_trust_lo=sel.adaptive_trust_lo,
                 energies_eV=np.array([sc.energy_mean_eV for _, sc in rows]))
-            for (_, score), item in zip(rows, result.decisions):
-                score.decision, score.reason = Decision(item.decision), item.reason
+            for (_, score), item, true, used in zip(rows, result.decisions, scores, judged):
+                reason = item.reason if not used < true else (
+                    f"production MD frame, max_force_dev {true:.3g} eV/Å >= trust_hi {sel.trust_hi_eV_A:.3g} eV/Å "
+                    f"judged just below it: {item.reason}")
+                score.decision, score.reason = Decision(item.decision), reason
             storage.enqueue_labels(session, [rows[i][0].id for i in result.selected_indices])
             counts.update(result.counts())
         counts[Decision.REJECTED.value] += storage.count_structures(session, generation.id, StructureSource.REJECTED)
         storage.record_selection(generation, counts)
     log.info("generation %d selection: %s", generation_index, counts)
     return counts
+
+
+def _judged_deviations(max_force_dev: np.ndarray, production: np.ndarray, trust_hi: float) -> np.ndarray:
+    """The scores the selection judges: production frames' finite scores at or above
+    ``trust_hi`` become the largest float below it (a candidate, never rejected); every
+    other score as stored (a non-finite one stays rejected)."""
+    beyond = production & np.isfinite(max_force_dev) & (max_force_dev >= trust_hi)
+    return np.where(beyond, np.nextafter(trust_hi, 0.0), max_force_dev)
+
+
+def _score_production_frames(session, generation_id: int, committee_id: int, committee) -> None:
+    """Scores by ``committee`` for this generation's production frames it has not scored."""
+    structures = storage.frames_without_score(session, generation_id, committee_id,
+                                              sampler=storage.PRODUCTION_SAMPLER)
+    if not structures:
+        return
+    prediction = committee.predict([storage.atoms_from_structure(s) for s in structures])
+    for structure, energy, energy_dev, deviation in zip(structures, prediction.energy_mean, prediction.energy_dev,
+                                                        prediction.max_force_dev):
+        storage.add_score(session, structure.id, committee_id, energy_mean_eV=float(energy),
+                          energy_dev=float(energy_dev), max_force_dev=float(deviation), decision=None)
+    session.flush()

@@ -24,15 +24,18 @@ from flows.storage.campaigns import (
 from flows.storage.engine import alembic_config, immediate_engine, init_db, make_engine
 from flows.storage.export import export_ase_db, export_extxyz, to_dataframe
 from flows.storage.frames import (
+    PRODUCTION_SAMPLER,
     add_score,
     add_structures,
     atoms_from_structure,
     count_structures,
+    frames_without_score,
     labelled_atoms,
     labelled_structures,
     last_md_frames,
     reference_structure,
     scored_frames,
+    stored_hashes,
 )
 from flows.storage.labels import (
     LabelStateError,

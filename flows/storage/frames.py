@@ -241,3 +241,23 @@ def labelled_structures(session: Session, campaign_id: int) -> list[Structure]:
 def count_structures(session: Session, generation_id: int, source: StructureSource) -> int:
     return session.scalar(select(func.count()).select_from(Structure).where(
         Structure.generation_id == generation_id, Structure.source == source)) or 0
+
+
+#: ``Structure.sampler`` of frames that ``alflow md --feed-back`` (``flows.production``)
+#: stores as candidates of the next generation
+PRODUCTION_SAMPLER = "production-md"
+
+
+def stored_hashes(session: Session, campaign_id: int, hashes: Collection[str]) -> set[str]:
+    """Those of ``hashes`` (``nnp_core.structures.frame_hash``) the campaign already stores."""
+    return set(_ids_by_hash(session, campaign_id, set(hashes)))
+
+
+def frames_without_score(session: Session, generation_id: int, committee_id: int, *,
+                         sampler: str) -> list[Structure]:
+    """A generation's MD frames from ``sampler`` that ``committee_id`` has not scored, by
+    id (production frames fed back before the latest committee was trained)."""
+    scored = select(Score.structure_id).where(Score.committee_id == committee_id)
+    return list(session.scalars(select(Structure).where(
+        Structure.generation_id == generation_id, Structure.source == StructureSource.MD,
+        Structure.sampler == sampler, Structure.id.not_in(scored)).order_by(Structure.id)))

@@ -2,6 +2,7 @@
 
 from nnp_core.models.base import StackedModule
 from nnp_core.models.bpnn import BehlerParrinello
+from nnp_core.models.mace import MACE
 from nnp_core.models.painn import PaiNN
 from nnp_core.models.registry import (
     MODEL_REGISTRY,
@@ -16,6 +17,7 @@ from nnp_core.models.registry import (
 
 __all__ = [
     "BehlerParrinello",
+    "MACE",
     "PaiNN",
     "MODEL_REGISTRY",
     "Setting",

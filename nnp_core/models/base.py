@@ -11,16 +11,38 @@ is listed in :class:`nnp_core.models.registry.StackedModel`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import torch
 from ase.data import chemical_symbols
 
 from nnp_core.batch import Batch
+from nnp_core.descriptors import radial_basis
 from nnp_core.models.registry import Setting, member_generator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: set while a model is built only to receive parameters (selecting, stacking, loading a
+#: checkpoint): an architecture whose initialisation is costly (MACE builds one
+#: mace-torch module per member) may then allocate its parameters without drawing them
+_PARAMETERS_TO_BE_LOADED: ContextVar[bool] = ContextVar("parameters_to_be_loaded", default=False)
+
+
+@contextmanager
+def parameters_to_be_loaded() -> Iterator[None]:
+    token = _PARAMETERS_TO_BE_LOADED.set(True)
+    try:
+        yield
+    finally:
+        _PARAMETERS_TO_BE_LOADED.reset(token)
+
+
+def building_to_load() -> bool:
+    """True while the model being built will have its parameters loaded."""
+    return _PARAMETERS_TO_BE_LOADED.get()
 
 
 class StackedModule(torch.nn.Module):
@@ -57,6 +79,12 @@ class StackedModule(torch.nn.Module):
         self.register_buffer("feature_mean", torch.zeros(n_el, n_raw_features))
         self.register_buffer("feature_std", torch.ones(n_el, n_raw_features))
         self.weights = torch.nn.ParameterDict()
+
+    @classmethod
+    def missing_dependency(cls) -> str | None:
+        """What must be installed before this architecture can be built (one line), or
+        None; checked when a campaign's config is loaded."""
+        return None
 
     @classmethod
     def hparams_from_settings(cls, **settings: Any) -> dict[str, Any]:
@@ -183,6 +211,20 @@ class StackedModule(torch.nn.Module):
         """Member-independent per-atom descriptors (n, D) (normalisation, fingerprints)."""
         raise NotImplementedError
 
+    def radial_features(self, batch: Batch, n_basis: int) -> torch.Tensor:
+        """Element-resolved radial-basis sums (n, n_elements * n_basis): for each
+        neighbour element, the sum over its atoms within the cutoff of
+        ``descriptors.radial_basis`` (member-independent; PaiNN's and MACE's fingerprints)."""
+        species = self.species_of(batch["numbers"])
+        i, j = batch["pairs"][0], batch["pairs"][1]
+        pos = batch["positions"].to(self.dtype)
+        r = torch.linalg.vector_norm(pos[j] - pos[i], dim=-1)
+        basis = radial_basis(r, n_basis, float(self.cutoff))
+        n_el = len(self.elements)
+        out = pos.new_zeros(species.shape[0] * n_el, n_basis)
+        out = out.index_add(0, i * n_el + species[j], basis)
+        return out.reshape(species.shape[0], n_el * n_basis)
+
     def standardise(self, raw: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """(raw - mean) / std per element, with the fitted ``feature_mean``/``feature_std``."""
         return (raw - self.feature_mean[species]) / self.feature_std[species]
@@ -203,7 +245,8 @@ class StackedModule(torch.nn.Module):
     def select_members(self, indices: Sequence[int]) -> "StackedModule":
         """A new model holding copies of the chosen members (same buffers)."""
         indices = list(indices)
-        new = type(self)(n_members=len(indices), **self.hparams())
+        with parameters_to_be_loaded():
+            new = type(self)(n_members=len(indices), **self.hparams())
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("weights.")}
         state.update({f"weights.{k}": p.detach()[indices].clone() for k, p in self.weights.items()})
         new.load_state_dict(state)
@@ -215,7 +258,8 @@ class StackedModule(torch.nn.Module):
         first = models[0]
         for other in models[1:]:
             check_same_buffers(first, other)
-        new = cls(n_members=sum(m.n_members for m in models), **first.hparams())
+        with parameters_to_be_loaded():
+            new = cls(n_members=sum(m.n_members for m in models), **first.hparams())
         state = {k: v for k, v in first.state_dict().items() if not k.startswith("weights.")}
         for key in first.weights:
             state[f"weights.{key}"] = torch.cat([m.weights[key].detach() for m in models])

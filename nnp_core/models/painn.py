@@ -31,20 +31,13 @@ from typing import Any
 import torch
 
 from nnp_core.batch import Batch
-from nnp_core.descriptors import cosine_cutoff
+from nnp_core.descriptors import cosine_cutoff, radial_basis
 from nnp_core.models.base import StackedModule, element_numbers
 from nnp_core.models.registry import Setting, member_generator, register_model
 
 #: added under the square root of |V v|² so its gradient is finite at v = 0 (all vector
 #: features start at zero)
 NORM_EPS = 1e-8
-
-
-def radial_basis(r: torch.Tensor, n_basis: int, cutoff_A: float) -> torch.Tensor:
-    """sin(n pi r / rc) / r for n = 1..n_basis, times the cosine cutoff: (..., n_basis)."""
-    n = torch.arange(1, n_basis + 1, dtype=r.dtype, device=r.device)
-    r = r[..., None]
-    return torch.sin(n * math.pi * r / cutoff_A) / r * cosine_cutoff(r, cutoff_A)
 
 
 @register_model("painn")
@@ -161,14 +154,5 @@ class PaiNN(StackedModule):
 
     # ------------------------------------------------------------------ fingerprints
     def raw_features(self, batch: Batch) -> torch.Tensor:
-        """Element-resolved radial-basis sums (n, n_elements * K): for each neighbour
-        element, sum over its atoms of the radial basis (for normalisation/fingerprints)."""
-        species = self.species_of(batch["numbers"])
-        i, j = batch["pairs"][0], batch["pairs"][1]
-        pos = batch["positions"].to(self.dtype)
-        r = torch.linalg.vector_norm(pos[j] - pos[i], dim=-1)
-        basis = radial_basis(r, self.n_basis, float(self.cutoff))
-        n_el = len(self.elements)
-        out = pos.new_zeros(species.shape[0] * n_el, self.n_basis)
-        out = out.index_add(0, i * n_el + species[j], basis)
-        return out.reshape(species.shape[0], n_el * self.n_basis)
+        """Element-resolved radial-basis sums (n, n_elements * K) (normalisation, fingerprints)."""
+        return self.radial_features(batch, self.n_basis)

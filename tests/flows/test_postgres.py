@@ -187,7 +187,7 @@ def test_killed_run_on_postgres_resumes_without_computing_a_label_twice(
     prefect_harness, pg_url: str, tmp_path: Path
 ) -> None:
     config = _postgres_campaign(tmp_path, "killed-water-pg", pg_url, initial_samples=24)
-    run = [sys.executable, "-m", "flows.cli", "run", str(config)]
+    run = [sys.executable, "-m", "flows.cli", "run", str(config), "-v"]  # -v: the per-label lines
     first_log = tmp_path / "first.log"
     with first_log.open("w") as log:
         first = subprocess.Popen(run, cwd=ROOT, env=_harness_env(), stdout=log,

@@ -67,7 +67,7 @@ def _running_after_labels(process: subprocess.Popen, db: Path, n: int, timeout_s
 def test_killed_run_resumes_without_computing_a_label_twice(prefect_harness, tmp_path) -> None:
     config = write_campaign(tmp_path, "killed-water", initial_samples=24)
     db = tmp_path / "runs" / "killed-water" / "alflow.db"
-    command = [sys.executable, "-m", "flows.cli", "run", str(config)]
+    command = [sys.executable, "-m", "flows.cli", "run", str(config), "-v"]  # -v: the per-label lines
     first_log = tmp_path / "first.log"
     with first_log.open("w") as log:
         first = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT,
@@ -104,7 +104,7 @@ def test_ctrl_c_stops_at_once_says_what_was_kept_and_the_run_resumes(prefect_har
 
     config = write_campaign(tmp_path, "interrupted-water", initial_samples=24)
     db = tmp_path / "runs" / "interrupted-water" / "alflow.db"
-    command = [sys.executable, "-m", "flows.cli", "run", str(config)]
+    command = [sys.executable, "-m", "flows.cli", "run", str(config), "-v"]  # -v: the per-label lines
     first = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     assert _running_after_labels(first, db, 4), first.communicate()[1][-3000:]

@@ -26,15 +26,15 @@ def toy():
 
 
 def test_registry_lists_architectures_and_their_settings(toy) -> None:
-    assert architecture_names()[:2] == ["bpnn", "painn"] and "toy" in architecture_names()
+    assert architecture_names()[:3] == ["bpnn", "mace", "painn"] and "toy" in architecture_names()
     assert set(architecture_settings("bpnn")) == {"cutoff_A", "hidden_layers"}
     assert architecture_hparams("toy", {"width": 3}) == {"cutoff_A": 3.0, "width": 3}
     assert architecture_hparams("bpnn", {"cutoff_A": 4.0}) == {
         "hidden_layers": [64, 64], "descriptor": {"cutoff_A": 4.0, "angular_cutoff_A": 3.5}}
     with pytest.raises(ValueError, match=r"'toy' has no setting\(s\) \['hidden_layers'\]"):
         architecture_hparams("toy", {"hidden_layers": [8]})
-    with pytest.raises(ValueError, match="unknown model architecture 'mace'"):
-        architecture_settings("mace")
+    with pytest.raises(ValueError, match="unknown model architecture 'schnet'"):
+        architecture_settings("schnet")
 
 
 def test_a_toy_architecture_predicts_with_autograd_forces(toy, ethanol_emt_frames) -> None:

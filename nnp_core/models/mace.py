@@ -1,0 +1,265 @@
+"""MACE committees built from mace-torch's own modules (Batatia et al., NeurIPS 2022).
+
+Every member is a ``mace.modules.ScaleShiftMACE`` built exactly as ``mace_run_train``
+builds one (``RealAgnosticResidualInteractionBlock`` after a ``RealAgnosticInteractionBlock``,
+Bessel radial basis with a polynomial cutoff, hidden irreps ``num_channels x (0e + 1o
++ ...)`` up to ``max_L``, SiLU gates, a ``16x0e`` non-linear readout), with the
+settings users know from ``mace_run_train``: ``cutoff_A`` (``r_max``), ``num_channels``,
+``max_L``, ``correlation``, ``num_interactions``. No MACE layer is written here.
+
+How a committee of them fits alflow's stacked design: one *template* module is built
+and never trained; each member's parameters (``torch.func.stack_module_state`` of M
+freshly initialised MACE modules) sit in ``weights`` with the member axis first, and a
+member is evaluated by ``torch.func.functional_call`` of the template with its slice.
+So selecting, stacking, checkpointing and the vectorised trainer (one optimiser over the
+stacked tensors, per-member losses) work unchanged; the members are evaluated one after
+the other on one shared graph (``vmap`` over e3nn's generated code is not used).
+
+The template's own E0s are zero and its scale 1, shift 0: alflow adds the per-element
+reference energies (least squares) and the force-RMS energy scale that
+``fit_normalisation`` fits, which is what ``mace_run_train``'s default
+``rms_forces_scaling`` does; :meth:`MACE.to_mace_model` writes a member as a standard
+``ScaleShiftMACE`` with those E0s and scale, loadable by
+``mace.calculators.MACECalculator``.
+
+Fingerprints for diversity selection use member-independent element-resolved
+radial-basis sums (``StackedModule.radial_features``), as PaiNN's do.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nnp_core.batch import Batch
+from nnp_core.models.base import StackedModule, building_to_load, element_numbers
+from nnp_core.models.registry import Setting, member_generator, register_model
+
+#: radial basis functions per neighbour element in the fingerprints
+FINGERPRINT_BASIS = 8
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype):
+    """mace-torch and e3nn create their buffers in torch's default dtype."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+def _hidden_irreps(num_channels: int, max_L: int) -> str:
+    """``mace_run_train``'s hidden irreps from ``--num_channels`` and ``--max_L``."""
+    parities = "eo"
+    return " + ".join(f"{num_channels}x{ell}{parities[ell % 2]}" for ell in range(max_L + 1))
+
+
+def build_scale_shift_mace(elements: Sequence[int], *, cutoff_A: float, num_channels: int, max_L: int,
+                           correlation: int, num_interactions: int, num_radial_basis: int,
+                           num_cutoff_basis: int, max_ell: int, radial_MLP: Sequence[int],
+                           readout_hidden: int, avg_num_neighbors: float,
+                           atomic_energies: np.ndarray | None = None, scale: float = 1.0,
+                           shift: float = 0.0) -> torch.nn.Module:
+    """One ``ScaleShiftMACE``, built as ``mace_run_train --model MACE`` builds it."""
+    try:
+        from mace import modules  # first: it lets e3nn 0.4.4 load its constants under torch >= 2.6
+        from e3nn import o3
+    except ImportError as exc:
+        raise ImportError("architecture \"mace\" needs mace-torch: pip install 'alflow[mace]'") from exc
+
+    n_el = len(elements)
+    return modules.ScaleShiftMACE(
+        r_max=float(cutoff_A), num_bessel=int(num_radial_basis), num_polynomial_cutoff=int(num_cutoff_basis),
+        max_ell=int(max_ell), interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+        interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
+        num_interactions=int(num_interactions), num_elements=n_el,
+        hidden_irreps=o3.Irreps(_hidden_irreps(int(num_channels), int(max_L))),
+        MLP_irreps=o3.Irreps(f"{int(readout_hidden)}x0e"),
+        atomic_energies=np.zeros(n_el) if atomic_energies is None else np.asarray(atomic_energies, dtype=float),
+        avg_num_neighbors=float(avg_num_neighbors), atomic_numbers=[int(z) for z in elements],
+        correlation=int(correlation), gate=modules.gate_dict["silu"], radial_MLP=[int(x) for x in radial_MLP],
+        atomic_inter_scale=float(scale), atomic_inter_shift=float(shift),
+    )
+
+
+@register_model("mace")
+class MACE(StackedModule):
+    """A committee of mace-torch ``ScaleShiftMACE`` members (see the module docstring)."""
+
+    settings = {
+        "cutoff_A": Setting(5.0, "radial cutoff r_max, Å (mace_run_train --r_max)", float, gt=0),
+        "num_channels": Setting(32, "channels per irrep (--num_channels)", int, ge=1),
+        "max_L": Setting(1, "highest L of the hidden equivariant features (--max_L)", int, ge=0),
+        "correlation": Setting(3, "correlation order of each product (--correlation)", int, ge=1),
+        "num_interactions": Setting(2, "message-passing layers (--num_interactions)", int, ge=1),
+        "num_radial_basis": Setting(8, "Bessel radial basis functions (--num_radial_basis)", int, ge=1),
+        "num_cutoff_basis": Setting(5, "polynomial cutoff order (--num_cutoff_basis)", int, ge=1),
+        "max_ell": Setting(3, "highest l of the edge spherical harmonics (--max_ell)", int, ge=1),
+        "radial_MLP": Setting([64, 64, 64], "hidden widths of the radial MLP (--radial_MLP)", list[int],
+                              ge=1, min_length=1),
+        "readout_hidden": Setting(16, "scalar channels of the last readout (--MLP_irreps Nx0e)", int, ge=1),
+    }
+
+    def __init__(
+        self,
+        *,
+        elements: Sequence[int | str],
+        n_members: int = 1,
+        seed: int = 0,
+        cutoff_A: float = 5.0,
+        num_channels: int = 32,
+        max_L: int = 1,
+        correlation: int = 3,
+        num_interactions: int = 2,
+        num_radial_basis: int = 8,
+        num_cutoff_basis: int = 5,
+        max_ell: int = 3,
+        radial_MLP: Sequence[int] = (64, 64, 64),
+        readout_hidden: int = 16,
+        avg_num_neighbors: float | None = None,
+        dtype: str = "float64",
+    ) -> None:
+        numbers = element_numbers(elements)
+        super().__init__(elements=numbers, n_members=n_members, cutoff_A=cutoff_A, dtype=dtype,
+                         n_raw_features=len(numbers) * FINGERPRINT_BASIS)
+        self.mace_settings = {
+            "cutoff_A": float(cutoff_A), "num_channels": int(num_channels), "max_L": int(max_L),
+            "correlation": int(correlation), "num_interactions": int(num_interactions),
+            "num_radial_basis": int(num_radial_basis), "num_cutoff_basis": int(num_cutoff_basis),
+            "max_ell": int(max_ell), "radial_MLP": [int(x) for x in radial_MLP],
+            "readout_hidden": int(readout_hidden),
+        }
+        #: mean number of neighbours within the cutoff (MACE's message normalisation):
+        #: fitted on the first training set (:meth:`fit_statistics`), then kept
+        self.avg_num_neighbors = None if avg_num_neighbors is None else float(avg_num_neighbors)
+        self.to(self.dtype)
+        seeds = self._member_seeds(seed)
+        with _default_dtype(self.dtype):
+            # parameters about to be loaded (select, stack, checkpoint): one module for the shapes
+            members = [self._new_mace(s) for s in (seeds[:1] if building_to_load() else seeds)]
+        # the template is not a registered submodule: its parameters are never trained or saved
+        self.__dict__["_template"] = members[0]
+        params, _ = torch.func.stack_module_state(members)
+        self._keys = {name: name.replace(".", "__") for name in params}
+        for name, key in self._keys.items():
+            value = params[name].detach()
+            if value.shape[0] != n_members:
+                value = value[:1].expand(n_members, *value.shape[1:])
+            self.weights[key] = torch.nn.Parameter(value.clone())
+
+    @classmethod
+    def missing_dependency(cls) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("mace") is None:
+            return "needs mace-torch, which is not installed: pip install 'alflow[mace]'"
+        return None
+
+    def _member_seeds(self, seed: int) -> list[int]:
+        return [int(torch.randint(2**62, (1,), generator=member_generator(seed, m))) for m in range(self.n_members)]
+
+    def _new_mace(self, seed: int) -> torch.nn.Module:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            module = build_scale_shift_mace([int(z) for z in self.elements], **self.mace_settings,
+                                            avg_num_neighbors=self.avg_num_neighbors or 1.0)
+        return module.to(self.dtype)
+
+    def _apply(self, fn, recurse=True):  # .to(dtype) etc. reach the unregistered template too
+        super()._apply(fn, recurse)
+        if "_template" in self.__dict__:
+            self.__dict__["_template"]._apply(fn, recurse)
+        return self
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def neighbour_cutoffs(self) -> tuple[float, float]:
+        return float(self.cutoff), 0.0
+
+    def hparams(self) -> dict[str, Any]:
+        return {"elements": [int(z) for z in self.elements], **self.mace_settings,
+                "avg_num_neighbors": self.avg_num_neighbors, "dtype": self.dtype_name}
+
+    def fit_statistics(self, batches: Sequence[Batch]) -> None:
+        """The mean number of neighbours within the cutoff over the training frames'
+        atoms (``mace_run_train``'s ``avg_num_neighbors``), once: a warm start keeps it."""
+        if self.avg_num_neighbors is not None:
+            return
+        edges = atoms = 0
+        for batch in batches:
+            i, j = batch["pairs"]
+            pos = batch["positions"].double()
+            edges += int((torch.linalg.vector_norm(pos[j] - pos[i], dim=-1) < float(self.cutoff)).sum())
+            atoms += int(batch["numbers"].shape[0])
+        self.avg_num_neighbors = max(edges / max(atoms, 1), 1.0)
+        for block in self.__dict__["_template"].interactions:
+            block.avg_num_neighbors = self.avg_num_neighbors
+
+    # ------------------------------------------------------------------ network
+    def _graph(self, batch: Batch, species: torch.Tensor) -> dict[str, torch.Tensor]:
+        """mace-torch's input dict for a batch (molecules: no cell, zero shifts)."""
+        n_frames = batch["n_atoms"].shape[0]
+        edge_index = batch["pairs"].flip(0)  # alflow (centre i, neighbour j) -> MACE (sender j, receiver i)
+        return {
+            "node_attrs": torch.nn.functional.one_hot(species, len(self.elements)).to(self.dtype),
+            "edge_index": edge_index,
+            "shifts": torch.zeros(edge_index.shape[1], 3, dtype=self.dtype),
+            "unit_shifts": torch.zeros(edge_index.shape[1], 3, dtype=self.dtype),
+            "cell": torch.zeros(n_frames, 3, 3, dtype=self.dtype),
+            "batch": batch["frame"],
+            "ptr": torch.cat([batch["n_atoms"].new_zeros(1), torch.cumsum(batch["n_atoms"], 0)]),
+        }
+
+    def atomic_outputs(self, batch: Batch, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Each member's MACE interaction energies per atom (M, n) on one shared graph."""
+        template = self.__dict__["_template"]
+        graph = self._graph(batch, species)
+        outputs = []
+        for m in range(self.n_members):
+            params = {name: self.weights[key][m] for name, key in self._keys.items()}
+            data = dict(graph, positions=positions[m if positions.shape[0] > 1 else 0])
+            out = torch.func.functional_call(template, params, (data,), {"training": False, "compute_force": False})
+            outputs.append(out["node_energy"])
+        return torch.stack(outputs)
+
+    def raw_features(self, batch: Batch) -> torch.Tensor:
+        return self.radial_features(batch, FINGERPRINT_BASIS)
+
+    # ------------------------------------------------------------------ export
+    def to_mace_model(self, member: int) -> torch.nn.Module:
+        """Member ``member`` as a standalone ``ScaleShiftMACE`` with alflow's E0s and
+        energy scale: the file format ``mace_run_train`` writes and
+        ``mace.calculators.MACECalculator`` loads (``torch.save`` the returned module)."""
+        with _default_dtype(self.dtype):
+            model = build_scale_shift_mace(
+                [int(z) for z in self.elements], **self.mace_settings,
+                avg_num_neighbors=self.avg_num_neighbors or 1.0,
+                atomic_energies=self.atom_ref_energy.detach().double().numpy(),
+                scale=float(self.energy_scale), shift=0.0).to(self.dtype)
+        state = {name: self.weights[key][member].detach().clone() for name, key in self._keys.items()}
+        model.load_state_dict(state, strict=False)
+        return copy.deepcopy(model)
+
+
+def write_mace_models(model: MACE, folder: str | Path) -> list[Path]:
+    """Each member of ``model`` as ``member_K.model`` in ``folder`` (created; its files
+    must not exist): standard MACE model files (``torch.save`` of a ``ScaleShiftMACE``)
+    for ``mace.calculators.MACECalculator(model_paths=...)``, LAMMPS or TorchSim."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for member in range(model.n_members):
+        path = folder / f"member_{member}.model"
+        if path.exists():
+            raise FileExistsError(f"{path} exists")
+        torch.save(model.to_mace_model(member), path)
+        paths.append(path)
+    return paths

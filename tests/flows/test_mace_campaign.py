@@ -1,0 +1,139 @@
+"""A campaign with a MACE committee: the whole loop (batched MD on it, its fingerprints
+for selection, warm-started training, checkpoints) and ``alflow export --format
+mace-model`` files that mace-torch's own calculator loads."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from flows import storage
+from flows.active_learning import active_learning
+from flows.campaign import open_campaign
+from flows.cli import main
+from nnp_core.committee import load_committee
+
+from .conftest import write_campaign
+
+pytest.importorskip("mace")
+
+#: ``alflow run`` options that keep the per-label log lines the kill test counts
+RUN_VERBOSE = ["-v"]
+
+MACE_COMMITTEE = """[committee]
+architecture = "mace"
+members = 2
+cutoff_A = 4.0
+num_channels = 8
+max_L = 1
+correlation = 2
+num_interactions = 1
+radial_MLP = [16, 16]
+readout_hidden = 4
+"""
+
+
+def test_a_mace_campaign_runs_and_exports_mace_model_files(prefect_harness, tmp_path, capsys) -> None:
+    config = write_campaign(tmp_path, name="tiny-water-mace")
+    text = re.sub(r"\[committee\].*?\n\n", MACE_COMMITTEE + "\n", config.read_text(), flags=re.S)
+    config.write_text(text.replace("max_generations = 2", "max_generations = 1").replace("max_epochs = 40",
+                                                                                           "max_epochs = 15"))
+    summary = active_learning(config_path=str(config))
+    ctx = open_campaign(config, create=False)
+    with storage.reading(ctx.engine) as session:
+        committees = storage.committees(session, ctx.campaign_id)
+        generation = storage.generation(session, ctx.campaign_id, 1)
+        assert [c.architecture for c in committees] == ["mace", "mace"]
+        assert generation.n_selected > 0 and generation.labels_done == generation.n_selected
+    first = load_committee(ctx.resolve(committees[0].checkpoint_path))
+    final = load_committee(summary["latest_committee"])
+    assert final.model.hparams()["num_channels"] == 8 and final.model.hparams()["avg_num_neighbors"] == 2.0
+    with storage.reading(ctx.engine) as session:
+        frames = storage.labelled_atoms(session, ctx.campaign_id)
+    # warm-started and trained on the new labels: the members moved
+    assert not np.allclose(first.predict(frames).member_forces, final.predict(frames).member_forces)
+
+    out = tmp_path / "models"
+    assert main(["export", str(config), "--format", "mace-model", "--output", str(out)]) == 0
+    from mace.calculators import MACECalculator
+
+    atoms = frames[-1].copy()
+    prediction = final.predict([atoms])
+    for member in range(2):
+        atoms.calc = MACECalculator(model_paths=str(out / f"member_{member}.model"), device="cpu",
+                                    default_dtype="float64")
+        assert atoms.get_potential_energy() == pytest.approx(prediction.member_energies[member, 0], abs=1e-6)
+        np.testing.assert_allclose(atoms.get_forces(), prediction.member_forces[member], atol=1e-5)
+    capsys.readouterr()
+    # a second export into the same folder is refused without --force, files unchanged
+    before = (out / "member_0.model").stat().st_mtime_ns
+    assert main(["export", str(config), "--format", "mace-model", "--output", str(out)]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+    assert (out / "member_0.model").stat().st_mtime_ns == before
+
+
+def test_mace_settings_are_checked_by_the_config(tmp_path) -> None:
+    from flows.config import ConfigError, load_config
+
+    config = write_campaign(tmp_path, name="mace-settings")
+    text = re.sub(r"\[committee\].*?\n\n", MACE_COMMITTEE + "\n", config.read_text(), flags=re.S)
+    config.write_text(text)
+    hparams = load_config(config).committee.network_hparams()
+    assert hparams["num_channels"] == 8 and hparams["correlation"] == 2 and hparams["max_ell"] == 3
+    config.write_text(text.replace("num_channels = 8", "num_chanels = 8"))
+    with pytest.raises(ConfigError, match="num_chanels"):
+        load_config(config)
+    config.write_text(text.replace("max_L = 1", "max_L = -1"))
+    with pytest.raises(ConfigError, match="max_L"):
+        load_config(config)
+
+
+def test_a_mace_config_without_mace_torch_is_refused_in_one_line(tmp_path, monkeypatch) -> None:
+    import importlib.util
+
+    from flows.config import ConfigError, load_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mace" else real(name, *a))
+    config = write_campaign(tmp_path, name="no-mace")
+    config.write_text(re.sub(r"\[committee\].*?\n\n", MACE_COMMITTEE + "\n", config.read_text(), flags=re.S))
+    with pytest.raises(ConfigError, match=r"needs mace-torch, which is not installed: pip install 'alflow\[mace\]'"):
+        load_config(config)
+    assert not (tmp_path / "runs").exists()  # nothing created
+
+
+def test_a_killed_mace_campaign_resumes_without_computing_a_label_twice(prefect_harness, tmp_path) -> None:
+    """SIGKILL once generation 0 is labelled (its MACE committee training or the first
+    exploration on it): the rerun finishes the campaign, every label computed once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from collections import Counter
+
+    from .test_resume_and_errors import LABELLED, ROOT, _env, _label_counts, _running_after_labels
+
+    config = write_campaign(tmp_path, name="killed-mace")
+    text = re.sub(r"\[committee\].*?\n\n", MACE_COMMITTEE + "\n", config.read_text(), flags=re.S)
+    config.write_text(text.replace("max_generations = 2", "max_generations = 1").replace("max_epochs = 40",
+                                                                                           "max_epochs = 15"))
+    db = tmp_path / "runs" / "killed-mace" / "alflow.db"
+    command = [sys.executable, "-m", "flows.cli", "run", str(config), *RUN_VERBOSE]
+    first_log = tmp_path / "first.log"
+    with first_log.open("w") as log:
+        first = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        assert _running_after_labels(first, db, 10), first_log.read_text()[-3000:]  # generation 0 labelled
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    second = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    computed = Counter(int(i) for i in LABELLED.findall(first_log.read_text() + second.stdout + second.stderr))
+    assert set(_label_counts(db)) == {"done"}
+    assert max(computed.values()) == 1, [sid for sid, n in computed.items() if n > 1]
+    ctx = open_campaign(config, create=False)
+    with storage.reading(ctx.engine) as session:
+        assert {c.architecture for c in storage.committees(session, ctx.campaign_id)} == {"mace"}
+        assert storage.generation(session, ctx.campaign_id, 1).stop_reason == "generation limit 1 reached"

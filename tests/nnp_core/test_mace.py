@@ -1,0 +1,105 @@
+"""MACE committees from mace-torch: physics of each member, the stacked-committee
+machinery (select, stack, checkpoints, training) and the export that
+``mace.calculators.MACECalculator`` loads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+
+from nnp_core.committee import Committee, load_committee
+from nnp_core.models import build_model
+from nnp_core.train_config import TrainConfig
+from nnp_core.training import train_committee
+
+pytest.importorskip("mace")
+
+SMALL = dict(cutoff_A=4.0, num_channels=8, max_L=1, correlation=2, num_interactions=2,
+             radial_MLP=[16, 16], readout_hidden=4)
+
+
+@pytest.fixture(scope="module")
+def committee() -> Committee:
+    return Committee(build_model("mace", n_members=3, seed=1, elements=[1, 6, 8], **SMALL))
+
+
+def _rotation(seed: int) -> np.ndarray:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))
+
+
+def test_forces_are_the_negative_gradient_of_each_members_energy(committee) -> None:
+    atoms = molecule("CH3CH2OH")
+    atoms.positions += np.random.default_rng(0).normal(0, 0.05, atoms.positions.shape)
+    forces = committee.predict([atoms]).member_forces  # (M, n, 3)
+    h = 1e-5
+    for atom, axis in ((0, 0), (4, 1), (8, 2)):
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[atom, axis] += h
+        minus.positions[atom, axis] -= h
+        fd = -(committee.predict([plus]).member_energies[:, 0] - committee.predict([minus]).member_energies[:, 0]) / (2 * h)
+        np.testing.assert_allclose(forces[:, atom, axis], fd, atol=1e-7)
+
+
+def test_energies_are_invariant_and_forces_equivariant(committee) -> None:
+    atoms = molecule("CH3CH2OH")
+    reference = committee.predict([atoms])
+    moved = atoms.copy()
+    rotation = _rotation(3)
+    moved.positions = atoms.positions @ rotation.T + np.array([1.5, -2.0, 0.3])
+    order = np.random.default_rng(4).permutation(len(atoms))
+    moved = moved[order]
+    prediction = committee.predict([moved])
+    np.testing.assert_allclose(prediction.member_energies, reference.member_energies, atol=1e-9)
+    np.testing.assert_allclose(prediction.member_forces, (reference.member_forces @ rotation.T)[:, order], atol=1e-9)
+
+
+def test_members_differ_and_select_stack_and_checkpoints_keep_them(committee, tmp_path) -> None:
+    atoms = molecule("CH3CH2OH")
+    energies = committee.predict([atoms]).member_energies[:, 0]
+    assert len(set(np.round(energies, 8))) == 3, "members start from their own random weights"
+    picked = committee.model.select_members([2, 0])
+    np.testing.assert_allclose(Committee(picked).predict([atoms]).member_energies[:, 0], energies[[2, 0]], atol=1e-12)
+    restacked = type(committee.model).stack([committee.model.select_members([i]) for i in range(3)])
+    np.testing.assert_allclose(Committee(restacked).predict([atoms]).member_energies[:, 0], energies, atol=1e-12)
+    loaded = load_committee(committee.save(tmp_path / "c"))
+    assert loaded.architecture == "mace" and loaded.model.hparams() == committee.model.hparams()
+    np.testing.assert_allclose(loaded.predict([atoms]).member_forces, committee.predict([atoms]).member_forces,
+                               atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def trained(water_frames):
+    config = TrainConfig(max_epochs=30, batch_size_frames=8, learning_rate=5e-3, early_stopping_patience_epochs=30)
+    small = dict(SMALL, num_channels=8, num_interactions=1)
+    return train_committee(water_frames[:40], config, n_members=2, architecture="mace", model_hparams=small)
+
+
+def test_training_learns_the_labels_and_fits_the_neighbour_count(trained, water_frames) -> None:
+    committee, report = trained
+    test = water_frames[40:]
+    prediction = committee.predict(test)
+    errors = np.abs(prediction.forces_mean - np.concatenate([a.get_forces() for a in test])).mean()
+    spread = np.abs(np.concatenate([a.get_forces() for a in test])).mean()
+    assert errors < 0.5 * spread, f"force MAE {errors:.3f} eV/Å vs mean |F| {spread:.3f}"
+    assert all(m.epochs_run == 30 for m in report.members)
+    # water within 4 Å: every atom sees the two others
+    assert committee.model.hparams()["avg_num_neighbors"] == pytest.approx(2.0)
+
+
+def test_a_member_exported_as_a_mace_model_gives_its_energies_and_forces(trained, tmp_path) -> None:
+    from mace.calculators import MACECalculator
+
+    committee, _ = trained
+    atoms = molecule("H2O")
+    atoms.positions += np.random.default_rng(5).normal(0, 0.05, atoms.positions.shape)
+    prediction = committee.predict([atoms])
+    for member in range(committee.n_members):
+        path = tmp_path / f"member_{member}.model"
+        torch.save(committee.model.to_mace_model(member), path)
+        calc = MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64")
+        atoms.calc = calc
+        assert atoms.get_potential_energy() == pytest.approx(prediction.member_energies[member, 0], abs=1e-6)
+        np.testing.assert_allclose(atoms.get_forces(), prediction.member_forces[member], atol=1e-5)
