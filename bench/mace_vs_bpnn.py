@@ -15,6 +15,7 @@ and 2 interactions.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> str:
             print(rows[-1], flush=True)
     table = markdown_table(["committee", "labels", "members", "epochs (mean)", "test F MAE (meV/Å)",
                             "test E MAE (meV/atom)", "Spearman(max_force_dev, error)", "training (s)"], rows)
-    command = "`.venv/bin/python -m bench.mace_vs_bpnn " + " ".join(argv or []) + "`"
+    command = "`.venv/bin/python -m bench.mace_vs_bpnn " + " ".join(sys.argv[1:] if argv is None else argv) + "`"
     text = "\n".join([
         "## MACE committee vs BPNN committee on the same labels (ethanol PBE/def2-SVP)", "", command, "",
         machine_line(), "", table, "",
