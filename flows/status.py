@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows.campaign import resolve_stored_path
 from flows.storage import overview, records
 
 if TYPE_CHECKING:
@@ -44,12 +45,6 @@ def generation_rows(session: Session, campaign_id: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _stored_path(work_dir: str | Path, stored: str) -> str:
-    """A stored checkpoint path on this machine: relative ones are under ``work_dir``."""
-    path = Path(stored)
-    return str(path if path.is_absolute() else Path(work_dir) / path)
-
-
 def campaign_status(session: Session, campaign_id: int, work_dir: str | Path | None = None) -> dict[str, Any]:
     """Totals for ``alflow status --json``: generations, labels, failed_labels,
     latest_committee (its checkpoint folder; under ``work_dir`` when stored relative)."""
@@ -64,7 +59,7 @@ def campaign_status(session: Session, campaign_id: int, work_dir: str | Path | N
         "failed_labels": counts["failed"],
         "pending_labels": counts["pending"] + counts["running"],
         "latest_committee": (None if committee is None else committee.checkpoint_path if work_dir is None
-                             else _stored_path(work_dir, committee.checkpoint_path)),
+                             else str(resolve_stored_path(work_dir, committee.checkpoint_path))),
         "finished": bool(last.get("stop_reason")),
         "stop_reason": last.get("stop_reason") or None,
     }
