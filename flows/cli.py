@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_md_arguments(sub.add_parser(
         "md", help="production MD with the campaign's latest committee: an extended XYZ trajectory with its "
                    "uncertainty (--feed-back: uncertain frames become candidates of the next generation)"))
+    add_spectrum_arguments(sub.add_parser(
+        "spectrum", help="the IR spectrum of the campaign's latest committee (dipole MD, with the committee's band "
+                         "and harmonic lines): CSV and PNG in the report folder, stored in the database"))
     add_subcommands(sub)  # alflow deploy / alflow retrain
     return parser
 
@@ -487,6 +490,66 @@ def cmd_md(args: argparse.Namespace) -> int:
     if (line := run.feed_back_line()) is not None:
         console.print(escape(line), highlight=False, soft_wrap=True)
     console.print(escape(UNCERTAINTY_MEANING), highlight=False, soft_wrap=True)
+    return 0
+
+
+def add_spectrum_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``alflow spectrum`` (``flows.spectrum``); checked by ``SpectrumSettings.check``."""
+    parser.add_argument("config")
+    parser.add_argument("--temperature", type=float, default=300.0, metavar="K",
+                        help="temperature of the Langevin equilibration and the NVE runs, K (default 300)")
+    parser.add_argument("--replicas", type=int, default=8, metavar="R",
+                        help="independent replicas, run together in one batch (default 8)")
+    parser.add_argument("--ps", type=float, default=20.0, metavar="PS",
+                        help="NVE production per replica, ps (default 20; the resolution is 1/length)")
+    parser.add_argument("--equilibration-ps", type=float, default=2.0, metavar="PS",
+                        help="Langevin equilibration before it, ps (default 2)")
+    parser.add_argument("--timestep", type=float, default=0.5, metavar="FS", help="timestep, fs (default 0.5)")
+    parser.add_argument("--seed", type=int, default=0, help="replica r draws its velocities and noise from seed+r")
+    parser.add_argument("--window", default="hann", metavar="hann|gaussian|none",
+                        help="window on the dipole-derivative autocorrelation (default hann)")
+    parser.add_argument("--correction", default="harmonic", metavar="harmonic|none",
+                        help="quantum correction factor of the classical lineshape (default harmonic)")
+    parser.add_argument("--zero-padding", type=int, default=4, metavar="F",
+                        help="zero-pad the correlation to F times its length: a finer grid (default 4)")
+    parser.add_argument("--max-wavenumber", type=float, default=4000.0, metavar="CM1",
+                        help="upper end of the spectrum, cm-1 (default 4000)")
+    parser.add_argument("--reference-harmonic", action="store_true",
+                        help="also the reference backend's harmonic IR at the committee's minimum (a reference "
+                             "Hessian: minutes for a small molecule at DFT)")
+    parser.add_argument("--output", default=None, metavar="DIR",
+                        help="folder for ir-spectrum-N.csv/.png and ir-harmonic-N.csv (default <work_dir>/report)")
+    parser.set_defaults(func=_spectrum)
+
+
+def _spectrum(args: argparse.Namespace) -> int:
+    return _writing(args, cmd_spectrum)
+
+
+def cmd_spectrum(args: argparse.Namespace) -> int:
+    """``alflow spectrum CONFIG``: the IR spectrum of the latest committee (``flows.spectrum``).
+    A bad option or a committee without a dipole head is one line and exit 2, before
+    anything runs; the database is written once, at the end."""
+    from flows.progress import terminal_progress
+    from flows.spectrum import BAND_MEANING, SpectrumError, SpectrumSettings, run_spectrum
+
+    try:
+        settings = SpectrumSettings(
+            temperature_K=args.temperature, replicas=args.replicas, ps=args.ps,
+            equilibration_ps=args.equilibration_ps, timestep_fs=args.timestep, seed=args.seed,
+            window=args.window, correction=args.correction, zero_padding=args.zero_padding,
+            max_wavenumber_cm1=args.max_wavenumber, reference_harmonic=args.reference_harmonic)
+        settings.check()
+        with terminal_progress(console):
+            run = run_spectrum(args.config, settings, output=None if args.output is None else Path(args.output))
+    except SpectrumError as exc:
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    for line in run.summary_lines():
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    for line in run.warnings():
+        errors.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False)
+    console.print(escape(BAND_MEANING), highlight=False, soft_wrap=True)
     return 0
 
 

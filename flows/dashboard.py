@@ -16,6 +16,7 @@ that made it, so the run in the runs list is the one that shows the science:
 - ``<slug>-generations`` (table): one narrow row per generation, units in the headers;
 - ``<slug>-timings`` (table): seconds per step and generation;
 - ``<slug>-retrains`` (table): one row per retrain outside the loop;
+- ``<slug>-ir-spectrum`` (markdown): the latest ``alflow spectrum`` (``publish_spectrum``);
 - ``<slug>-exploration`` / ``-labelling`` / ``-training`` (progress): the running
   step's progress, its counts in the description (MD steps, labels done/failed of
   total, epoch and losses), updated every ``ARTIFACT_INTERVAL_S`` while it runs.
@@ -228,6 +229,30 @@ def publish_tables(campaign_name: str, generations: list[dict[str, Any]], timing
 def publish_summary(campaign_name: str, markdown: str) -> None:
     _safe("markdown", artifact_key(campaign_name, "summary"), markdown,
           f"alflow campaign {campaign_name}: summary")
+
+
+def publish_spectrum(campaign_name: str, png_bytes: bytes, summary_markdown: str) -> bool:
+    """The IR spectrum of ``alflow spectrum`` (``flows.spectrum``) as the markdown artifact
+    ``<slug>-ir-spectrum``: the summary and the plot. Inside a flow run it goes to the
+    dashboard run; outside one (the CLI) it is a keyed artifact of no run, and only when
+    ``PREFECT_API_URL`` names a server (no ephemeral server is started for a picture).
+    Whether it was published; a failure is logged, never raised."""
+    key = artifact_key(campaign_name, "ir-spectrum")
+    markdown = "\n".join([summary_markdown, "", png_markdown(png_bytes, "IR spectrum")])
+    description = f"alflow campaign {campaign_name}: IR spectrum"
+    try:
+        if dashboard_run_id() is not None:
+            return _create("markdown", key, markdown, description) is not None
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            return False
+        with get_client(sync_client=True) as client:
+            client.create_artifact(ArtifactCreate(type="markdown", key=key, description=description, data=markdown))
+        return True
+    except Exception as exc:  # noqa: BLE001 - the dashboard must never stop the science
+        log.warning("artifact %s not published: %s", key, exc)
+        return False
 
 
 def publish_campaign(ctx: Any) -> None:

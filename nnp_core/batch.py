@@ -13,6 +13,9 @@ key            shape        meaning
 ``pairs``      (2, P)       directed neighbour pairs (i, j), i != j, r_ij < cutoff+skin
 ``triples``    (3, T)       angle triples (centre, j, k), j < k, both within the
                             angular cutoff+skin of the centre
+``charge``     (B,)         total charge of each frame, e (``atoms.info["charge"]``,
+                            else the sum of the initial charges; 0 for a molecule
+                            without either): what the dipole heads conserve
 =============  ===========  =====================================================
 """
 
@@ -94,7 +97,7 @@ def atoms_to_batch(
     if len(frames) == 0:
         raise ValueError("atoms_to_batch needs at least one frame")
     angular_cutoff_A = cutoff_A if angular_cutoff_A is None else angular_cutoff_A
-    numbers, positions, frame, pairs, triples, n_atoms = [], [], [], [], [], []
+    numbers, positions, frame, pairs, triples, n_atoms, charges = [], [], [], [], [], [], []
     offset = 0
     for index, atoms in enumerate(frames):
         check_structure(atoms)
@@ -106,6 +109,7 @@ def atoms_to_batch(
         pairs.append(p + offset)
         triples.append(t + offset)
         n_atoms.append(len(atoms))
+        charges.append(total_charge(atoms))
         offset += len(atoms)
     return {
         "numbers": torch.as_tensor(np.concatenate(numbers), dtype=torch.int64),
@@ -114,7 +118,20 @@ def atoms_to_batch(
         "n_atoms": torch.as_tensor(n_atoms, dtype=torch.int64),
         "pairs": torch.as_tensor(np.concatenate(pairs, axis=1), dtype=torch.int64),
         "triples": torch.as_tensor(np.concatenate(triples, axis=1), dtype=torch.int64),
+        "charge": torch.as_tensor(charges, dtype=dtype),
     }
+
+
+def total_charge(atoms: Atoms) -> float:
+    """The total charge of ``atoms`` in e: ``atoms.info["charge"]`` if set, else the sum
+    of the initial (per-atom) charges."""
+    if "charge" in atoms.info:
+        charge = float(atoms.info["charge"])
+    else:
+        charge = float(np.sum(atoms.get_initial_charges()))
+    if not np.isfinite(charge):
+        raise ValueError(f"structure has a non-finite total charge {charge}")
+    return charge
 
 
 def with_positions(batch: Batch, positions: torch.Tensor) -> Batch:
@@ -136,6 +153,8 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
         out["n_atoms"].append(batch["n_atoms"])
         out["pairs"].append(batch["pairs"] + atom_offset)
         out["triples"].append(batch["triples"] + atom_offset)
+        if "charge" in out:
+            out["charge"].append(batch["charge"])
         atom_offset += n
         frame_offset += batch["n_atoms"].shape[0]
     cat_dim = {"pairs": 1, "triples": 1}

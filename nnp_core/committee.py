@@ -15,7 +15,7 @@ from ase import Atoms
 from nnp_core.batch import Batch, atoms_to_batch
 from nnp_core.models import MODEL_REGISTRY, StackedModel, build_model
 from nnp_core.models.base import parameters_to_be_loaded
-from nnp_core.uncertainty import Calibration, CommitteeStatistics, committee_statistics
+from nnp_core.uncertainty import Calibration, CommitteeStatistics, committee_statistics, dipole_statistics
 
 CHECKPOINT_JSON = "committee.json"
 CHECKPOINT_FORMAT = 1
@@ -38,6 +38,10 @@ class CommitteePrediction:
     max_force_dev: np.ndarray  # (B,)
     energy_dev: np.ndarray  # (B,)
     calibration: Calibration
+    #: with a dipole head (else None): e·Å
+    member_dipoles: np.ndarray | None = None  # (M, B, 3)
+    dipole_mean: np.ndarray | None = None  # (B, 3)
+    dipole_dev: np.ndarray | None = None  # (B,)
 
     @property
     def calibrated_max_force_dev(self) -> np.ndarray:
@@ -89,6 +93,12 @@ class Committee:
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
+    @property
+    def has_dipole(self) -> bool:
+        """Whether the members predict the dipole (a dipole head, trained on the labels'
+        dipoles when ``[train] dipole_weight`` > 0)."""
+        return bool(getattr(self.model, "dipole_head", False))
+
     # --------------------------------------------------------------- evaluation
     def make_batch(self, frames: Sequence[Atoms], *, skin_A: float = 0.0) -> Batch:
         """Batch ``frames`` with this committee's cutoffs; unknown elements raise ValueError."""
@@ -101,8 +111,15 @@ class Committee:
         return batch
 
     def evaluate(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """All members on all frames in one pass: ``energy`` (M, B), ``forces`` (M, n, 3)."""
+        """All members on all frames in one pass: ``energy`` (M, B), ``forces`` (M, n, 3)
+        and, with a dipole head, ``dipole`` (M, B, 3) in e·Å."""
         return self.model(batch, compute_forces=True, create_graph=False)
+
+    def mean_pass(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Committee-mean ``energy`` (B,) and ``forces`` (n, 3), and with a dipole head
+        every member's ``dipole`` (M, B, 3): one backward pass (what MD needs when it
+        records dipoles)."""
+        return self.model.mean_energy_forces(batch)
 
     def mean_energy_forces(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Committee-mean energy (B,) in eV and forces (n, 3) in eV/Å, without per-member
@@ -119,6 +136,11 @@ class Committee:
         batch = self.make_batch(frames)
         output = self.evaluate(batch)
         stats = self.statistics(batch, output)
+        dipoles = {}
+        if "dipole" in output:
+            mean, dev = dipole_statistics(output["dipole"])
+            dipoles = {"member_dipoles": output["dipole"].numpy(), "dipole_mean": mean.numpy(),
+                       "dipole_dev": dev.numpy()}
         return CommitteePrediction(
             member_energies=output["energy"].numpy(),
             member_forces=output["forces"].numpy(),
@@ -129,6 +151,7 @@ class Committee:
             max_force_dev=stats.max_force_dev.numpy(),
             energy_dev=stats.energy_dev.numpy(),
             calibration=self.calibration,
+            **dipoles,
         )
 
     def fingerprints(self, frames: Sequence[Atoms]) -> np.ndarray:

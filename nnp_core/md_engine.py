@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from ase import Atoms, units
 
-from nnp_core.batch import Batch, concat_batches, with_positions
+from nnp_core.batch import Batch, concat_batches, total_charge, with_positions
 from nnp_core.committee import Committee
 
 
@@ -81,6 +81,7 @@ class ReplicaEnsemble:
         self.slices = [slice(int(s), int(s + n)) for s, n in zip(self.starts, sizes)]
         self.n_atoms = sizes
         self.numbers = np.concatenate([a.numbers for a in self.structures])
+        self.charges = [total_charge(a) for a in self.structures]  # e, what dipole heads conserve
         self.masses = np.concatenate([a.get_masses() for a in self.structures])[:, None]
         self.kT_eV = units.kB * np.asarray(temperatures_K, dtype=np.float64)
         self.friction_per_fs = np.asarray(friction_per_fs, dtype=np.float64)
@@ -93,6 +94,8 @@ class ReplicaEnsemble:
         self.energy_eV = np.zeros(n_replicas)
         self.max_force_dev = np.zeros(n_replicas)
         self.energy_dev = np.zeros(n_replicas)
+        #: every member's dipole (M, R, 3), e·Å, after ``evaluate(..., dipoles=True)``
+        self.member_dipoles = np.full((committee.n_members, n_replicas, 3), np.nan)
         self.active = np.ones(n_replicas, dtype=bool)
         self._batches: list[Batch | None] = [None] * n_replicas
         self._built_at = self.positions.copy()
@@ -193,9 +196,11 @@ class ReplicaEnsemble:
             ok &= np.isfinite(self.max_force_dev) & np.isfinite(self.energy_dev)
         return ok
 
-    def evaluate(self, *, score: bool) -> None:
+    def evaluate(self, *, score: bool, dipoles: bool = False) -> None:
         """Committee mean energy and forces of every active replica, and with ``score``
-        every member's forces and the deviations (one batched pass either way).
+        every member's forces and the deviations (one batched pass either way); with
+        ``dipoles`` (a committee with a dipole head) every member's dipole too, in
+        ``member_dipoles`` (the forward pass gives them at no extra backward pass).
 
         Without ``score`` only the mean is computed (one backward pass instead of M) and
         the active replicas' ``max_force_dev`` and ``energy_dev`` are NaN (not known).
@@ -206,14 +211,24 @@ class ReplicaEnsemble:
         positions = torch.from_numpy(self.positions[rows]).to(self.committee.dtype)
         batch = with_positions(self._active_batch(), positions)
         if score:
-            stats = self.committee.statistics(batch, self.committee.evaluate(batch))
+            output = self.committee.evaluate(batch)
+            stats = self.committee.statistics(batch, output)
             energy, forces = stats.energy_mean, stats.forces_mean
             self.max_force_dev[ids] = stats.max_force_dev.to(torch.float64).numpy()
             self.energy_dev[ids] = stats.energy_dev.to(torch.float64).numpy()
+        elif dipoles:
+            output = self.committee.mean_pass(batch)
+            energy, forces = output["energy"], output["forces"]
+            self.max_force_dev[ids] = np.nan
+            self.energy_dev[ids] = np.nan
         else:
             energy, forces = self.committee.mean_energy_forces(batch)
             self.max_force_dev[ids] = np.nan
             self.energy_dev[ids] = np.nan
+        if dipoles:
+            if "dipole" not in output:
+                raise ValueError("this committee has no dipole head: it cannot record dipoles")
+            self.member_dipoles[:, ids] = output["dipole"].to(torch.float64).numpy()
         self.forces[rows] = forces.to(torch.float64).numpy()
         self.energy_eV[ids] = energy.to(torch.float64).numpy()
 
@@ -226,7 +241,7 @@ class ReplicaEnsemble:
         stale = [int(r) for r, d in zip(ids, largest) if self._batches[r] is None or d >= limit]
         for r in stale:
             s = self.slices[r]
-            frame = Atoms(numbers=self.numbers[s], positions=self.positions[s])
+            frame = Atoms(numbers=self.numbers[s], positions=self.positions[s], info={"charge": self.charges[r]})
             self._batches[r] = self.committee.make_batch([frame], skin_A=self.skin_A)
             self._built_at[s] = self.positions[s]
             self.neighbour_rebuilds += 1

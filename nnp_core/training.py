@@ -22,7 +22,7 @@ from ase import Atoms
 
 from nnp_core.batch import Batch, atoms_to_batch, concat_batches
 from nnp_core.committee import Committee
-from nnp_core.models import StackedModel, build_model
+from nnp_core.models import MODEL_REGISTRY, StackedModel, build_model
 from nnp_core.optim import StackedAdamW
 from nnp_core.train_config import TrainConfig
 
@@ -37,6 +37,9 @@ class MemberReport:
     train_force_mae_eV_A: float
     val_energy_mae_eV_atom: float
     val_force_mae_eV_A: float
+    #: with a trained dipole head (else None), e·Å
+    train_dipole_mae_eA: float | None = None
+    val_dipole_mae_eA: float | None = None
 
 
 @dataclass
@@ -63,24 +66,41 @@ class LabelledSet:
     energies_eV: torch.Tensor  # (F,)
     forces_eV_A: list[torch.Tensor]  # per frame (n_f, 3)
     n_atoms: torch.Tensor  # (F,)
+    dipoles_eA: torch.Tensor | None = None  # (F, 3), zeros where a frame has none
+    has_dipole: torch.Tensor | None = None  # (F,) bool
 
     @classmethod
     def from_frames(cls, frames: Sequence[Atoms], model: StackedModel) -> "LabelledSet":
         (cutoff, angular_cutoff), dtype = model.neighbour_cutoffs, model.dtype
-        batches, energies, forces = [], [], []
+        batches, energies, forces, dipoles = [], [], [], []
         for index, atoms in enumerate(frames):
             energy, frame_forces = _reference_of(atoms, index)
             batches.append(atoms_to_batch([atoms], cutoff_A=cutoff,
                                           angular_cutoff_A=angular_cutoff, dtype=dtype))
             energies.append(energy)
             forces.append(torch.as_tensor(frame_forces, dtype=dtype))
+            dipoles.append(_reference_dipole(atoms, index))
         model.species_of(torch.cat([b["numbers"] for b in batches]))
         n_atoms = torch.tensor([len(a) for a in frames])
-        return cls(batches, torch.tensor(energies, dtype=dtype), forces, n_atoms)
+        has_dipole = torch.tensor([d is not None for d in dipoles])
+        dipole_tensor = torch.tensor(np.array([np.zeros(3) if d is None else d for d in dipoles]), dtype=dtype)
+        return cls(batches, torch.tensor(energies, dtype=dtype), forces, n_atoms,
+                   dipole_tensor if bool(has_dipole.any()) else None, has_dipole if bool(has_dipole.any()) else None)
 
     def collate(self, indices: Sequence[int]) -> tuple[Batch, torch.Tensor, torch.Tensor]:
         batch = concat_batches([self.frame_batches[i] for i in indices])
         return batch, self.energies_eV[list(indices)], torch.cat([self.forces_eV_A[i] for i in indices])
+
+
+def _reference_dipole(atoms: Atoms, index: int) -> np.ndarray | None:
+    """The frame's reference dipole (e·Å) if its calculator holds one, else None."""
+    dipole = atoms.calc.results.get("dipole") if atoms.calc is not None else None
+    if dipole is None:
+        return None
+    dipole = np.asarray(dipole, dtype=np.float64)
+    if dipole.shape != (3,) or not np.all(np.isfinite(dipole)):
+        raise ValueError(f"frame {index} has a reference dipole of shape {dipole.shape} or non-finite values")
+    return dipole
 
 
 def _reference_of(atoms: Atoms, index: int) -> tuple[float, np.ndarray]:
@@ -154,6 +174,37 @@ def fit_normalisation(model: StackedModel, data: LabelledSet) -> None:
             model.feature_std[e] = std.clamp(min=floor)
         model.atom_ref_energy.copy_(e0.to(model.atom_ref_energy.dtype))
         model.energy_scale.fill_(scale)
+    if getattr(model, "dipole_head", False) and data.dipoles_eA is not None:
+        fit_fixed_charges(model, data)
+
+
+def fit_fixed_charges(model: StackedModel, data: LabelledSet) -> None:
+    """The dipole head's baseline: per-element charges q0 (``atom_ref_charge``, e) by
+    least squares on the frames with a reference dipole, of the charge-conserving
+    fixed-charge model mu = sum_i q0(Z_i) (r_i - r_mean) + Q r_mean (the same correction
+    the head applies), and the charge scale s_q (``charge_scale``, e): the RMS residual
+    dipole component divided by sqrt(mean atoms per frame), floored at 1e-3 e. The
+    conservation makes q0 defined up to one constant added to every element's charge;
+    least squares takes the smallest q0."""
+    n_el = len(model.elements)
+    rows, targets, sizes = [], [], []
+    for f in torch.nonzero(data.has_dipole).flatten().tolist():
+        batch = data.frame_batches[f]
+        species = model.species_of(batch["numbers"])
+        pos = batch["positions"].double()
+        centred = pos - pos.mean(0)
+        design = torch.zeros(3, n_el, dtype=torch.float64).index_add(1, species, centred.T)
+        rows.append(design)
+        charge = float(batch["charge"][0]) if "charge" in batch else 0.0
+        targets.append(data.dipoles_eA[f].double() - charge * pos.mean(0))
+        sizes.append(len(species))
+    design, target = torch.cat(rows), torch.cat(targets)
+    q0 = torch.linalg.lstsq(design, target[:, None], driver="gelsd").solution[:, 0]
+    residual = target - design @ q0
+    scale = float(residual.pow(2).mean().sqrt()) / float(np.sqrt(np.mean(sizes)))
+    with torch.no_grad():
+        model.atom_ref_charge.copy_(q0.to(model.atom_ref_charge.dtype))
+        model.charge_scale.fill_(max(scale, 1e-3))
 
 
 def member_losses(
@@ -164,9 +215,12 @@ def member_losses(
     weights: torch.Tensor,
     config: TrainConfig,
     scale: torch.Tensor,
+    dipoles: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Loss per member (M,): weighted MSE of energy per atom and of force components,
-    divided by the energy scale squared."""
+    divided by the energy scale squared; with ``dipoles`` (reference (B, 3), mask (B,),
+    dipole scale ()) plus ``dipole_weight`` times the weighted MSE of the dipole
+    components of the frames that have one, divided by the dipole scale squared."""
     n_atoms = batch["n_atoms"].to(energies.dtype)
     e_err = ((output["energy"] - energies) / n_atoms) ** 2  # (M, B)
     f_err = (output["forces"] - forces).pow(2).sum(-1)  # (M, n)
@@ -174,7 +228,23 @@ def member_losses(
     total_w = weights.sum(1).clamp(min=1e-12)
     e_loss = (weights * e_err).sum(1) / total_w
     f_loss = (weights * f_err).sum(1) / (3 * (weights * n_atoms).sum(1)).clamp(min=1e-12)
-    return (config.energy_weight * e_loss + config.force_weight * f_loss) / scale**2
+    loss = (config.energy_weight * e_loss + config.force_weight * f_loss) / scale**2
+    if dipoles is not None and config.dipole_weight > 0 and "dipole" in output:
+        reference, mask, dipole_scale = dipoles
+        d_err = (output["dipole"] - reference).pow(2).mean(-1)  # (M, B)
+        d_w = weights * mask.to(weights.dtype)
+        d_loss = (d_w * d_err).sum(1) / d_w.sum(1).clamp(min=1e-12)
+        loss = loss + config.dipole_weight * d_loss / dipole_scale**2
+    return loss
+
+
+def _dipole_targets(model, data: LabelledSet, chunk) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(reference dipoles, mask, dipole scale) of the frames ``chunk``, or None when the
+    model has no dipole head or no frame has a reference dipole."""
+    if data.dipoles_eA is None or not getattr(model, "dipole_head", False):
+        return None
+    scale = model.charge_scale * float(data.n_atoms.double().mean().sqrt())
+    return data.dipoles_eA[list(chunk)], data.has_dipole[list(chunk)], scale
 
 
 @dataclass
@@ -197,7 +267,8 @@ def _evaluate_losses(model, data: LabelledSet, indices, weights_all, config, bat
         batch, energies, forces = data.collate(chunk)
         weights = weights_all[:, chunk]
         output = model(batch, compute_forces=True, create_graph=False)
-        losses = member_losses(output, energies, forces, batch, weights, config, model.energy_scale)
+        losses = member_losses(output, energies, forces, batch, weights, config, model.energy_scale,
+                               _dipole_targets(model, data, chunk))
         total += losses.double() * weights.sum(1).double()
         norm += weights.sum(1).double()
     return total / norm.clamp(min=1e-12)
@@ -220,7 +291,8 @@ def _run_epochs(model, data: LabelledSet, train_w, val_w, config: TrainConfig, p
             chunk = [int(i) for i in order[start : start + config.batch_size_frames]]
             batch, energies, forces = data.collate(chunk)
             output = model(batch, compute_forces=True, create_graph=True)
-            losses = member_losses(output, energies, forces, batch, train_w[:, chunk], config, model.energy_scale)
+            losses = member_losses(output, energies, forces, batch, train_w[:, chunk], config, model.energy_scale,
+                                   _dipole_targets(model, data, chunk))
             grads = torch.autograd.grad(losses.sum(), params, allow_unused=True)
             optimiser.step(grads)
             train_sum += losses.detach().double()
@@ -284,6 +356,14 @@ def _member_reports(model, data, train_w, val_w, state, epochs_run) -> list[Memb
     e_abs = ((output["energy"] - energies) / batch["n_atoms"]).abs()  # (M, F)
     f_abs = (output["forces"] - forces).abs().mean(-1)  # (M, n)
     f_frame = f_abs.new_zeros(e_abs.shape).index_add(1, batch["frame"], f_abs) / batch["n_atoms"]
+    d_abs = None
+    if "dipole" in output and data.dipoles_eA is not None:
+        d_abs = (output["dipole"] - data.dipoles_eA).abs().mean(-1)  # (M, F)
+
+    def dipole_mae(m: int, rows: torch.Tensor) -> float | None:
+        rows = rows & data.has_dipole if d_abs is not None else rows
+        return float(d_abs[m, rows].mean()) if d_abs is not None and bool(rows.any()) else None
+
     reports = []
     for m in range(model.n_members):
         t, v = train_w[m] > 0, val_w[m] > 0
@@ -291,8 +371,27 @@ def _member_reports(model, data, train_w, val_w, state, epochs_run) -> list[Memb
             best_epoch=int(state.best_epoch[m]), epochs_run=epochs_run,
             train_energy_mae_eV_atom=float(e_abs[m, t].mean()), train_force_mae_eV_A=float(f_frame[m, t].mean()),
             val_energy_mae_eV_atom=float(e_abs[m, v].mean()), val_force_mae_eV_A=float(f_frame[m, v].mean()),
+            train_dipole_mae_eA=dipole_mae(m, t), val_dipole_mae_eA=dipole_mae(m, v),
         ))
     return reports
+
+
+def with_dipole_head(model: StackedModel) -> StackedModel:
+    """``model`` with a new dipole head (zero: the fixed-charge model until trained) and
+    everything else it has kept, so a warm start can begin learning dipoles."""
+    from nnp_core.models.base import parameters_to_be_loaded
+
+    with parameters_to_be_loaded():
+        new = type(model)(n_members=model.n_members, **{**model.hparams(), "dipole": True})
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    head = {"atom_ref_charge", "charge_scale"}
+    if unexpected or any(key not in head and "dipole" not in key for key in missing):
+        raise ValueError(f"cannot add a dipole head to this {model.architecture} model: {missing} {unexpected}")
+    with torch.no_grad():
+        for name, weight in new.weights.items():
+            if "dipole" in name:
+                weight.zero_()
+    return new
 
 
 def train_committee(
@@ -325,10 +424,21 @@ def train_committee(
         hparams = dict(model_hparams or {})
         hparams.setdefault("elements", sorted({int(z) for a in frames for z in a.numbers}))
         hparams.setdefault("dtype", config.dtype)
+        if config.dipole_weight > 0 and getattr(MODEL_REGISTRY.get(architecture), "supports_dipole", False):
+            hparams.setdefault("dipole", True)
         base = build_model(architecture, n_members=n_members, seed=config.seed, **hparams)
+    new_head = (initial is not None and config.dipole_weight > 0 and type(base).supports_dipole
+                and not base.dipole_head)
+    if new_head:  # a warm start from a committee trained before dipoles were asked for
+        base = with_dipole_head(base)
     data = LabelledSet.from_frames(frames, base)
     if initial is None:
         fit_normalisation(base, data)
+    elif new_head and data.dipoles_eA is not None:
+        fit_fixed_charges(base, data)
+    if config.dipole_weight > 0 and data.dipoles_eA is None and getattr(base, "dipole_head", False):
+        log.info("dipole_weight %.3g: no training frame has a reference dipole; the dipole head "
+                    "keeps its fixed charges", config.dipole_weight)
     reports, history = train_members(base, data, config, progress)
     report = TrainingReport(reports, time.perf_counter() - start, len(frames), history)
     log.info("trained %d members on %d frames in %.1f s: val force MAE %.4f eV/Å",

@@ -5,6 +5,8 @@
 - ``max_force_dev`` per frame: the maximum of ``force_dev`` over the frame's atoms.
 - ``energy_dev`` per frame: population std over members of E, divided by sqrt(n_atoms),
   eV/√atom.
+- ``dipole_dev`` per frame (models with a dipole head): sqrt(mean over members of
+  |mu^m - mean mu|^2), e·Å.
 - Calibrated versions multiply by a scale fitted on labelled data (``Calibration``).
   The scales multiply standard deviations, so they are fitted on variances: a
   variance ratio is converted with a square root, never used directly.
@@ -70,6 +72,16 @@ def committee_statistics(
     energy_std = ((energies - energy_mean) ** 2).mean(dim=0).sqrt()
     energy_dev = energy_std / n_atoms.to(energies.dtype).sqrt()
     return CommitteeStatistics(energy_mean, energy_dev, forces_mean, force_dev, max_force_dev)
+
+
+def dipole_statistics(member_dipoles: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Committee-mean dipole (B, 3) and ``dipole_dev`` (B,): sqrt(mean over members of
+    |mu^m - mean mu|^2), e·Å (population statistics), from member dipoles (M, B, 3)."""
+    dipoles = _as_tensor(member_dipoles)
+    if dipoles.ndim != 3 or dipoles.shape[-1] != 3:
+        raise ValueError(f"need member dipoles (M, B, 3), got {tuple(dipoles.shape)}")
+    mean = dipoles.mean(dim=0)
+    return mean, ((dipoles - mean) ** 2).sum(dim=-1).mean(dim=0).sqrt()
 
 
 def fit_calibration(

@@ -165,6 +165,8 @@ def train_generation(ctx: CampaignContext, generation_index: int, *, retrain: di
         cold_start = storage.new_committee_pending(session, ctx.campaign_id)
         frames = labelled_atoms(session, ctx.campaign_id, sources=TRAINING_SOURCES)
         validation = labelled_atoms(session, ctx.campaign_id, sources=[StructureSource.VALIDATION])
+    for atoms in frames + validation:  # the total charge the dipole head conserves
+        atoms.info["charge"] = config.system.charge
     if cold_start:  # `alflow run --new-committee`: the config's [committee], trained from scratch
         log.info("campaign %s: training a new committee from scratch (new [committee] settings)", ctx.name)
         previous = None

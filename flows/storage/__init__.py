@@ -63,6 +63,7 @@ from flows.storage.models import (
     Retrain,
     Runner,
     Score,
+    SpectrumRow,
     StepMark,
     Structure,
     StructureSource,
@@ -93,6 +94,13 @@ from flows.storage.records import (
     record_selection,
     set_new_committee_pending,
     transaction,
+)
+from flows.storage.spectra import (
+    add_spectrum,
+    latest_spectrum,
+    next_spectrum_id,
+    set_spectrum_files,
+    spectra,
 )
 from flows.storage.types import utc_now
 

@@ -372,3 +372,37 @@ class Runner(Base):
     owner: Mapped[str] = mapped_column(String(200))
     started_at: Mapped[datetime] = mapped_column(default=utc_now)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class SpectrumRow(Base):
+    """An IR spectrum of a committee (``alflow spectrum``, ``flows.spectrum``): the
+    spectrum of the committee-mean dipole along NVE MD and its committee band, the
+    harmonic sticks it is compared with, how the MD went, and the files written."""
+
+    __tablename__ = "spectra"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = _campaign_fk(index=True)
+    committee_id: Mapped[int] = mapped_column(ForeignKey("committees.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    #: ``SpectrumSettings`` and ``nnp_core.ir.IRSpectrum.settings`` (window, correction, resolution...)
+    settings: Mapped[dict[str, Any]]
+    #: the axis (cm⁻¹), the mean-dipole spectrum (maximum 1) and the members' min/max (None: one member)
+    wavenumbers_cm1: Mapped[np.ndarray] = mapped_column(NumpyArray("f8", (-1,)))
+    intensity: Mapped[np.ndarray] = mapped_column(NumpyArray("f8", (-1,)))
+    band_low: Mapped[np.ndarray | None] = mapped_column(NumpyArray("f8", (-1,)))
+    band_high: Mapped[np.ndarray | None] = mapped_column(NumpyArray("f8", (-1,)))
+    #: the committee's harmonic frequencies (cm⁻¹) and IR intensities (km/mol) at its minimum
+    harmonic_frequencies_cm1: Mapped[np.ndarray] = mapped_column(NumpyArray("f8", (-1,)))
+    harmonic_intensities_km_mol: Mapped[np.ndarray] = mapped_column(NumpyArray("f8", (-1,)))
+    #: the reference backend's, at the same geometry (``--reference-harmonic``), else None
+    reference_frequencies_cm1: Mapped[np.ndarray | None] = mapped_column(NumpyArray("f8", (-1,)))
+    reference_intensities_km_mol: Mapped[np.ndarray | None] = mapped_column(NumpyArray("f8", (-1,)))
+    #: kinetic temperature over the NVE production (K) and its total-energy drift
+    mean_temperature_K: Mapped[float]
+    energy_drift_meV_per_atom_ps: Mapped[float]
+    wall_s: Mapped[float]
+    #: the files written (relative to work_dir when inside it)
+    csv_path: Mapped[str] = mapped_column(String(1024))
+    png_path: Mapped[str] = mapped_column(String(1024))
+    harmonic_csv_path: Mapped[str] = mapped_column(String(1024))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from ase.data import chemical_symbols
@@ -24,6 +24,8 @@ from nnp_core.descriptors import radial_basis
 from nnp_core.models.registry import Setting, member_generator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: the latent charges' scale s_q (e) before training fits it: q = q0(Z) + s_q * output
+DEFAULT_CHARGE_SCALE_E = 0.1
 
 #: set while a model is built only to receive parameters (selecting, stacking, loading a
 #: checkpoint): an architecture whose initialisation is costly (MACE builds one
@@ -45,19 +47,46 @@ def building_to_load() -> bool:
     return _PARAMETERS_TO_BE_LOADED.get()
 
 
+class AtomicOutputs(NamedTuple):
+    """What an architecture's networks give per atom, all members at once.
+
+    ``energy`` (M, n) dimensionless (scaled and shifted into eV by the base);
+    ``charge`` (M, n) dimensionless latent charges and ``dipole`` (M, n, 3)
+    dimensionless atomic dipoles (equivariant, architectures with vector features), both
+    None without a dipole head. The base turns them into a frame dipole (e·Å), see
+    :meth:`StackedModule.frame_dipoles`.
+    """
+
+    energy: torch.Tensor
+    charge: torch.Tensor | None = None
+    dipole: torch.Tensor | None = None
+
+
 class StackedModule(torch.nn.Module):
     """Base of the registered architectures (see :class:`registry.StackedModel`)."""
 
     architecture: ClassVar[str] = "base"
     #: the user settings (keys of a campaign's [committee] table) of this architecture
     settings: ClassVar[Mapping[str, Setting]] = {}
+    #: whether the constructor takes ``dipole=True`` (a dipole head, see ``__init__``)
+    supports_dipole: ClassVar[bool] = False
 
     def __init__(
-        self, *, elements: Sequence[int | str], n_members: int, cutoff_A: float, dtype: str, n_raw_features: int
+        self, *, elements: Sequence[int | str], n_members: int, cutoff_A: float, dtype: str, n_raw_features: int,
+        dipole: bool = False,
     ) -> None:
         """Buffers for ``elements`` and ``n_raw_features`` fingerprint features per atom,
-        and an empty ``weights``; the subclass then fills ``weights`` and calls
-        :meth:`initialise_members`."""
+        and an empty ``weights``; the subclass then fills ``weights`` (with its dipole
+        head's tensors, named ``dipole_*``, if ``dipole``) and calls
+        :meth:`initialise_members`.
+
+        With ``dipole`` the model also predicts the molecular dipole (e·Å): latent
+        atomic charges q_i = q0(Z_i) + s_q * output_i, made to sum to each frame's total
+        charge Q by q_i += (Q - sum q) / N, give mu = sum q_i r_i (+ s_q * sum of atomic
+        dipoles where the architecture has vector features). q0 per element
+        (``atom_ref_charge``, the fixed-charge model fitted on the training dipoles) and
+        s_q (``charge_scale``, e) are buffers, as E0 and the energy scale are.
+        """
         super().__init__()
         numbers = element_numbers(elements)
         if n_members < 1:
@@ -78,6 +107,10 @@ class StackedModule(torch.nn.Module):
         self.register_buffer("energy_scale", torch.tensor(1.0))
         self.register_buffer("feature_mean", torch.zeros(n_el, n_raw_features))
         self.register_buffer("feature_std", torch.ones(n_el, n_raw_features))
+        self.dipole_head = bool(dipole)
+        if self.dipole_head:
+            self.register_buffer("atom_ref_charge", torch.zeros(n_el))
+            self.register_buffer("charge_scale", torch.tensor(DEFAULT_CHARGE_SCALE_E))
         self.weights = torch.nn.ParameterDict()
 
     @classmethod
@@ -155,6 +188,12 @@ class StackedModule(torch.nn.Module):
         """The networks' dimensionless atomic outputs (M, n) for positions (1 or M, n, 3)."""
         raise NotImplementedError
 
+    def atomic_properties(self, batch: Batch, positions: torch.Tensor, species: torch.Tensor) -> AtomicOutputs:
+        """Energy outputs and, with a dipole head, latent charges and atomic dipoles
+        (:class:`AtomicOutputs`); an architecture with a dipole head overrides this
+        (default: :meth:`atomic_outputs`, no dipole)."""
+        return AtomicOutputs(self.atomic_outputs(batch, positions, species))
+
     def atomic_energies(self, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
         """Atomic energies (M, n), eV, from positions (1 or M, n, 3)."""
         species = self.species_of(batch["numbers"])
@@ -169,6 +208,24 @@ class StackedModule(torch.nn.Module):
         n_frames = batch["n_atoms"].shape[0]
         return atomic.new_zeros(atomic.shape[0], n_frames).index_add(1, batch["frame"], atomic)
 
+    def frame_dipoles(self, outputs: AtomicOutputs, species: torch.Tensor, batch: Batch,
+                      positions: torch.Tensor) -> torch.Tensor:
+        """Each member's dipole (M, B, 3), e·Å, from the dipole head's outputs: charges
+        q0(Z) + s_q * q made to sum to the frame's charge, times positions (1 or M, n, 3),
+        plus s_q times the atomic dipoles if the architecture gives them."""
+        if outputs.charge is None:
+            raise ValueError(f"this {self.architecture} model has no dipole head")
+        frame, n_frames = batch["frame"], batch["n_atoms"].shape[0]
+        charges = self.atom_ref_charge[species] + self.charge_scale * outputs.charge  # (M, n)
+        total = batch.get("charge")
+        target = charges.new_zeros(n_frames) if total is None else total.to(charges.dtype)
+        excess = charges.new_zeros(charges.shape[0], n_frames).index_add(1, frame, charges) - target
+        charges = charges - (excess / batch["n_atoms"].to(charges.dtype))[:, frame]
+        atomic = charges[..., None] * positions  # (M, n, 3)
+        if outputs.dipole is not None:
+            atomic = atomic + self.charge_scale * outputs.dipole
+        return atomic.new_zeros(atomic.shape[0], n_frames, 3).index_add(1, frame, atomic)
+
     def positions(self, batch: Batch, copies: int = 1, requires_grad: bool = False) -> torch.Tensor:
         """The batch's positions (copies, n, 3) in the model's dtype, detached (a new leaf)."""
         positions = batch["positions"].to(self.dtype).detach().unsqueeze(0)
@@ -176,10 +233,22 @@ class StackedModule(torch.nn.Module):
             positions = positions.expand(copies, -1, -1).clone()
         return positions.requires_grad_(requires_grad)
 
+    def _energies_and_dipoles(self, batch: Batch, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Atomic energies (M, n), frame energies (M, B) and, with a dipole head, the
+        dipoles (M, B, 3) for positions (1 or M, n, 3)."""
+        species = self.species_of(batch["numbers"])
+        outputs = self.atomic_properties(batch, positions, species)
+        atomic = self.energies_from_outputs(outputs.energy, species)
+        result = {"atomic_energies": atomic, "energy": self.frame_energies(atomic, batch)}
+        if self.dipole_head:
+            result["dipole"] = self.frame_dipoles(outputs, species, batch, positions)
+        return result
+
     def forward(
         self, batch: Batch, *, compute_forces: bool = True, create_graph: bool = False
     ) -> dict[str, torch.Tensor]:
-        """Energies (M, B) in eV and, if asked, forces (M, n, 3) in eV/Å for every member.
+        """Energies (M, B) in eV, if asked forces (M, n, 3) in eV/Å, and with a dipole
+        head dipoles (M, B, 3) in e·Å, for every member.
 
         Positions are copied once per member, so one backward pass gives every member's
         forces. ``create_graph=True`` (training) keeps the graph of the forces so that a
@@ -187,11 +256,9 @@ class StackedModule(torch.nn.Module):
         """
         positions = self.positions(batch, self.n_members, compute_forces)
         with torch.enable_grad() if compute_forces else torch.no_grad():
-            atomic = self.atomic_energies(batch, positions)
-            energy = self.frame_energies(atomic, batch)
-            result = {"energy": energy, "atomic_energies": atomic}
+            result = self._energies_and_dipoles(batch, positions)
             if compute_forces:
-                (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=create_graph)
+                (grad,) = torch.autograd.grad(result["energy"].sum(), positions, create_graph=create_graph)
                 result["forces"] = -grad
         if not create_graph:
             result = {key: value.detach() for key, value in result.items()}
@@ -199,12 +266,17 @@ class StackedModule(torch.nn.Module):
 
     def mean_energy_forces(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Committee-mean energy (B,) in eV and forces (n, 3) in eV/Å: one backward pass
-        through the shared positions (what MD needs between scoring steps)."""
+        through the shared positions (what MD needs between scoring steps); with a dipole
+        head also every member's dipole (M, B, 3), e·Å (the forward pass gives them)."""
         positions = self.positions(batch, 1, True)
         with torch.enable_grad():
-            energy = self.frame_energies(self.atomic_energies(batch, positions), batch).mean(dim=0)
+            result = self._energies_and_dipoles(batch, positions)
+            energy = result["energy"].mean(dim=0)
             (grad,) = torch.autograd.grad(energy.sum(), positions)
-        return {"energy": energy.detach(), "forces": -grad[0]}
+        out = {"energy": energy.detach(), "forces": -grad[0]}
+        if "dipole" in result:
+            out["dipole"] = result["dipole"].detach()
+        return out
 
     # ------------------------------------------------------------------ fingerprints
     def raw_features(self, batch: Batch) -> torch.Tensor:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from nnp_core.batch import Batch
-from nnp_core.models.base import StackedModule, building_to_load, element_numbers
+from nnp_core.models.base import AtomicOutputs, StackedModule, building_to_load, element_numbers
 from nnp_core.models.registry import Setting, member_generator, register_model
 
 #: radial basis functions per neighbour element in the fingerprints
@@ -94,6 +94,7 @@ def build_scale_shift_mace(elements: Sequence[int], *, cutoff_A: float, num_chan
 class MACE(StackedModule):
     """A committee of mace-torch ``ScaleShiftMACE`` members (see the module docstring)."""
 
+    supports_dipole = True
     settings = {
         "cutoff_A": Setting(5.0, "radial cutoff r_max, Å (mace_run_train --r_max)", float, gt=0),
         "num_channels": Setting(32, "channels per irrep (--num_channels)", int, ge=1),
@@ -126,10 +127,11 @@ class MACE(StackedModule):
         readout_hidden: int = 16,
         avg_num_neighbors: float | None = None,
         dtype: str = "float64",
+        dipole: bool = False,
     ) -> None:
         numbers = element_numbers(elements)
         super().__init__(elements=numbers, n_members=n_members, cutoff_A=cutoff_A, dtype=dtype,
-                         n_raw_features=len(numbers) * FINGERPRINT_BASIS)
+                         n_raw_features=len(numbers) * FINGERPRINT_BASIS, dipole=dipole)
         self.mace_settings = {
             "cutoff_A": float(cutoff_A), "num_channels": int(num_channels), "max_L": int(max_L),
             "correlation": int(correlation), "num_interactions": int(num_interactions),
@@ -154,6 +156,14 @@ class MACE(StackedModule):
             if value.shape[0] != n_members:
                 value = value[:1].expand(n_members, *value.shape[1:])
             self.weights[key] = torch.nn.Parameter(value.clone())
+        self._scalar_slices, self._vector_slices = _feature_slices(members[0])
+        if self.dipole_head:  # zero: the head starts as the fixed-charge model
+            n_scalars = sum(stop - start for start, stop in self._scalar_slices)
+            n_vectors = sum((stop - start) // 3 for start, stop in self._vector_slices)
+            self.weights["dipole_q_w"] = torch.nn.Parameter(torch.zeros(n_members, n_scalars, 1, dtype=self.dtype))
+            self.weights["dipole_q_b"] = torch.nn.Parameter(torch.zeros(n_members, 1, 1, dtype=self.dtype))
+            if n_vectors:
+                self.weights["dipole_v_w"] = torch.nn.Parameter(torch.zeros(n_members, n_vectors, 1, dtype=self.dtype))
 
     @classmethod
     def missing_dependency(cls) -> str | None:
@@ -186,7 +196,8 @@ class MACE(StackedModule):
 
     def hparams(self) -> dict[str, Any]:
         return {"elements": [int(z) for z in self.elements], **self.mace_settings,
-                "avg_num_neighbors": self.avg_num_neighbors, "dtype": self.dtype_name}
+                "avg_num_neighbors": self.avg_num_neighbors, "dtype": self.dtype_name,
+                **({"dipole": True} if self.dipole_head else {})}
 
     def fit_statistics(self, batches: Sequence[Batch]) -> None:
         """The mean number of neighbours within the cutoff over the training frames'
@@ -220,15 +231,33 @@ class MACE(StackedModule):
 
     def atomic_outputs(self, batch: Batch, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Each member's MACE interaction energies per atom (M, n) on one shared graph."""
+        return self.atomic_properties(batch, positions, species).energy
+
+    def atomic_properties(self, batch: Batch, positions: torch.Tensor, species: torch.Tensor) -> AtomicOutputs:
+        """Each member's MACE interaction energies per atom (M, n) on one shared graph;
+        with a dipole head, a linear charge of every layer's scalar (0e) node features
+        and a linear atomic dipole of the vector (1o) ones (e3nn's 1o components are x, y, z)."""
         template = self.__dict__["_template"]
         graph = self._graph(batch, species)
-        outputs = []
+        energies, features = [], []
         for m in range(self.n_members):
             params = {name: self.weights[key][m] for name, key in self._keys.items()}
             data = dict(graph, positions=positions[m if positions.shape[0] > 1 else 0])
             out = torch.func.functional_call(template, params, (data,), {"training": False, "compute_force": False})
-            outputs.append(out["node_energy"])
-        return torch.stack(outputs)
+            energies.append(out["node_energy"])
+            features.append(out["node_feats"])
+        energy = torch.stack(energies)
+        if not self.dipole_head:
+            return AtomicOutputs(energy)
+        feats = torch.stack(features)  # (M, n, D)
+        scalars = torch.cat([feats[..., a:b] for a, b in self._scalar_slices], dim=-1)
+        charge = (torch.baddbmm(self.weights["dipole_q_b"], scalars, self.weights["dipole_q_w"]))[..., 0]
+        if not self._vector_slices:
+            return AtomicOutputs(energy, charge)
+        m, n = feats.shape[0], feats.shape[1]
+        vectors = torch.cat([feats[..., a:b].reshape(m, n, -1, 3) for a, b in self._vector_slices], dim=2)
+        dipole = (vectors * self.weights["dipole_v_w"][:, None]).sum(2)  # (M, n, C, 3) x (M, 1, C, 1)
+        return AtomicOutputs(energy, charge, dipole)
 
     def raw_features(self, batch: Batch) -> torch.Tensor:
         return self.radial_features(batch, FINGERPRINT_BASIS)
@@ -247,6 +276,22 @@ class MACE(StackedModule):
         state = {name: self.weights[key][member].detach().clone() for name, key in self._keys.items()}
         model.load_state_dict(state, strict=False)
         return copy.deepcopy(model)
+
+
+def _feature_slices(module: torch.nn.Module) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Where the scalar (0e) and vector (1o) channels sit in a MACE module's
+    ``node_feats`` (every layer's product output, concatenated; e3nn's layout: each
+    irrep's channels multiplicity-major, a 1o channel as its 3 components)."""
+    scalars, vectors, offset = [], [], 0
+    for product in module.products:
+        for mul_ir in product.linear.irreps_out:
+            size = mul_ir.mul * mul_ir.ir.dim
+            if mul_ir.ir.l == 0 and mul_ir.ir.p == 1:
+                scalars.append((offset, offset + size))
+            elif mul_ir.ir.l == 1 and mul_ir.ir.p == -1:
+                vectors.append((offset, offset + size))
+            offset += size
+    return scalars, vectors
 
 
 def write_mace_models(model: MACE, folder: str | Path) -> list[Path]:

@@ -32,7 +32,7 @@ import torch
 
 from nnp_core.batch import Batch
 from nnp_core.descriptors import cosine_cutoff, radial_basis
-from nnp_core.models.base import StackedModule, element_numbers
+from nnp_core.models.base import AtomicOutputs, StackedModule, element_numbers
 from nnp_core.models.registry import Setting, member_generator, register_model
 
 #: added under the square root of |V v|² so its gradient is finite at v = 0 (all vector
@@ -44,6 +44,7 @@ NORM_EPS = 1e-8
 class PaiNN(StackedModule):
     """A committee-ready PaiNN: parameters carry a leading axis of ``n_members``."""
 
+    supports_dipole = True
     settings = {
         "cutoff_A": Setting(5.2, "interaction cutoff, Å", float, gt=0),
         "features": Setting(64, "scalar and vector features per atom", int, ge=1),
@@ -62,6 +63,7 @@ class PaiNN(StackedModule):
         interactions: int = 3,
         radial_basis: int = 20,
         dtype: str = "float64",
+        dipole: bool = False,
     ) -> None:
         if min(features, interactions, radial_basis) < 1:
             raise ValueError(
@@ -70,7 +72,7 @@ class PaiNN(StackedModule):
             )
         n_el = len(element_numbers(elements))
         super().__init__(elements=elements, n_members=n_members, cutoff_A=cutoff_A, dtype=dtype,
-                         n_raw_features=n_el * int(radial_basis))
+                         n_raw_features=n_el * int(radial_basis), dipole=dipole)
         self.n_features, self.n_interactions, self.n_basis = int(features), int(interactions), int(radial_basis)
         f, k = self.n_features, self.n_basis
         shapes: dict[str, tuple[int, ...]] = {"embedding": (n_el, f)}
@@ -82,6 +84,8 @@ class PaiNN(StackedModule):
                 f"upd{t}_w0": (2 * f, f), f"upd{t}_b0": (1, f), f"upd{t}_w1": (f, 3 * f), f"upd{t}_b1": (1, 3 * f),
             }
         shapes |= {"out_w0": (f, f // 2 or 1), "out_b0": (1, f // 2 or 1), "out_w1": (f // 2 or 1, 1), "out_b1": (1, 1)}
+        if self.dipole_head:  # charges from the scalar, atomic dipoles from the vector features
+            shapes |= {"dipole_q_w": (f, 1), "dipole_q_b": (1, 1), "dipole_v_w": (f, 1)}
         for name, shape in shapes.items():
             self.weights[name] = torch.nn.Parameter(torch.zeros(n_members, *shape))
         self.initialise_members(seed)
@@ -89,8 +93,8 @@ class PaiNN(StackedModule):
     # ------------------------------------------------------------------ set-up
     def initialise_member(self, member: int, seed: int) -> None:
         """LeCun-normal matrices, zero biases, unit-normal embeddings, from the member's
-        own random stream."""
-        self.initialise_lecun(member, seed, skip=("embedding",))
+        own random stream; the dipole head stays zero (it starts as the fixed-charge model)."""
+        self.initialise_lecun(member, seed, skip=("embedding", "dipole_q_w", "dipole_q_b", "dipole_v_w"))
         generator = member_generator(seed + 7919, member)
         with torch.no_grad():
             emb = self.weights["embedding"]
@@ -109,6 +113,7 @@ class PaiNN(StackedModule):
             "interactions": self.n_interactions,
             "radial_basis": self.n_basis,
             "dtype": self.dtype_name,
+            **({"dipole": True} if self.dipole_head else {}),
         }
 
     # ------------------------------------------------------------------ network
@@ -124,6 +129,12 @@ class PaiNN(StackedModule):
 
     def atomic_outputs(self, batch: Batch, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """The output MLP on the final scalar features: (M, n), from positions (1 or M, n, 3)."""
+        return self.atomic_properties(batch, positions, species).energy
+
+    def atomic_properties(self, batch: Batch, positions: torch.Tensor, species: torch.Tensor) -> AtomicOutputs:
+        """The output MLP on the final scalar features (M, n); with a dipole head a
+        linear charge of the scalar features (M, n) and a linear atomic dipole of the
+        vector features (M, n, 3), as in the PaiNN paper's dipole model."""
         m, n, f = self.n_members, species.shape[0], self.n_features
         i, j = batch["pairs"][0], batch["pairs"][1]
         vectors = positions[:, j] - positions[:, i]  # (M', P, 3)
@@ -150,7 +161,12 @@ class PaiNN(StackedModule):
             avv, asv, ass = a.split(f, dim=-1)
             v = v + avv[:, None] * uv
             s = s + asv * (uv * vv).sum(1) + ass
-        return self._mlp(s, "out")[..., 0]  # (M, n)
+        energy = self._mlp(s, "out")[..., 0]  # (M, n)
+        if not self.dipole_head:
+            return AtomicOutputs(energy)
+        charge = self._linear(s, "dipole_q_w", "dipole_q_b")[..., 0]
+        dipole = self._linear(v.reshape(m, 3 * n, f), "dipole_v_w").reshape(m, 3, n).transpose(1, 2)  # (M, n, 3)
+        return AtomicOutputs(energy, charge, dipole)
 
     # ------------------------------------------------------------------ fingerprints
     def raw_features(self, batch: Batch) -> torch.Tensor:

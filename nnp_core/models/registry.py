@@ -65,7 +65,12 @@ class StackedModel(Protocol):
       energies ``atom_ref_energy[species] + energy_scale * outputs`` and forces by
       autograd (override ``forward``/``mean_energy_forces`` only for a faster path);
     - optionally ``initialise_member(member, seed)`` (default: LeCun-normal matrices,
-      zero biases).
+      zero biases);
+    - optionally a dipole head: accept ``dipole`` (passed on to ``StackedModule``), create
+      tensors named ``dipole_*`` in ``weights`` when it is set, and override
+      ``atomic_properties(batch, positions, species)`` to return latent charges (M, n)
+      and, with vector features, atomic dipoles (M, n, 3) beside the energy outputs; the
+      base makes the charges conserve each frame's total charge and sums the dipole.
 
     Buffers written by training (``fit_normalisation``): ``feature_mean``,
     ``feature_std`` (n_elements, D), ``atom_ref_energy`` (n_elements,) in eV and
