@@ -318,3 +318,21 @@ def test_reference_harmonic_adds_the_reference_lines(campaign, first, monkeypatc
     assert sum(line.startswith("reference,") for line in lines) == 3
     assert sum(line.startswith("committee,") for line in lines) == len(row.harmonic_frequencies_cm1)
     assert "reference harmonic (HF/sto-3g)" in out
+
+
+def test_the_spectrum_artifact_reaches_a_real_prefect_server(prefect_harness) -> None:
+    """From the CLI (no flow run) the artifact is created on the server PREFECT_API_URL
+    names, and reads back with the summary and the embedded PNG."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows import dashboard
+
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 64
+    assert dashboard.publish_spectrum("Harness Water", png, "# IR spectrum 7 of campaign Harness Water") is True
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["harness-water-ir-spectrum"])))
+    assert artifact.type == "markdown"
+    assert artifact.data.startswith("# IR spectrum 7 of campaign Harness Water")
+    assert "](data:image/png;base64," in artifact.data
