@@ -510,6 +510,9 @@ def add_spectrum_arguments(parser: argparse.ArgumentParser) -> None:
                         help="window on the dipole-derivative autocorrelation (default hann)")
     parser.add_argument("--correction", default="harmonic", metavar="harmonic|none",
                         help="quantum correction factor of the classical lineshape (default harmonic)")
+    parser.add_argument("--correlation-ps", type=float, default=2.0, metavar="PS",
+                        help="use the autocorrelation up to this lag: the lines' width, 1/PS "
+                             "(default 2 ps: 16.7 cm-1); at most --ps")
     parser.add_argument("--zero-padding", type=int, default=4, metavar="F",
                         help="zero-pad the correlation to F times its length: a finer grid (default 4)")
     parser.add_argument("--max-wavenumber", type=float, default=4000.0, metavar="CM1",
@@ -538,7 +541,8 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
             temperature_K=args.temperature, replicas=args.replicas, ps=args.ps,
             equilibration_ps=args.equilibration_ps, timestep_fs=args.timestep, seed=args.seed,
             window=args.window, correction=args.correction, zero_padding=args.zero_padding,
-            max_wavenumber_cm1=args.max_wavenumber, reference_harmonic=args.reference_harmonic)
+            correlation_ps=args.correlation_ps, max_wavenumber_cm1=args.max_wavenumber,
+            reference_harmonic=args.reference_harmonic)
         settings.check()
         with terminal_progress(console):
             run = run_spectrum(args.config, settings, output=None if args.output is None else Path(args.output))

@@ -81,6 +81,7 @@ class SpectrumSettings:
     window: str = "hann"
     correction: str = "harmonic"
     zero_padding: int = 4
+    correlation_ps: float = 2.0
     max_wavenumber_cm1: float = 4000.0
     reference_harmonic: bool = False
 
@@ -102,6 +103,8 @@ class SpectrumSettings:
              f"--correction must be one of {', '.join(CORRECTIONS)}, got {self.correction!r}"),
             (isinstance(self.zero_padding, bool) or not isinstance(self.zero_padding, int) or self.zero_padding < 1,
              f"--zero-padding must be a whole number, 1 or more, got {self.zero_padding}"),
+            (not (math.isfinite(self.correlation_ps) and self.correlation_ps > 0),
+             f"--correlation-ps must be a positive lag in ps, got {self.correlation_ps:g}"),
             (not (math.isfinite(self.max_wavenumber_cm1) and self.max_wavenumber_cm1 > 0),
              f"--max-wavenumber must be > 0 cm-1, got {self.max_wavenumber_cm1:g}"),
         ]
@@ -169,7 +172,8 @@ class SpectrumRun:
             f"{s.temperature_K:g} K, timestep {s.timestep_fs:g} fs; resolution {ir['resolution_cm1']:.1f} cm-1",
             f"correction: {ir['correction']} "
             f"({'quantum, harmonic factor' if ir['correction'] == 'harmonic' else 'classical lineshape'}); "
-            f"window: {ir['window']}; zero padding x{ir['zero_padding']}",
+            f"window: {ir['window']} over {ir['correlation_ps']:g} ps of the autocorrelation; zero padding "
+            f"x{ir['zero_padding']}",
             f"NVE: mean temperature {self.mean_temperature_K:.1f} K, energy drift "
             f"{self.energy_drift_meV_per_atom_ps:.3g} meV/atom/ps; wall time {self.wall_s:.1f} s",
         ]
@@ -264,6 +268,7 @@ def run_spectrum(config_path: str | Path, settings: SpectrumSettings, *, output:
             spectrum = committee_ir_spectrum(
                 trajectory.member_dipoles_eA, trajectory.timestep_fs, temperature_K=settings.temperature_K,
                 window=settings.window, zero_padding=settings.zero_padding, correction=settings.correction,
+                correlation_ps=min(settings.correlation_ps, settings.ps),
                 max_wavenumber_cm1=settings.max_wavenumber_cm1)
             harmonic = committee_harmonic_ir(committee, start)
         except (ValueError, RuntimeError) as exc:  # unstable MD, a flat dipole: one line, nothing written

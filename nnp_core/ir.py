@@ -156,6 +156,7 @@ def _check_options(
     zero_padding: int,
     correction: str,
     max_wavenumber_cm1: float,
+    correlation_ps: float | None = None,
 ) -> None:
     """Raise ValueError naming the first bad option."""
     if not (isinstance(timestep_fs, (int, float, np.number)) and math.isfinite(timestep_fs) and timestep_fs > 0):
@@ -176,6 +177,10 @@ def _check_options(
             f"max_wavenumber_cm1 must be in (0, {nyquist:.1f}] (the Nyquist wavenumber for "
             f"timestep_fs={timestep_fs}), got {max_wavenumber_cm1!r}"
         )
+    if correlation_ps is not None and not (math.isfinite(correlation_ps) and correlation_ps > 0):
+        raise ValueError(f"correlation_ps must be a finite number > 0 (or None), got {correlation_ps!r}")
+    if correlation_ps is not None and round(correlation_ps * 1000.0 / timestep_fs) + 1 < MIN_STEPS:
+        raise ValueError(f"correlation_ps {correlation_ps} is fewer than {MIN_STEPS} lags of {timestep_fs} fs")
 
 
 def _as_replicas(dipoles_eA: np.ndarray, name: str) -> np.ndarray:
@@ -202,6 +207,13 @@ def _autocorrelation(signal: np.ndarray) -> np.ndarray:
     return one_sided / (n_steps - lags[lags >= 0])
 
 
+def _n_lags(n_steps: int, timestep_fs: float, correlation_ps: float | None) -> int:
+    """Lags 0 … n_lags−1 used: all T, or those up to ``correlation_ps``."""
+    if correlation_ps is None:
+        return n_steps
+    return min(n_steps, round(correlation_ps * 1000.0 / timestep_fs) + 1)
+
+
 def _decaying_window(window: str, n_lags: int) -> np.ndarray:
     """The decaying half (lag 0 … n_lags−1) of a symmetric window centred on lag 0."""
     if window == "hann":
@@ -221,13 +233,14 @@ def _raw_spectrum(
     correction: str,
     max_wavenumber_cm1: float,
     derivative: bool,
+    correlation_ps: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unnormalised spectrum of checked (R, T, 3) dipoles: (wavenumbers_cm1, intensity)."""
-    n_steps = dipoles.shape[1]
+    n_lags = _n_lags(dipoles.shape[1], timestep_fs, correlation_ps)
     signal = np.gradient(dipoles, timestep_fs, axis=1) if derivative else dipoles
-    correlation = _autocorrelation(signal) * _decaying_window(window, n_steps)
+    correlation = _autocorrelation(signal)[:n_lags] * _decaying_window(window, n_lags)
     correlation[0] *= 0.5  # one-sided + half lag 0 = transform of the even function / 2
-    n_fft = zero_padding * n_steps
+    n_fft = zero_padding * n_lags
     intensity = 2.0 * timestep_fs * scipy.fft.rfft(correlation, n=n_fft).real
     wavenumbers = scipy.fft.rfftfreq(n_fft, d=timestep_fs) / C_CM_PER_FS
     keep = wavenumbers <= max_wavenumber_cm1
@@ -256,6 +269,7 @@ def ir_spectrum(
     correction: str = "harmonic",
     max_wavenumber_cm1: float = 4000.0,
     derivative: bool = True,
+    correlation_ps: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """IR lineshape of dipole time series from NVE MD (see the module docstring).
 
@@ -273,6 +287,10 @@ def ir_spectrum(
             wavenumber 1 / (2·dt·c).
         derivative: correlate μ̇ (central differences); with False correlate μ and
             multiply the transform by ω² instead (same lineshape as dt → 0).
+        correlation_ps: use the correlation function up to this lag only (the window
+            then decays over it): smoother lines at a resolution of 1/correlation_ps
+            (16.7 cm⁻¹ at 2 ps) instead of 1/(T·dt) with the noise of the long lags,
+            which few time origins average. None: every lag.
 
     Returns:
         (wavenumbers_cm1, intensity): the FFT grid from 0 to ``max_wavenumber_cm1`` and
@@ -282,10 +300,12 @@ def ir_spectrum(
         ValueError: a bad shape, fewer than 4 samples, non-finite dipoles, or a bad
             option; the message names the argument.
     """
-    _check_options(timestep_fs, temperature_K, window, zero_padding, correction, max_wavenumber_cm1)
+    _check_options(timestep_fs, temperature_K, window, zero_padding, correction, max_wavenumber_cm1,
+                   correlation_ps)
     dipoles = _as_replicas(dipoles_eA, "dipoles_eA")
     wavenumbers, intensity = _raw_spectrum(
-        dipoles, timestep_fs, temperature_K, window, zero_padding, correction, max_wavenumber_cm1, derivative
+        dipoles, timestep_fs, temperature_K, window, zero_padding, correction, max_wavenumber_cm1, derivative,
+        correlation_ps,
     )
     return wavenumbers, intensity / _positive_maximum(intensity, "dipoles_eA")
 
@@ -300,6 +320,7 @@ def committee_ir_spectrum(
     correction: str = "harmonic",
     max_wavenumber_cm1: float = 4000.0,
     derivative: bool = True,
+    correlation_ps: float | None = None,
 ) -> IRSpectrum:
     """Spectrum of the committee-mean dipole, with the members' min–max band.
 
@@ -307,7 +328,7 @@ def committee_ir_spectrum(
         member_dipoles_eA: (M, R, T, 3) dipoles predicted by each of M members along the
             same R trajectories of T samples, e·Å. A single model is M = 1 (no band).
         timestep_fs, temperature_K, window, zero_padding, correction,
-        max_wavenumber_cm1, derivative: as for :func:`ir_spectrum`.
+        max_wavenumber_cm1, derivative, correlation_ps: as for :func:`ir_spectrum`.
 
     The mean spectrum is the spectrum of the mean dipole (mean over M), not the mean of
     the members' spectra; every spectrum is divided by the mean spectrum's maximum.
@@ -315,11 +336,13 @@ def committee_ir_spectrum(
     Raises:
         ValueError: as :func:`ir_spectrum`, naming ``member_dipoles_eA``.
     """
-    _check_options(timestep_fs, temperature_K, window, zero_padding, correction, max_wavenumber_cm1)
+    _check_options(timestep_fs, temperature_K, window, zero_padding, correction, max_wavenumber_cm1,
+                   correlation_ps)
     members = np.asarray(member_dipoles_eA, dtype=float)
     if members.ndim != 4 or members.shape[-1] != 3 or members.shape[0] < 1 or members.shape[1] < 1:
         raise ValueError(f"member_dipoles_eA must have shape (M, R, T, 3), got {np.shape(member_dipoles_eA)}")
-    options = (timestep_fs, temperature_K, window, zero_padding, correction, max_wavenumber_cm1, derivative)
+    options = (timestep_fs, temperature_K, window, zero_padding, correction, max_wavenumber_cm1, derivative,
+               correlation_ps)
     mean_dipoles = _as_replicas(members.mean(axis=0), "member_dipoles_eA")  # also checks T and finiteness
     wavenumbers, intensity = _raw_spectrum(mean_dipoles, *options)
     scale = _positive_maximum(intensity, "member_dipoles_eA")
@@ -328,6 +351,7 @@ def committee_ir_spectrum(
         member_intensities = np.stack([_raw_spectrum(member, *options)[1] for member in members]) / scale
         band_low, band_high = member_intensities.min(axis=0), member_intensities.max(axis=0)
     n_steps = members.shape[2]
+    n_lags = _n_lags(n_steps, timestep_fs, correlation_ps)
     settings: dict[str, Any] = {
         "window": window,
         "zero_padding": int(zero_padding),
@@ -339,7 +363,8 @@ def committee_ir_spectrum(
         "n_replicas": int(members.shape[1]),
         "n_steps": int(n_steps),
         "length_ps": n_steps * timestep_fs / 1000.0,
-        "resolution_cm1": 1.0 / (n_steps * timestep_fs * C_CM_PER_FS),
+        "correlation_ps": (n_lags - 1) * timestep_fs / 1000.0,
+        "resolution_cm1": 1.0 / (n_lags * timestep_fs * C_CM_PER_FS),
     }
     return IRSpectrum(
         wavenumbers_cm1=wavenumbers,

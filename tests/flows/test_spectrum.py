@@ -206,6 +206,7 @@ def test_a_second_spectrum_writes_new_files_and_keeps_the_first(campaign, first,
     (["--window", "boxcar"], "--window must be one of hann, gaussian, none"),
     (["--correction", "quantum"], "--correction must be one of harmonic, none"),
     (["--zero-padding", "0"], "--zero-padding must be a whole number"),
+    (["--correlation-ps", "0"], "--correlation-ps must be a positive lag"),
     (["--max-wavenumber", "-1"], "--max-wavenumber must be > 0"),
     (["--timestep", "5", "--max-wavenumber", "4000"], "is above 3336 cm-1"),
 ])

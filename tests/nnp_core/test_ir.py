@@ -369,3 +369,32 @@ def test_plot_ir_without_band_or_harmonic(grid_dipoles: np.ndarray) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     assert len(figure.axes) == 1 and buffer.getvalue().startswith(b"\x89PNG")
+
+
+def test_a_shorter_correlation_smooths_at_a_coarser_resolution() -> None:
+    """correlation_ps keeps the peak where it is, sets the resolution to 1/correlation_ps,
+    and removes the long lags' noise (a smoother line between the peaks)."""
+    from nnp_core.ir import committee_ir_spectrum
+
+    rng = np.random.default_rng(1)
+    dt, n = 0.5, 20001
+    t = np.arange(n) * dt
+    omega = 2 * np.pi * C_CM_PER_FS * 1500.0
+    signal = np.cos(omega * t)[None, :, None] * np.array([1.0, 0.0, 0.0]) + 0.3 * rng.normal(size=(4, n, 3))
+    full = committee_ir_spectrum(signal[None], dt, temperature_K=300.0, correction="none")
+    short = committee_ir_spectrum(signal[None], dt, temperature_K=300.0, correction="none", correlation_ps=2.0)
+    assert short.settings["resolution_cm1"] == pytest.approx(1.0 / (4001 * dt * C_CM_PER_FS))
+    assert short.settings["correlation_ps"] == pytest.approx(2.0)
+    (peak, _), = short.peaks(1)
+    assert abs(peak - 1500.0) < short.settings["resolution_cm1"]
+
+    def roughness(spectrum) -> float:
+        """RMS relative deviation from a smooth (quadratic) fit where only noise absorbs."""
+        away = (spectrum.wavenumbers_cm1 > 2000) & (spectrum.wavenumbers_cm1 < 3500)
+        x, y = spectrum.wavenumbers_cm1[away], spectrum.intensity[away]
+        smooth = np.polyval(np.polyfit(x, y, 2), x)
+        return float(np.sqrt(np.mean((y / smooth - 1) ** 2)))
+
+    assert roughness(short) < 0.6 * roughness(full)  # ~ sqrt(2 ps / 10 ps) expected
+    with pytest.raises(ValueError, match="correlation_ps"):
+        committee_ir_spectrum(signal[None], dt, temperature_K=300.0, correlation_ps=-1.0)
