@@ -306,8 +306,8 @@ def test_storage_refuses_arrays_that_do_not_match(campaign, first) -> None:
 
 
 def test_reference_harmonic_adds_the_reference_lines(campaign, first, monkeypatch) -> None:
-    """``--reference-harmonic``: the reference backend's (HF/STO-3G) harmonic IR at the
-    committee's minimum, in the row, the harmonic CSV and the summary. The MD is replaced
+    """``--reference-harmonic``: the reference backend's (HF/STO-3G) harmonic IR at its
+    own minimum (optimised from the committee's), in the row, the harmonic CSV and the summary. The MD is replaced
     by random dipoles here (its own tests are nnp_core's): only the reference is new."""
     monkeypatch.setattr(nnp_core.dipole_md, "dipole_md", _fake_md)
     code, out, err = _run(["spectrum", str(campaign), *SMALL, "--reference-harmonic"])
@@ -319,6 +319,8 @@ def test_reference_harmonic_adds_the_reference_lines(campaign, first, monkeypatc
     assert sum(line.startswith("reference,") for line in lines) == 3
     assert sum(line.startswith("committee,") for line in lines) == len(row.harmonic_frequencies_cm1)
     assert "reference harmonic (HF/sto-3g)" in out
+    # at the reference's own minimum: the HF/STO-3G water frequencies (CCCBDB: 2170, 4140, 4391 cm-1)
+    np.testing.assert_allclose(np.sort(row.reference_frequencies_cm1), [2170, 4140, 4391], atol=5)
 
 
 def test_the_spectrum_artifact_reaches_a_real_prefect_server(prefect_harness) -> None:
