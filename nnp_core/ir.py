@@ -302,12 +302,11 @@ def ir_spectrum(
     """
     _check_options(timestep_fs, temperature_K, window, zero_padding, correction, max_wavenumber_cm1,
                    correlation_ps)
-    dipoles = _as_replicas(dipoles_eA, "dipoles_eA")
-    wavenumbers, intensity = _raw_spectrum(
-        dipoles, timestep_fs, temperature_K, window, zero_padding, correction, max_wavenumber_cm1, derivative,
-        correlation_ps,
-    )
-    return wavenumbers, intensity / _positive_maximum(intensity, "dipoles_eA")
+    spectrum = committee_ir_spectrum(  # one member: no band
+        _as_replicas(dipoles_eA, "dipoles_eA")[None], timestep_fs, temperature_K=temperature_K, window=window,
+        zero_padding=zero_padding, correction=correction, max_wavenumber_cm1=max_wavenumber_cm1,
+        derivative=derivative, correlation_ps=correlation_ps)
+    return spectrum.wavenumbers_cm1, spectrum.intensity
 
 
 def committee_ir_spectrum(

@@ -216,13 +216,12 @@ class ReplicaEnsemble:
             energy, forces = stats.energy_mean, stats.forces_mean
             self.max_force_dev[ids] = stats.max_force_dev.to(torch.float64).numpy()
             self.energy_dev[ids] = stats.energy_dev.to(torch.float64).numpy()
-        elif dipoles:
-            output = self.committee.mean_pass(batch)
-            energy, forces = output["energy"], output["forces"]
-            self.max_force_dev[ids] = np.nan
-            self.energy_dev[ids] = np.nan
         else:
-            energy, forces = self.committee.mean_energy_forces(batch)
+            if dipoles:
+                output = self.committee.mean_pass(batch)
+                energy, forces = output["energy"], output["forces"]
+            else:
+                energy, forces = self.committee.mean_energy_forces(batch)
             self.max_force_dev[ids] = np.nan
             self.energy_dev[ids] = np.nan
         if dipoles:
