@@ -32,7 +32,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 from ase.optimize import BFGS
 
-from nnp_core.sanity import bond_graph
+from nnp_core.sanity import rotatable_bonds  # noqa: F401  (re-exported for the bench tests)
 from qm_backends import get_backend
 
 CACHE_ROOT = Path(__file__).resolve().parent / "data"
@@ -109,35 +109,6 @@ def md_frames(atoms: Atoms, sampler: str, temperature_K: float, n_frames: int, *
         dyn.run(interval_steps)
         frames.append(Atoms(work.numbers, work.positions.copy()))
     return frames
-
-
-def rotatable_bonds(atoms: Atoms) -> list[tuple[int, int, int, int, np.ndarray]]:
-    """(a, i, j, b, mask) for each bond i-j (``nnp_core.sanity.bond_graph``: 1.2 x the
-    covalent radii) between two atoms that both have other
-    neighbours and that is not in a ring; ``mask`` marks the atoms on j's side."""
-    neighbours: list[set[int]] = [set() for _ in range(len(atoms))]
-    for a, b in bond_graph(atoms):
-        neighbours[a].add(b)
-        neighbours[b].add(a)
-    bonds = []
-    for i in range(len(atoms)):
-        for j in neighbours[i]:
-            if j < i or len(neighbours[i]) < 2 or len(neighbours[j]) < 2:
-                continue
-            side, stack = {j}, [j]
-            while stack:
-                for k in neighbours[stack.pop()]:
-                    if k not in side and not (k == i):
-                        side.add(k)
-                        stack.append(k)
-            if i in side:  # ring bond
-                continue
-            a = min(neighbours[i] - {j})
-            b = min(neighbours[j] - {i})
-            mask = np.zeros(len(atoms), dtype=bool)
-            mask[list(side)] = True
-            bonds.append((a, i, j, b, mask))
-    return bonds
 
 
 def torsion_frames(atoms: Atoms, n_frames: int, *, seed: int, jitter_A: float = 0.03) -> list[Atoms]:

@@ -383,9 +383,33 @@ class CommitteeSection(_Section):
         return architecture_hparams(self.architecture, self.model_extra or {})
 
 
+class UDDSection(_Section):
+    """Uncertainty-driven dynamics (``nnp_core.bias.UncertaintyDrivenBias``):
+    E_bias = A·[exp(−σ_E²/(M·N·B²)) − 1]; it acts once a frame's ``energy_dev`` is
+    about √M·B, and lowers the energy there by at most A."""
+
+    A_eV: float = Field(0.5, ge=0, allow_inf_nan=False)
+    B_eV: Positive = 0.01
+
+
+class MetadSection(_Section):
+    """Well-tempered metadynamics on torsions (``nnp_core.bias.Metadynamics``): a hill of
+    ``height_eV`` and width ``sigma_deg`` every ``pace_steps`` steps, per replica, on
+    ``torsions`` (quadruples of 0-based atom indices; default every rotatable bond of the
+    starting structure). The hills persist across generations."""
+
+    height_eV: Positive = 0.02
+    sigma_deg: float = Field(20.0, gt=0, le=180)
+    pace_steps: PositiveInt = 50
+    bias_factor: float = Field(10.0, gt=1, allow_inf_nan=False)
+    torsions: list[typing.Annotated[list[typing.Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)]] | None = None
+
+
 class ExploreSection(_Section):
     """Committee-driven Langevin MD; ``temperatures_K`` has one value per replica, or one
-    value for all (it is broadcast)."""
+    value for all (it is broadcast). ``bias`` pushes the replicas where thermal MD rarely
+    goes: "udd" (towards committee disagreement, ``[explore.udd]``) or "metad"
+    (metadynamics on torsions, ``[explore.metad]``); scores stay unbiased."""
 
     replicas: PositiveInt = 4
     temperatures_K: list[Positive] = Field(default_factory=lambda: [300.0], min_length=1)
@@ -397,6 +421,9 @@ class ExploreSection(_Section):
     # most max_restarts times), or "continue" and only mark the frame (DP-GEN)
     beyond_trust: Literal["restart", "continue"] = "restart"
     max_restarts: int = Field(3, ge=0)
+    bias: Literal["none", "udd", "metad"] = "none"
+    udd: UDDSection = UDDSection()
+    metad: MetadSection = MetadSection()
 
     @field_validator("temperatures_K")
     @classmethod
@@ -576,6 +603,11 @@ class CampaignConfig(_Section):
         except ValueError as exc:
             raise ValueError(f"system: the starting structure is unusable: {exc}") from None
         remember_level_of_theory(self, backend)  # level_of_theory(config) builds no second backend
+        if self.explore.bias == "metad":
+            try:
+                self.torsion_cvs()
+            except ValueError as exc:
+                raise ValueError(f"explore.metad: {exc}") from None
         if self.loop.initial_sampler == "md":
             try:
                 make_initial_md_backend(self).validate(self.system.atoms())
@@ -598,6 +630,38 @@ class CampaignConfig(_Section):
                         record_interval_steps=explore.record_interval_steps,
                         trust_hi_eV_A=self.select.trust_hi_eV_A, beyond_trust=explore.beyond_trust,
                         max_restarts=explore.max_restarts)
+
+    def torsion_cvs(self) -> Any:
+        """``[explore.metad] torsions`` (or every rotatable bond of the starting structure)
+        as ``nnp_core.bias.TorsionCVs``; ValueError if there are none or one is out of range."""
+        from nnp_core.bias import TorsionCVs, rotatable_torsions
+
+        atoms = self.system.atoms()
+        torsions = self.explore.metad.torsions
+        if torsions is None:
+            torsions = rotatable_torsions(atoms)
+            if not torsions:
+                raise ValueError("the starting structure has no rotatable bond; give torsions = [[a, b, c, d], ...]")
+        cvs = TorsionCVs(torsions, atoms.get_chemical_symbols())
+        cvs.check(len(atoms))
+        return cvs
+
+    def exploration_bias(self) -> Any:
+        """``[explore] bias`` as an ``nnp_core.bias`` object for this exploration (None
+        for "none"); metadynamics starts without hills."""
+        import math
+
+        from nnp_core.bias import Metadynamics, UncertaintyDrivenBias
+
+        explore = self.explore
+        if explore.bias == "udd":
+            return UncertaintyDrivenBias(A_eV=explore.udd.A_eV, B_eV=explore.udd.B_eV)
+        if explore.bias == "metad":
+            metad = explore.metad
+            return Metadynamics(self.torsion_cvs(), height_eV=metad.height_eV, sigma=math.radians(metad.sigma_deg),
+                                pace_steps=metad.pace_steps, bias_factor=metad.bias_factor,
+                                temperatures_K=explore.temperatures_K)
+        return None
 
     def snapshot(self) -> dict[str, Any]:
         """The whole config as JSON-able data, database password hidden."""

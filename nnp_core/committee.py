@@ -15,6 +15,7 @@ from ase import Atoms
 from nnp_core.batch import Batch, atoms_to_batch
 from nnp_core.models import MODEL_REGISTRY, StackedModel, build_model
 from nnp_core.models.base import parameters_to_be_loaded
+from nnp_core.models.registry import EnergyBias
 from nnp_core.uncertainty import Calibration, CommitteeStatistics, committee_statistics, dipole_statistics
 
 CHECKPOINT_JSON = "committee.json"
@@ -115,11 +116,12 @@ class Committee:
         and, with a dipole head, ``dipole`` (M, B, 3) in e·Å."""
         return self.model(batch, compute_forces=True, create_graph=False)
 
-    def mean_pass(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def mean_pass(self, batch: Batch, energy_bias: EnergyBias | None = None) -> dict[str, torch.Tensor]:
         """Committee-mean ``energy`` (B,) and ``forces`` (n, 3), and with a dipole head
         every member's ``dipole`` (M, B, 3): one backward pass (what MD needs when it
-        records dipoles)."""
-        return self.model.mean_energy_forces(batch)
+        records dipoles). With ``energy_bias`` (members' energies (M, B) -> bias (B,),
+        e.g. UDD) the forces are those of mean + bias and ``bias_energy`` (B,) is added."""
+        return self.model.mean_energy_forces(batch, energy_bias)
 
     def mean_energy_forces(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Committee-mean energy (B,) in eV and forces (n, 3) in eV/Å, without per-member

@@ -70,6 +70,7 @@ from enum import StrEnum
 import numpy as np
 from ase import Atoms, units
 
+from nnp_core.bias import Bias
 from nnp_core.committee import Committee
 from nnp_core.md_engine import ReplicaEnsemble, Snapshot
 from nnp_core.md_results import ExplorationResult, FrameStatus, MDFrame, ReplicaSummary, StopReason
@@ -196,8 +197,14 @@ def run_md(
     *,
     config: MDConfig | None = None,
     progress: ProgressCallback | None = None,
+    bias: Bias | None = None,
 ) -> ExplorationResult:
     """Propagate ``replicas`` together for ``config.n_steps`` steps; see the module doc.
+
+    ``bias`` (:mod:`nnp_core.bias`: UDD or metadynamics) adds its forces to the
+    committee mean's; recorded energies and scores stay unbiased, and each frame carries
+    its bias energy and CV values. A metadynamics bias deposits its hills as the run
+    goes (they are in ``bias.hills`` afterwards).
 
     Raises:
         ValueError: no replicas, or a structure with an element the committee lacks.
@@ -207,7 +214,7 @@ def run_md(
     if len(replicas) == 0:
         raise ValueError("run_md needs at least one replica")
     start = time.perf_counter()
-    run = _Run(committee, list(replicas), config)
+    run = _Run(committee, list(replicas), config, bias)
     log.info("MD %s: %d replicas x %d members, %d steps of %.3g fs",
              config.integrator.value, len(replicas), committee.n_members,
              config.n_steps, config.timestep_fs)
@@ -230,14 +237,15 @@ def run_md(
 class _Run:
     """The control flow around a :class:`ReplicaEnsemble`: records, trust, restarts, stops."""
 
-    def __init__(self, committee: Committee, replicas: list[Replica], config: MDConfig) -> None:
-        self.replicas, self.config = replicas, config
+    def __init__(self, committee: Committee, replicas: list[Replica], config: MDConfig,
+                 bias: Bias | None = None) -> None:
+        self.replicas, self.config, self.bias = replicas, config, bias
         self.ensemble = ReplicaEnsemble(
             committee, [r.atoms for r in replicas],
             temperatures_K=[r.temperature_K for r in replicas],
             friction_per_fs=[r.friction_per_fs for r in replicas],
             seeds=[r.seed for r in replicas],
-            skin_A=config.skin_A,
+            skin_A=config.skin_A, bias=bias,
         )
         n = len(replicas)
         self.frames: list[MDFrame] = []
@@ -296,7 +304,10 @@ class _Run:
             self.temperature_sum_K[finite] += temperatures[finite]
             self.temperature_count[finite] += 1
             self._check(step, temperatures, scored=scored)
-        self.previous_energy_eV[ens.active_ids] = ens.energy_eV[ens.active_ids]
+        ids = ens.active_ids
+        self.previous_energy_eV[ids] = ens.energy_eV[ids]
+        if self.bias is not None:
+            self.bias.update(step, ens.cvs[ids], ens.bias_energy_eV[ids], ids)
 
     def _check(self, step: int, temperatures: np.ndarray, *, scored: bool) -> None:
         """Per active replica, in this order: non-finite -> failed; at a scoring step, a
@@ -376,6 +387,8 @@ class _Run:
             kinetic_temperature_K=float(temperatures[r]),
             potential_energy_eV=float(ens.energy_eV[r]),
             max_force_dev=float(ens.max_force_dev[r]), energy_dev=float(ens.energy_dev[r]),
+            bias=self.bias.name if self.bias is not None else "",
+            bias_energy_eV=float(ens.bias_energy_eV[r]), cvs=tuple(float(v) for v in ens.cvs[r]),
         ))
 
     # ------------------------------------------------------------------ result

@@ -24,6 +24,7 @@ import torch
 from ase import Atoms, units
 
 from nnp_core.batch import Batch, concat_batches, total_charge, with_positions
+from nnp_core.bias import Bias
 from nnp_core.committee import Committee
 
 
@@ -49,6 +50,8 @@ class Snapshot:
     energy_eV: float
     max_force_dev: float
     energy_dev: float
+    bias_energy_eV: float = 0.0
+    cvs: np.ndarray | None = None
 
 
 class ReplicaEnsemble:
@@ -61,6 +64,8 @@ class ReplicaEnsemble:
         friction_per_fs: (R,) Langevin friction of each replica, 1/fs.
         seeds: (R,) seed of each replica's own ``numpy.random.Generator``.
         skin_A: neighbour-list skin, Å.
+        bias: an exploration bias (:mod:`nnp_core.bias`) added to the forces the
+            replicas move on; energies and scores stay the unbiased committee's.
     """
 
     def __init__(
@@ -72,8 +77,10 @@ class ReplicaEnsemble:
         friction_per_fs: Sequence[float],
         seeds: Sequence[int],
         skin_A: float,
+        bias: Bias | None = None,
     ) -> None:
         self.committee = committee
+        self.bias = bias
         self.skin_A = float(skin_A)
         self.structures = [atoms.copy() for atoms in structures]
         sizes = np.array([len(a) for a in self.structures], dtype=np.int64)
@@ -94,6 +101,9 @@ class ReplicaEnsemble:
         self.energy_eV = np.zeros(n_replicas)
         self.max_force_dev = np.zeros(n_replicas)
         self.energy_dev = np.zeros(n_replicas)
+        #: each replica's bias energy (eV) and CV values (R, D) at the last evaluation
+        self.bias_energy_eV = np.zeros(n_replicas)
+        self.cvs = np.full((n_replicas, len(bias.cv_names) if bias else 0), np.nan)
         #: every member's dipole (M, R, 3), e·Å, after ``evaluate(..., dipoles=True)``
         self.member_dipoles = np.full((committee.n_members, n_replicas, 3), np.nan)
         self.active = np.ones(n_replicas, dtype=bool)
@@ -204,22 +214,42 @@ class ReplicaEnsemble:
 
         Without ``score`` only the mean is computed (one backward pass instead of M) and
         the active replicas' ``max_force_dev`` and ``energy_dev`` are NaN (not known).
+
+        With a bias, ``forces`` are the committee mean's plus the bias's. A bias on the
+        members' energies (UDD) comes from the same backward pass as the mean between
+        scoring steps, and from the members' forces on scoring steps; a bias on the
+        positions (metadynamics) from one autograd pass over the active positions.
         """
         if not self.active.any():
             return
         rows, ids = self._rows, self.active_ids
         positions = torch.from_numpy(self.positions[rows]).to(self.committee.dtype)
         batch = with_positions(self._active_batch(), positions)
+        bias = self.bias
+        on_members = None
+        if bias is not None and bias.uses_member_energies:
+            n_atoms = batch["n_atoms"]
+            on_members = lambda energies: bias.member_energy_bias(energies, n_atoms)  # noqa: E731
+        bias_energy = torch.zeros(len(ids), dtype=self.committee.dtype)
         if score:
             output = self.committee.evaluate(batch)
             stats = self.committee.statistics(batch, output)
             energy, forces = stats.energy_mean, stats.forces_mean
             self.max_force_dev[ids] = stats.max_force_dev.to(torch.float64).numpy()
             self.energy_dev[ids] = stats.energy_dev.to(torch.float64).numpy()
+            if on_members is not None:
+                member_energies = output["energy"].detach().requires_grad_(True)
+                with torch.enable_grad():
+                    bias_energy = on_members(member_energies)
+                    (weights,) = torch.autograd.grad(bias_energy.sum(), member_energies)
+                # -dE_bias/dx = sum_m (dE_bias/dE_m) F_m
+                forces = forces + (weights[:, batch["frame"], None] * output["forces"]).sum(dim=0)
+                bias_energy = bias_energy.detach()
         else:
-            if dipoles:
-                output = self.committee.mean_pass(batch)
+            if dipoles or on_members is not None:
+                output = self.committee.mean_pass(batch, on_members)
                 energy, forces = output["energy"], output["forces"]
+                bias_energy = output.get("bias_energy", bias_energy)
             else:
                 energy, forces = self.committee.mean_energy_forces(batch)
             self.max_force_dev[ids] = np.nan
@@ -228,8 +258,18 @@ class ReplicaEnsemble:
             if "dipole" not in output:
                 raise ValueError("this committee has no dipole head: it cannot record dipoles")
             self.member_dipoles[:, ids] = output["dipole"].to(torch.float64).numpy()
+        if bias is not None and bias.uses_positions:
+            leaf = positions.detach().clone().requires_grad_(True)
+            starts = torch.from_numpy(self._segment_starts)
+            with torch.enable_grad():
+                terms = bias.position_bias(leaf, starts, ids)
+                (grad,) = torch.autograd.grad(terms.energy.sum(), leaf)
+            forces = forces - grad
+            bias_energy = bias_energy + terms.energy.detach()
+            self.cvs[ids] = terms.cvs.to(torch.float64).numpy()
         self.forces[rows] = forces.to(torch.float64).numpy()
         self.energy_eV[ids] = energy.to(torch.float64).numpy()
+        self.bias_energy_eV[ids] = bias_energy.to(torch.float64).numpy()
 
     def _active_batch(self) -> Batch:
         """The active replicas' batch, rebuilding the neighbours of replicas that moved."""
@@ -254,6 +294,7 @@ class ReplicaEnsemble:
         return Snapshot(
             self.positions[s].copy(), self.forces[s].copy(), float(self.energy_eV[replica]),
             float(self.max_force_dev[replica]), float(self.energy_dev[replica]),
+            float(self.bias_energy_eV[replica]), self.cvs[replica].copy(),
         )
 
     def restore(self, replica: int, snapshot: Snapshot) -> None:
@@ -264,5 +305,8 @@ class ReplicaEnsemble:
         self.energy_eV[replica] = snapshot.energy_eV
         self.max_force_dev[replica] = snapshot.max_force_dev
         self.energy_dev[replica] = snapshot.energy_dev
+        self.bias_energy_eV[replica] = snapshot.bias_energy_eV
+        if snapshot.cvs is not None:
+            self.cvs[replica] = snapshot.cvs
         self._batches[replica] = None
         self._batch = None

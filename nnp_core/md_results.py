@@ -56,6 +56,11 @@ class MDFrame:
     potential_energy_eV: float
     max_force_dev: float  # eV/Å
     energy_dev: float  # eV/√atom
+    #: the exploration bias the replica moved under ("" none; "udd", "metad"), its
+    #: energy here (eV) and its CV values (e.g. torsions in radians)
+    bias: str = ""
+    bias_energy_eV: float = 0.0
+    cvs: tuple[float, ...] = ()
 
     def to_atoms(self) -> Atoms:
         """An ``ase.Atoms`` with positions, velocities and the record's values in ``info``.
@@ -77,6 +82,9 @@ class MDFrame:
             max_force_dev=self.max_force_dev,
             energy_dev=self.energy_dev,
         )
+        if self.bias:
+            atoms.info.update(bias=self.bias, bias_energy_eV=self.bias_energy_eV,
+                              bias_cvs=np.asarray(self.cvs, dtype=np.float64))
         return atoms
 
 

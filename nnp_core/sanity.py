@@ -80,6 +80,36 @@ def bond_graph(
     return frozenset((int(a), int(b)) for a, b in zip(first, second) if a < b)
 
 
+def rotatable_bonds(atoms: Atoms) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """(a, i, j, b, mask) for each rotatable bond i-j: a bond of :func:`bond_graph`
+    (1.2 x the covalent radii) between two atoms that both have other neighbours and
+    that is not in a ring. a-i-j-b is its dihedral (a, b: the lowest-index other
+    neighbours of i and j); ``mask`` marks the atoms on j's side."""
+    neighbours: list[set[int]] = [set() for _ in range(len(atoms))]
+    for a, b in bond_graph(atoms):
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    bonds = []
+    for i in range(len(atoms)):
+        for j in neighbours[i]:
+            if j < i or len(neighbours[i]) < 2 or len(neighbours[j]) < 2:
+                continue
+            side, stack = {j}, [j]
+            while stack:
+                for k in neighbours[stack.pop()]:
+                    if k not in side and not (k == i):
+                        side.add(k)
+                        stack.append(k)
+            if i in side:  # ring bond
+                continue
+            a = min(neighbours[i] - {j})
+            b = min(neighbours[j] - {i})
+            mask = np.zeros(len(atoms), dtype=bool)
+            mask[list(side)] = True
+            bonds.append((a, i, j, b, mask))
+    return bonds
+
+
 def check_bond_graph(
     atoms: Atoms,
     reference: Atoms,

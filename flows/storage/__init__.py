@@ -89,6 +89,7 @@ from flows.storage.records import (
     pending_label_ids,
     reading,
     record_exploration,
+    replica_hills,
     record_frame_errors,
     record_labels,
     record_selection,

@@ -32,13 +32,16 @@ def add_structures(
     temperature_K: float | Sequence[float | None] | None = None,
     md_step: int | Sequence[int | None] | None = None,
     parent_id: int | Sequence[int | None] | None = None,
+    bias_energy_eV: float | Sequence[float | None] | None = None,
+    bias_cvs: Sequence[np.ndarray | None] | None = None,
 ) -> list[int]:
     """Store frames once per campaign; return one structure id per input frame.
 
     A frame whose content hash (``nnp_core.structures.frame_hash``) is already in the
     campaign, or earlier in ``atoms_list``, is not stored again: its existing id is
-    returned. ``replica``, ``temperature_K``, ``md_step`` and ``parent_id`` take one
-    value for all frames or a sequence with one per frame. New rows are flushed.
+    returned. ``replica``, ``temperature_K``, ``md_step``, ``parent_id`` and
+    ``bias_energy_eV`` take one value for all frames or a sequence with one per frame;
+    ``bias_cvs`` one CV vector (or None) per frame. New rows are flushed.
 
     Raises ``ValueError`` for non-finite positions or a sequence of the wrong length.
     """
@@ -49,6 +52,8 @@ def add_structures(
         "temperature_K": _per_frame(temperature_K, n, "temperature_K"),
         "md_step": _per_frame(md_step, n, "md_step"),
         "parent_id": _per_frame(parent_id, n, "parent_id"),
+        "bias_energy_eV": _per_frame(bias_energy_eV, n, "bias_energy_eV"),
+        "bias_cvs": [None] * n if bias_cvs is None else _per_frame(list(bias_cvs), n, "bias_cvs"),
     }
     hashes = [frame_hash(atoms) for atoms in frames]
     id_by_hash = _ids_by_hash(session, campaign_id, set(hashes))
@@ -126,6 +131,8 @@ def provenance(structure: Structure, generation_index: int | None = None) -> dic
         "md_step": structure.md_step,
         "parent_id": structure.parent_id,
         "content_hash": structure.content_hash,
+        "bias_energy_eV": structure.bias_energy_eV,
+        "bias_cvs": structure.bias_cvs,
     }
     return {key: value for key, value in info.items() if value is not None}
 

@@ -198,6 +198,9 @@ class ReplicaRun(Base):
     restarts: Mapped[int]
     #: ``nnp_core.md_results.StopReason`` value
     stop: Mapped[str] = mapped_column(String(32))
+    #: metadynamics hills of the replica after this exploration, all generations so
+    #: far: rows (centre_1..centre_D in radians, height eV), flattened; NULL without metad
+    hills: Mapped[np.ndarray | None] = mapped_column(NumpyArray("f8", (-1,)))
 
 
 class Structure(Base):
@@ -223,6 +226,10 @@ class Structure(Base):
     replica: Mapped[int | None]
     temperature_K: Mapped[float | None]
     md_step: Mapped[int | None]
+    #: the exploration bias at this MD frame (eV) and its CV values (radians for
+    #: torsions); NULL when explored without a bias (``[explore] bias``)
+    bias_energy_eV: Mapped[float | None]
+    bias_cvs: Mapped[np.ndarray | None] = mapped_column(NumpyArray("f8", (-1,)))
     parent_id: Mapped[int | None] = mapped_column(
         ForeignKey("structures.id", ondelete="SET NULL")
     )

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -107,7 +108,22 @@ def record_exploration(session: Session, row: Generation, *, replica_steps: int,
     row.md_failed = frames.get("failed", 0)
     for replica in replicas:
         session.merge(ReplicaRun(generation_id=row.id, replica=replica["replica"], steps=replica["steps"],
-                                 restarts=replica["restarts"], stop=replica["stop"]))
+                                 restarts=replica["restarts"], stop=replica["stop"],
+                                 hills=replica.get("hills")))
+
+
+def replica_hills(session: Session, campaign_id: int, n_replicas: int) -> list[np.ndarray | None]:
+    """Each replica's metadynamics hills (flattened rows of centres and height) as its
+    newest exploration left them; None where it has deposited none yet."""
+    rows = session.execute(
+        select(ReplicaRun.replica, ReplicaRun.hills).join(Generation, Generation.id == ReplicaRun.generation_id)
+        .where(Generation.campaign_id == campaign_id, ReplicaRun.hills.is_not(None),
+               ReplicaRun.replica < n_replicas)
+        .order_by(Generation.index)).all()
+    hills: list[np.ndarray | None] = [None] * n_replicas
+    for replica, values in rows:  # the newest generation's overwrite older ones
+        hills[replica] = values
+    return hills
 
 
 def record_selection(row: Generation, counts: Mapping[str, int]) -> None:

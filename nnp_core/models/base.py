@@ -21,7 +21,7 @@ from ase.data import chemical_symbols
 
 from nnp_core.batch import Batch
 from nnp_core.descriptors import radial_basis
-from nnp_core.models.registry import Setting, member_generator
+from nnp_core.models.registry import EnergyBias, Setting, member_generator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: the latent charges' scale s_q (e) before training fits it: q = q0(Z) + s_q * output
@@ -264,16 +264,26 @@ class StackedModule(torch.nn.Module):
             result = {key: value.detach() for key, value in result.items()}
         return result
 
-    def mean_energy_forces(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def mean_energy_forces(self, batch: Batch, energy_bias: EnergyBias | None = None) -> dict[str, torch.Tensor]:
         """Committee-mean energy (B,) in eV and forces (n, 3) in eV/Å: one backward pass
         through the shared positions (what MD needs between scoring steps); with a dipole
-        head also every member's dipole (M, B, 3), e·Å (the forward pass gives them)."""
+        head also every member's dipole (M, B, 3), e·Å (the forward pass gives them).
+
+        ``energy_bias`` maps the members' energies (M, B) to a bias energy (B,) (e.g.
+        :class:`nnp_core.bias.UncertaintyDrivenBias`): the forces are then those of
+        mean + bias, from the same backward pass, and ``bias_energy`` (B,) is returned."""
         positions = self.positions(batch, 1, True)
         with torch.enable_grad():
             result = self._energies_and_dipoles(batch, positions)
             energy = result["energy"].mean(dim=0)
-            (grad,) = torch.autograd.grad(energy.sum(), positions)
+            target = energy.sum()
+            if energy_bias is not None:
+                bias = energy_bias(result["energy"])
+                target = target + bias.sum()
+            (grad,) = torch.autograd.grad(target, positions)
         out = {"energy": energy.detach(), "forces": -grad[0]}
+        if energy_bias is not None:
+            out["bias_energy"] = bias.detach()
         if "dipole" in result:
             out["dipole"] = result["dipole"].detach()
         return out

@@ -17,7 +17,7 @@ import torch
 from nnp_core.batch import Batch
 from nnp_core.descriptors import DescriptorSpec, SymmetryFunctions
 from nnp_core.models.base import AtomicOutputs, StackedModule, element_numbers
-from nnp_core.models.registry import Setting, register_model
+from nnp_core.models.registry import EnergyBias, Setting, register_model
 
 #: the angular symmetry functions' cutoff is min(cutoff_A, this), Å
 MAX_ANGULAR_CUTOFF_A = 3.5
@@ -186,19 +186,21 @@ class BehlerParrinello(StackedModule):
                 result["forces"] = -grad[:, 0]
         return result
 
-    def mean_energy_forces(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def mean_energy_forces(self, batch: Batch, energy_bias: EnergyBias | None = None) -> dict[str, torch.Tensor]:
         """Committee-mean energy (B,) in eV and mean forces (n, 3) in eV/Å.
 
         The descriptors' vector-Jacobian product is taken once, with the members' dE/dG
         averaged, instead of once per member (what MD needs between scoring steps). With a
-        dipole head every member's dipole (M, B, 3) comes along.
+        dipole head every member's dipole (M, B, 3) comes along. ``energy_bias``: as in
+        :meth:`StackedModule.mean_energy_forces` (forces of mean + bias, ``bias_energy``).
         """
-        result = self._analytic_forces(batch, mean=True)
+        result = self._analytic_forces(batch, mean=True, energy_bias=energy_bias)
         result["energy"], result["forces"] = result["energy"].mean(dim=0), result["forces"][0]
         del result["atomic_energies"]
         return result
 
-    def _analytic_forces(self, batch: Batch, *, mean: bool) -> dict[str, torch.Tensor]:
+    def _analytic_forces(self, batch: Batch, *, mean: bool,
+                         energy_bias: EnergyBias | None = None) -> dict[str, torch.Tensor]:
         """Atomic energies (M, n), energies (M, B), dipoles (M, B, 3) with a dipole head,
         and forces, detached: (M, n, 3) per member, or (1, n, 3) of the mean energy with
         ``mean``. Autograd runs through the MLPs only; the descriptors' derivatives are
@@ -212,8 +214,11 @@ class BehlerParrinello(StackedModule):
             features.requires_grad_(True)
             inputs = features if mean else features.expand(self.n_members, -1, -1)
             result = self._from_features(batch, inputs, species, positions)
-            target = result["energy"].mean(dim=0) if mean else result["energy"]
-            (cotangent,) = torch.autograd.grad(target.sum(), inputs)
+            target = (result["energy"].mean(dim=0) if mean else result["energy"]).sum()
+            if energy_bias is not None:
+                result["bias_energy"] = energy_bias(result["energy"])
+                target = target + result["bias_energy"].sum()
+            (cotangent,) = torch.autograd.grad(target, inputs)
         with torch.no_grad():
             grad = self.descriptor.vjp(tape, cotangent / self.feature_std[species])  # type: ignore[arg-type]
         result = {key: value.detach() for key, value in result.items()}

@@ -95,8 +95,9 @@ class StackedModel(Protocol):
     def neighbour_cutoffs(self) -> tuple[float, float]: ...
     def __call__(self, batch: Batch, *, compute_forces: bool = True, create_graph: bool = False) -> dict[str, torch.Tensor]:
         """``energy`` (M, B) eV, ``atomic_energies`` (M, n), ``forces`` (M, n, 3) eV/Å."""
-    def mean_energy_forces(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Committee-mean ``energy`` (B,) and ``forces`` (n, 3), detached."""
+    def mean_energy_forces(self, batch: Batch, energy_bias: EnergyBias | None = None) -> dict[str, torch.Tensor]:
+        """Committee-mean ``energy`` (B,) and ``forces`` (n, 3), detached; with
+        ``energy_bias`` the forces of mean + bias and its ``bias_energy`` (B,)."""
     def species_of(self, numbers: torch.Tensor) -> torch.Tensor: ...
     def raw_features(self, batch: Batch) -> torch.Tensor: ...
     def fingerprints(self, batch: Batch) -> torch.Tensor: ...
@@ -108,6 +109,9 @@ class StackedModel(Protocol):
     def state_dict(self) -> dict[str, torch.Tensor]: ...
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> Any: ...
 
+
+#: a bias energy (B,) from the members' energies (M, B), differentiable (``nnp_core.bias``)
+EnergyBias = Callable[[torch.Tensor], torch.Tensor]
 
 T = TypeVar("T")
 MODEL_REGISTRY: dict[str, type] = {}

@@ -1,0 +1,107 @@
+"""``[explore] bias``: campaigns explore under UDD or metadynamics, frames carry their
+bias, scores stay unbiased, hills persist across generations; bad settings are refused."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from flows.active_learning import active_learning
+from flows.campaign import open_campaign
+from flows.config import ConfigError, load_config
+from flows.storage import CommitteeRow, Generation, ReplicaRun, Score, Structure, StructureSource, atoms_from_structure
+from nnp_core.bias import dihedrals
+from nnp_core.committee import load_committee
+
+from .conftest import write_campaign
+
+PEROXIDE = 'molecule = "H2O2"'
+
+
+def _with_bias(path: Path, explore: str) -> Path:
+    """``explore``'s lines added to [explore], from its first sub-table on appended."""
+    keys, bracket, table = explore.partition("\n[")
+    text = path.read_text().replace("[explore]\n", f"[explore]\n{keys}\n")
+    path.write_text(text + ("\n[" + table + "\n" if bracket else ""))
+    return path
+
+
+def _campaign(tmp_path: Path, name: str, explore: str) -> Path:
+    """The tiny campaign on hydrogen peroxide (one rotatable bond: H-O-O-H) with a bias."""
+    path = write_campaign(tmp_path, name=name)
+    path.write_text(path.read_text().replace('molecule = "H2O"', PEROXIDE))
+    return _with_bias(path, explore)
+
+
+def _md_frames(session) -> list[Structure]:
+    """Every explored frame, trusted or beyond trust."""
+    return list(session.scalars(select(Structure).where(
+        Structure.source.in_([StructureSource.MD, StructureSource.REJECTED])).order_by(Structure.id)))
+
+
+def test_a_metadynamics_campaign_stores_bias_and_keeps_its_hills(prefect_harness, tmp_path) -> None:
+    config = _campaign(tmp_path, "tiny-metad", 'bias = "metad"\nbeyond_trust = "continue"\n[explore.metad]\nheight_eV = 0.05\npace_steps = 10')
+    active_learning(config_path=str(config))
+    ctx = open_campaign(config, create=False)
+    with Session(ctx.engine) as session:
+        frames = _md_frames(session)
+        assert frames and all(f.bias_energy_eV is not None and f.bias_cvs.shape == (1,) for f in frames)
+        # the stored CV is the H-O-O-H dihedral of the stored positions
+        torsion = ctx.config.torsion_cvs().torsions
+        for f in frames[:5]:
+            angle = dihedrals(torch.as_tensor(f.positions), torsion).numpy()
+            np.testing.assert_allclose(f.bias_cvs, angle, atol=1e-9)
+        assert any(f.bias_energy_eV > 0 for f in frames)
+        runs = session.execute(select(Generation.index, ReplicaRun).join(ReplicaRun)
+                               .order_by(Generation.index, ReplicaRun.replica)).all()
+        hills = {(index, run.replica): run.hills.reshape(-1, 2) for index, run in runs}
+        one, two = sorted({index for index, _ in runs})
+        for index, run in runs:  # a hill every 10 steps the replica completed
+            completed = run.steps if run.stop == "completed" else run.steps - 1
+            before = len(hills[(one, run.replica)]) if index == two else 0
+            assert len(hills[(index, run.replica)]) - before == completed // 10
+        for replica in range(2):  # the second generation went on filling the first one's
+            first, second = hills[(one, replica)], hills[(two, replica)]
+            np.testing.assert_array_equal(second[: len(first)], first)
+        assert sum(len(h) for h in hills.values()) > 0
+        # scores are the unbiased committee's: re-evaluate a frame with the committee that scored it
+        score = session.scalars(select(Score).where(Score.structure_id == frames[-1].id)).one()
+        row = session.get(CommitteeRow, score.committee_id)
+        prediction = load_committee(ctx.resolve(row.checkpoint_path)).predict(atoms_from_structure(frames[-1]))
+        assert score.max_force_dev == pytest.approx(float(prediction.max_force_dev[0]), rel=1e-9)
+        assert score.energy_mean_eV == pytest.approx(float(prediction.energy_mean[0]), rel=1e-12)
+        info = atoms_from_structure(frames[-1]).info
+        assert info["bias_energy_eV"] == frames[-1].bias_energy_eV
+
+
+def test_a_udd_campaign_stores_the_bias_energy(prefect_harness, tmp_path) -> None:
+    config = _campaign(tmp_path, "tiny-udd", 'bias = "udd"\n[explore.udd]\nA_eV = 0.3\nB_eV = 0.005')
+    active_learning(config_path=str(config))
+    ctx = open_campaign(config, create=False)
+    with Session(ctx.engine) as session:
+        frames = _md_frames(session)
+        assert frames and all(f.bias_cvs is None for f in frames)
+        energies = np.array([f.bias_energy_eV for f in frames])
+        assert np.all((energies <= 0) & (energies >= -0.3)) and energies.min() < -1e-4
+        assert all(run.hills is None for run in session.scalars(select(ReplicaRun)))
+
+
+@pytest.mark.parametrize(("explore", "match"), [
+    ('bias = "metad"', "explore.metad: the starting structure has no rotatable bond"),
+    ('bias = "metad"\n[explore.metad]\ntorsions = [[0, 1, 2, 9]]', "explore.metad: torsion atom index 9"),
+    ('bias = "metad"\n[explore.metad]\ntorsions = [[0, 1, 2]]', "explore.metad.torsions[0]"),
+    ('bias = "metad"\n[explore.metad]\nbias_factor = 1.0', "explore.metad.bias_factor"),
+    ('bias = "udd"\n[explore.udd]\nB_eV = 0.0', "explore.udd.B_eV"),
+    ('bias = "udd"\n[explore.udd]\nA = 1.0', "explore.udd.A: unknown field (allowed: A_eV, B_eV)"),
+    ('bias = "plumed"', "explore.bias"),
+])
+def test_bad_bias_settings_are_config_errors(tmp_path, explore: str, match: str) -> None:
+    path = _with_bias(write_campaign(tmp_path), explore)  # water: no rotatable bond
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        load_config(path)
