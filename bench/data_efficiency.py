@@ -114,7 +114,16 @@ PRESETS = {
                           {"loop": {**XTB_START, "convergence": {
                               "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
                            "select": {"adaptive_trust_lo": True}},
-                          seeds=(0,))),
+                          seeds=(0,)),
+                  # exploration biases (issue 19), judged on the rare-event set too
+                  # (bench.rare_events): the xTB-MD start with plain Langevin rerun (its
+                  # committees are kept for that set), with UDD and with metadynamics
+                  Variant("al-thermal", "active learning, xTB-MD start, Langevin (rerun)",
+                          {"loop": XTB_START}, seeds=(0,), al_labels=100),
+                  Variant("al-udd", "active learning, xTB-MD start, UDD bias",
+                          {"loop": XTB_START, "explore": {"bias": "udd"}}, seeds=(0,), al_labels=100),
+                  Variant("al-metad", "active learning, xTB-MD start, torsion metadynamics",
+                          {"loop": XTB_START, "explore": {"bias": "metad"}}, seeds=(0,), al_labels=100)),
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30}},
         # PaiNN with the BPNN's training settings (lr 3e-3, plateau patience 10) gave
         # 127 meV/Å at 100 random labels; 64 features and 3 interactions with lr 1e-3

@@ -386,10 +386,12 @@ class CommitteeSection(_Section):
 class UDDSection(_Section):
     """Uncertainty-driven dynamics (``nnp_core.bias.UncertaintyDrivenBias``):
     E_bias = A·[exp(−σ_E²/(M·N·B²)) − 1]; it acts once a frame's ``energy_dev`` is
-    about √M·B, and lowers the energy there by at most A."""
+    about √M·B, and lowers the energy there by at most A. Defaults measured on ethanol
+    (docs/benchmarks.md, "exploration-bias"): A = 0.5 eV sent 83% of the frames past
+    trust_hi, A = 0.25 eV with B = 0.005 eV tripled the 90th percentile of energy_dev."""
 
-    A_eV: float = Field(0.5, ge=0, allow_inf_nan=False)
-    B_eV: Positive = 0.01
+    A_eV: float = Field(0.25, ge=0, allow_inf_nan=False)
+    B_eV: Positive = 0.005
 
 
 class MetadSection(_Section):
@@ -398,9 +400,9 @@ class MetadSection(_Section):
     ``torsions`` (quadruples of 0-based atom indices; default every rotatable bond of the
     starting structure). The hills persist across generations."""
 
-    height_eV: Positive = 0.02
+    height_eV: Positive = 0.05
     sigma_deg: float = Field(20.0, gt=0, le=180)
-    pace_steps: PositiveInt = 50
+    pace_steps: PositiveInt = 20
     bias_factor: float = Field(10.0, gt=1, allow_inf_nan=False)
     torsions: list[typing.Annotated[list[typing.Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)]] | None = None
 

@@ -100,8 +100,8 @@ class UncertaintyDrivenBias(Bias):
         ValueError: A < 0 or B <= 0 (or non-finite).
     """
 
-    A_eV: float = 0.5
-    B_eV: float = 0.05
+    A_eV: float = 0.25
+    B_eV: float = 0.005
     name = "udd"
     uses_member_energies = True
 
