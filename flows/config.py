@@ -426,6 +426,19 @@ class ExploreSection(_Section):
     bias: Literal["none", "udd", "metad"] = "none"
     udd: UDDSection = UDDSection()
     metad: MetadSection = MetadSection()
+    # replica exchange (parallel tempering) between neighbouring temperatures every this
+    # many steps; 0: off
+    exchange_interval_steps: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _exchange_settings(self) -> ExploreSection:
+        if self.exchange_interval_steps:
+            if len(set(self.temperatures_K)) < 2:
+                raise ValueError("exchange_interval_steps needs replicas at two or more temperatures")
+            if self.bias == "metad":
+                raise ValueError("exchange_interval_steps cannot be used with bias = \"metad\" "
+                                 "(each replica has its own hills)")
+        return self
 
     @field_validator("temperatures_K")
     @classmethod
@@ -631,7 +644,7 @@ class CampaignConfig(_Section):
         return MDConfig(timestep_fs=explore.timestep_fs, n_steps=explore.steps,
                         record_interval_steps=explore.record_interval_steps,
                         trust_hi_eV_A=self.select.trust_hi_eV_A, beyond_trust=explore.beyond_trust,
-                        max_restarts=explore.max_restarts)
+                        max_restarts=explore.max_restarts, exchange_interval_steps=explore.exchange_interval_steps)
 
     def torsion_cvs(self) -> Any:
         """``[explore.metad] torsions`` (or every rotatable bond of the starting structure)

@@ -33,6 +33,15 @@ with fresh Maxwell–Boltzmann velocities; after ``max_restarts`` restarts it st
 instead. A replica whose seed structure is already beyond trust stops at step 0.
 With ``MDConfig.beyond_trust = "continue"`` a crossing is recorded as ``rejected``
 and the replica carries on (DP-GEN style; no restarts, no trust stop).
+
+Replica exchange (``MDConfig.exchange_interval_steps`` > 0, Langevin only): every that
+many steps, neighbouring temperatures of the active replicas (even pairs, then odd
+pairs, alternately) try to swap with the Metropolis probability
+min(1, exp[(1/k_B T_i − 1/k_B T_j)(U_i − U_j)]), U the committee mean energy plus a
+UDD bias (a bias that differs between replicas, like metadynamics hills, is refused).
+A swap exchanges the two thermostat temperatures and rescales each replica's velocities
+by sqrt(T_new/T_old); frames record the temperature their replica had then. The
+acceptance draws come from their own stream, seeded by all the replicas' seeds.
 Smaller record intervals find crossings sooner at a higher cost per step. At *every*
 step, non-finite positions, mean energy or forces, or a mean potential energy change
 beyond ``max_energy_jump_eV_per_atom`` in one step, stop a replica with
@@ -164,6 +173,7 @@ class MDConfig:
     max_restarts: int = 3
     skin_A: float = 0.5
     max_energy_jump_eV_per_atom: float = 1.0
+    exchange_interval_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.integrator not in set(Integrator):
@@ -185,6 +195,8 @@ class MDConfig:
             "max_restarts": self.max_restarts >= 0,
             "skin_A": math.isfinite(self.skin_A) and self.skin_A >= 0,
             "max_energy_jump_eV_per_atom": self.max_energy_jump_eV_per_atom > 0,
+            "exchange_interval_steps": self.exchange_interval_steps >= 0
+            and (self.exchange_interval_steps == 0 or self.integrator == Integrator.LANGEVIN),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -207,7 +219,9 @@ def run_md(
     goes (they are in ``bias.hills`` afterwards).
 
     Raises:
-        ValueError: no replicas, or a structure with an element the committee lacks.
+        ValueError: no replicas, or a structure with an element the committee lacks;
+            replica exchange with fewer than two temperatures or with a bias that
+            differs between replicas.
         NotImplementedError: a periodic structure (the models take molecules only).
     """
     config = config or MDConfig()
@@ -258,6 +272,17 @@ class _Run:
         self.restart_points: list[Snapshot | None] = [None] * n
         self.restart_steps = np.zeros(n, dtype=np.int64)
         self.stopped: dict[int, tuple[StopReason, str]] = {}
+        #: each replica's current thermostat temperature (replica exchange swaps them)
+        self.temperatures_K = np.array([r.temperature_K for r in replicas], dtype=np.float64)
+        self.exchange_attempts = self.exchange_accepted = 0
+        self._exchange_parity = 0
+        if config.exchange_interval_steps:
+            if len(set(self.temperatures_K)) < 2:
+                raise ValueError("replica exchange needs replicas at two or more temperatures")
+            if bias is not None and bias.uses_positions:
+                raise ValueError(f"replica exchange with a {bias.name} bias is not supported: "
+                                 "each replica has its own bias")
+            self.exchange_rng = np.random.default_rng([int(r.seed) for r in replicas] + [0x5EED])
 
     # ------------------------------------------------------------------ steps
     def is_record_step(self, step: int) -> bool:
@@ -308,6 +333,26 @@ class _Run:
         self.previous_energy_eV[ids] = ens.energy_eV[ids]
         if self.bias is not None:
             self.bias.update(step, ens.cvs[ids], ens.bias_energy_eV[ids], ids)
+        if config.exchange_interval_steps and step % config.exchange_interval_steps == 0:
+            self._exchange()
+
+    def _exchange(self) -> None:
+        """One round of replica-exchange attempts between neighbouring temperatures."""
+        ens = self.ensemble
+        ids = ens.active_ids
+        order = ids[np.argsort(self.temperatures_K[ids], kind="stable")]
+        first, self._exchange_parity = self._exchange_parity, 1 - self._exchange_parity
+        for k in range(first, len(order) - 1, 2):
+            i, j = int(order[k]), int(order[k + 1])
+            if self.temperatures_K[i] == self.temperatures_K[j]:
+                continue
+            energy = ens.energy_eV + ens.bias_energy_eV
+            log_p = (1.0 / ens.kT_eV[i] - 1.0 / ens.kT_eV[j]) * (energy[i] - energy[j])
+            self.exchange_attempts += 1
+            if log_p >= 0.0 or self.exchange_rng.random() < math.exp(log_p):
+                self.exchange_accepted += 1
+                ens.swap_temperatures(i, j)
+                self.temperatures_K[[i, j]] = self.temperatures_K[[j, i]]
 
     def _check(self, step: int, temperatures: np.ndarray, *, scored: bool) -> None:
         """Per active replica, in this order: non-finite -> failed; at a scoring step, a
@@ -383,7 +428,7 @@ class _Run:
             replica=r, step=step, restarts=int(self.restarts[r]), status=status, reason=reason,
             numbers=ens.numbers[s].copy(), positions_A=ens.positions[s].copy(),
             velocities_A_per_fs=ens.velocities[s] * units.fs,
-            temperature_K=float(self.replicas[r].temperature_K),
+            temperature_K=float(self.temperatures_K[r]),
             kinetic_temperature_K=float(temperatures[r]),
             potential_energy_eV=float(ens.energy_eV[r]),
             max_force_dev=float(ens.max_force_dev[r]), energy_dev=float(ens.energy_dev[r]),
@@ -409,4 +454,5 @@ class _Run:
             integrator=self.config.integrator.value, timestep_fs=self.config.timestep_fs,
             n_steps=self.config.n_steps, wall_s=wall_s,
             neighbour_rebuilds=self.ensemble.neighbour_rebuilds,
+            exchange_attempts=self.exchange_attempts, exchange_accepted=self.exchange_accepted,
         )

@@ -156,6 +156,14 @@ class ReplicaEnsemble:
         sizes = self.n_atoms[replica : replica + 1]
         self.velocities[s] = without_com_velocity(velocities, self.masses[s], first, sizes)
 
+    def swap_temperatures(self, i: int, j: int) -> None:
+        """Exchange the thermostat temperatures of replicas ``i`` and ``j``, each one's
+        velocities rescaled by sqrt(T_new / T_old) (replica exchange)."""
+        kt_i, kt_j = self.kT_eV[i], self.kT_eV[j]
+        self.velocities[self.slices[i]] *= np.sqrt(kt_j / kt_i)
+        self.velocities[self.slices[j]] *= np.sqrt(kt_i / kt_j)
+        self.kT_eV[i], self.kT_eV[j] = kt_j, kt_i
+
     def kinetic_temperatures_K(self) -> np.ndarray:
         """Instantaneous kinetic temperature (R,) of every replica, K (3N-3 dof; 3 if N=1)."""
         per_atom = np.sum(self.masses * self.velocities**2, axis=1)

@@ -51,7 +51,7 @@ class MDFrame:
     numbers: np.ndarray  # (N,)
     positions_A: np.ndarray  # (N, 3) Å
     velocities_A_per_fs: np.ndarray  # (N, 3) Å/fs
-    temperature_K: float  # the replica's target (Langevin) or initial (NVE) temperature
+    temperature_K: float  # the replica's target (Langevin; its current one under replica exchange) or initial (NVE) temperature
     kinetic_temperature_K: float  # instantaneous, 3N-3 degrees of freedom (3 for N=1)
     potential_energy_eV: float
     max_force_dev: float  # eV/Å
@@ -117,6 +117,8 @@ class ExplorationResult:
     n_steps: int
     wall_s: float
     neighbour_rebuilds: int  # per-replica neighbour-list builds (initial ones included)
+    exchange_attempts: int = 0  # replica-exchange swaps attempted (MDConfig.exchange_interval_steps)
+    exchange_accepted: int = 0
 
     @property
     def replica_steps(self) -> int:

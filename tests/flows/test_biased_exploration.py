@@ -80,8 +80,9 @@ def test_a_metadynamics_campaign_stores_bias_and_keeps_its_hills(prefect_harness
         assert info["bias_energy_eV"] == frames[-1].bias_energy_eV
 
 
-def test_a_udd_campaign_stores_the_bias_energy(prefect_harness, tmp_path) -> None:
-    config = _campaign(tmp_path, "tiny-udd", 'bias = "udd"\n[explore.udd]\nA_eV = 0.3\nB_eV = 0.005')
+def test_a_udd_campaign_with_replica_exchange_stores_the_bias_energy(prefect_harness, tmp_path) -> None:
+    config = _campaign(tmp_path, "tiny-udd",
+                       'bias = "udd"\nexchange_interval_steps = 5\n[explore.udd]\nA_eV = 0.3\nB_eV = 0.005')
     active_learning(config_path=str(config))
     ctx = open_campaign(config, create=False)
     with Session(ctx.engine) as session:
@@ -90,6 +91,7 @@ def test_a_udd_campaign_stores_the_bias_energy(prefect_harness, tmp_path) -> Non
         energies = np.array([f.bias_energy_eV for f in frames])
         assert np.all((energies <= 0) & (energies >= -0.3)) and energies.min() < -1e-4
         assert all(run.hills is None for run in session.scalars(select(ReplicaRun)))
+        assert {f.temperature_K for f in frames} <= {300.0, 600.0}
 
 
 @pytest.mark.parametrize(("explore", "match"), [
@@ -100,6 +102,9 @@ def test_a_udd_campaign_stores_the_bias_energy(prefect_harness, tmp_path) -> Non
     ('bias = "udd"\n[explore.udd]\nB_eV = 0.0', "explore.udd.B_eV"),
     ('bias = "udd"\n[explore.udd]\nA = 1.0', "explore.udd.A: unknown field (allowed: A_eV, B_eV)"),
     ('bias = "plumed"', "explore.bias"),
+    ('bias = "metad"\nexchange_interval_steps = 10\n[explore.metad]\ntorsions = [[0, 1, 2, 0]]',
+     "explore: exchange_interval_steps cannot be used with bias = \"metad\""),
+    ("exchange_interval_steps = -1", "explore.exchange_interval_steps"),
 ])
 def test_bad_bias_settings_are_config_errors(tmp_path, explore: str, match: str) -> None:
     path = _with_bias(write_campaign(tmp_path), explore)  # water: no rotatable bond
