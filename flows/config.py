@@ -468,6 +468,10 @@ class SelectSection(_Section):
 
     trust_lo_eV_A: float = Field(0.05, ge=0)
     trust_hi_eV_A: Positive = 0.30
+    # campaigns aimed at spectra: a frame is judged on max_force_dev + dipole_weight x
+    # dipole_dev ((eV/Å) per e·Å; capped below trust_hi), so frames whose dipole the
+    # members disagree on are labelled sooner; needs a dipole head ([train] dipole_weight > 0)
+    dipole_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
     max_selected_per_generation: PositiveInt = 50
     min_distance_A: Positive = 0.5
     allow_bond_changes: bool = False
@@ -618,6 +622,9 @@ class CampaignConfig(_Section):
         except ValueError as exc:
             raise ValueError(f"system: the starting structure is unusable: {exc}") from None
         remember_level_of_theory(self, backend)  # level_of_theory(config) builds no second backend
+        if self.select.dipole_weight > 0 and self.train.dipole_weight <= 0:
+            raise ValueError("select.dipole_weight needs a committee that learns dipoles: set [train] "
+                             "dipole_weight > 0")
         if self.explore.bias == "metad":
             try:
                 self.torsion_cvs()

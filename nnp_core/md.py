@@ -434,6 +434,7 @@ class _Run:
             max_force_dev=float(ens.max_force_dev[r]), energy_dev=float(ens.energy_dev[r]),
             bias=self.bias.name if self.bias is not None else "",
             bias_energy_eV=float(ens.bias_energy_eV[r]), cvs=tuple(float(v) for v in ens.cvs[r]),
+            dipole_dev=float(ens.dipole_dev[r]),
         ))
 
     # ------------------------------------------------------------------ result

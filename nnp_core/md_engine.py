@@ -26,6 +26,7 @@ from ase import Atoms, units
 from nnp_core.batch import Batch, concat_batches, total_charge, with_positions
 from nnp_core.bias import Bias
 from nnp_core.committee import Committee
+from nnp_core.uncertainty import dipole_statistics
 
 
 def without_com_velocity(
@@ -101,6 +102,8 @@ class ReplicaEnsemble:
         self.energy_eV = np.zeros(n_replicas)
         self.max_force_dev = np.zeros(n_replicas)
         self.energy_dev = np.zeros(n_replicas)
+        #: ``dipole_dev`` (e·Å) at the last scoring step, committees with a dipole head
+        self.dipole_dev = np.full(n_replicas, np.nan)
         #: each replica's bias energy (eV) and CV values (R, D) at the last evaluation
         self.bias_energy_eV = np.zeros(n_replicas)
         self.cvs = np.full((n_replicas, len(bias.cv_names) if bias else 0), np.nan)
@@ -245,6 +248,8 @@ class ReplicaEnsemble:
             energy, forces = stats.energy_mean, stats.forces_mean
             self.max_force_dev[ids] = stats.max_force_dev.to(torch.float64).numpy()
             self.energy_dev[ids] = stats.energy_dev.to(torch.float64).numpy()
+            if "dipole" in output:
+                self.dipole_dev[ids] = dipole_statistics(output["dipole"])[1].to(torch.float64).numpy()
             if on_members is not None:
                 member_energies = output["energy"].detach().requires_grad_(True)
                 with torch.enable_grad():
@@ -262,6 +267,7 @@ class ReplicaEnsemble:
                 energy, forces = self.committee.mean_energy_forces(batch)
             self.max_force_dev[ids] = np.nan
             self.energy_dev[ids] = np.nan
+            self.dipole_dev[ids] = np.nan
         if dipoles:
             if "dipole" not in output:
                 raise ValueError("this committee has no dipole head: it cannot record dipoles")

@@ -61,6 +61,8 @@ class MDFrame:
     bias: str = ""
     bias_energy_eV: float = 0.0
     cvs: tuple[float, ...] = ()
+    #: committees with a dipole head: the members' dipole spread (e·Å), else NaN
+    dipole_dev: float = float("nan")
 
     def to_atoms(self) -> Atoms:
         """An ``ase.Atoms`` with positions, velocities and the record's values in ``info``.
@@ -82,6 +84,8 @@ class MDFrame:
             max_force_dev=self.max_force_dev,
             energy_dev=self.energy_dev,
         )
+        if np.isfinite(self.dipole_dev):
+            atoms.info["dipole_dev"] = self.dipole_dev
         if self.bias:
             atoms.info.update(bias=self.bias, bias_energy_eV=self.bias_energy_eV,
                               bias_cvs=np.asarray(self.cvs, dtype=np.float64))

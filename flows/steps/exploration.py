@@ -88,6 +88,7 @@ def _store_frames(session, campaign_id: int, generation_id: int, committee_id: i
         storage.add_score(session, structure_id, committee_id,
                           energy_mean_eV=_storable(frame.potential_energy_eV),
                           energy_dev=_storable(frame.energy_dev), max_force_dev=_storable(frame.max_force_dev),
+                          dipole_dev=frame.dipole_dev,
                           decision=None if trusted else Decision.REJECTED,
                           reason=None if trusted else f"{frame.status.value}: {frame.reason}")
 

@@ -49,7 +49,8 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
             labelled_atoms = [storage.atoms_from_structure(s) for s in labelled]
             scores = np.array([sc.max_force_dev for _, sc in rows])
             production = np.array([s.sampler == storage.PRODUCTION_SAMPLER for s, _ in rows])
-            judged = _judged_deviations(scores, production, sel.trust_hi_eV_A)
+            dipole_devs = np.array([np.nan if sc.dipole_dev is None else sc.dipole_dev for _, sc in rows])
+            judged = _judged_deviations(scores, production, sel.trust_hi_eV_A, dipole_devs, sel.dipole_weight)
             result = select_frames(
                 frames, judged,
                 trust_lo_eV_A=sel.trust_lo_eV_A, trust_hi_eV_A=sel.trust_hi_eV_A,
@@ -64,6 +65,9 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
                 reason = item.reason if not used < true else (
                     f"production MD frame, max_force_dev {true:.3g} eV/Å >= trust_hi {sel.trust_hi_eV_A:.3g} eV/Å "
                     f"judged just below it: {item.reason}")
+                if used > true:
+                    reason = (f"{item.reason} (judged on max_force_dev {true:.3g} + dipole_weight x dipole_dev "
+                              f"{score.dipole_dev:.3g} e·Å)")
                 score.decision, score.reason = Decision(item.decision), reason
             storage.enqueue_labels(session, [rows[i][0].id for i in result.selected_indices])
             counts.update(result.counts())
@@ -73,12 +77,22 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
     return counts
 
 
-def _judged_deviations(max_force_dev: np.ndarray, production: np.ndarray, trust_hi: float) -> np.ndarray:
+def _judged_deviations(max_force_dev: np.ndarray, production: np.ndarray, trust_hi: float,
+                       dipole_dev: np.ndarray | None = None, dipole_weight: float = 0.0) -> np.ndarray:
     """The scores the selection judges: production frames' finite scores at or above
     ``trust_hi`` become the largest float below it (a candidate, never rejected); every
-    other score as stored (a non-finite one stays rejected)."""
+    other score as stored (a non-finite one stays rejected). With ``dipole_weight`` a
+    frame below ``trust_hi`` is judged on max_force_dev + dipole_weight·dipole_dev
+    (an unknown dipole_dev adds nothing), capped just below ``trust_hi``: an uncertain
+    dipole makes a frame a candidate sooner and ranks it higher, never rejects it."""
+    judged = max_force_dev
+    below = np.isfinite(max_force_dev) & (max_force_dev < trust_hi)
+    if dipole_weight and dipole_dev is not None:
+        raised = np.minimum(max_force_dev + dipole_weight * np.nan_to_num(dipole_dev, nan=0.0),
+                            np.nextafter(trust_hi, 0.0))
+        judged = np.where(below, raised, max_force_dev)
     beyond = production & np.isfinite(max_force_dev) & (max_force_dev >= trust_hi)
-    return np.where(beyond, np.nextafter(trust_hi, 0.0), max_force_dev)
+    return np.where(beyond, np.nextafter(trust_hi, 0.0), judged)
 
 
 def _score_production_frames(session, generation_id: int, committee_id: int, committee) -> None:
@@ -88,8 +102,10 @@ def _score_production_frames(session, generation_id: int, committee_id: int, com
     if not structures:
         return
     prediction = committee.predict([storage.atoms_from_structure(s) for s in structures])
-    for structure, energy, energy_dev, deviation in zip(structures, prediction.energy_mean, prediction.energy_dev,
-                                                        prediction.max_force_dev):
+    dipole_devs = prediction.dipole_dev if prediction.dipole_dev is not None else [None] * len(structures)
+    for structure, energy, energy_dev, deviation, dipole_dev in zip(
+            structures, prediction.energy_mean, prediction.energy_dev, prediction.max_force_dev, dipole_devs):
         storage.add_score(session, structure.id, committee_id, energy_mean_eV=float(energy),
-                          energy_dev=float(energy_dev), max_force_dev=float(deviation), decision=None)
+                          energy_dev=float(energy_dev), max_force_dev=float(deviation), decision=None,
+                          dipole_dev=None if dipole_dev is None else float(dipole_dev))
     session.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -225,10 +226,14 @@ def last_md_frames(session: Session, campaign_id: int, n_replicas: int) -> list[
 
 def add_score(session: Session, structure_id: int, committee_id: int, *, energy_mean_eV: float,
               energy_dev: float, max_force_dev: float, decision: Decision | None,
-              reason: str | None = None) -> None:
-    """A committee's scores of one frame; ``decision`` None until selection judges it."""
+              reason: str | None = None, dipole_dev: float | None = None) -> None:
+    """A committee's scores of one frame; ``decision`` None until selection judges it;
+    ``dipole_dev`` (e·Å) for a committee with a dipole head (NaN is stored as NULL)."""
+    if dipole_dev is not None and not math.isfinite(dipole_dev):
+        dipole_dev = None
     session.add(Score(structure_id=structure_id, committee_id=committee_id, energy_mean_eV=energy_mean_eV,
-                      energy_dev=energy_dev, max_force_dev=max_force_dev, decision=decision, reason=reason))
+                      energy_dev=energy_dev, max_force_dev=max_force_dev, decision=decision, reason=reason,
+                      dipole_dev=dipole_dev))
 
 
 def scored_frames(session: Session, generation_id: int, committee_id: int) -> list[tuple[Structure, Score]]:

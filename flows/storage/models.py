@@ -305,6 +305,8 @@ class Score(Base):
     energy_dev: Mapped[float]
     #: max over atoms of the per-atom force deviation, eV/Å (the selection score)
     max_force_dev: Mapped[float]
+    #: the members' dipole spread, e·Å (committees with a dipole head; else NULL)
+    dipole_dev: Mapped[float | None]
     #: the selection's verdict; None from exploration until the select step judges the frame
     decision: Mapped[Decision | None] = mapped_column(_enum(Decision))
     reason: Mapped[str | None] = mapped_column(Text)

@@ -100,6 +100,22 @@ def test_md_pass_gives_the_same_dipoles_as_a_full_evaluation(architecture) -> No
     np.testing.assert_allclose(mean["forces"], full["forces"].mean(0), atol=1e-10)
 
 
+def test_explored_frames_carry_the_committee_dipole_spread() -> None:
+    """Scoring steps of exploration record ``dipole_dev`` (what ``[select] dipole_weight``
+    adds to the selection score); a committee without a head records NaN."""
+    from nnp_core.md import MDConfig, Replica, run_md
+
+    replicas = [Replica(molecule("CH3CH2OH"), temperature_K=300.0, seed=s) for s in range(2)]
+    config = MDConfig(n_steps=20, record_interval_steps=5)
+    committee = dipole_committee("bpnn")
+    frames = run_md(committee, replicas, config=config).frames
+    expected = committee.predict([f.to_atoms() for f in frames]).dipole_dev
+    np.testing.assert_allclose([f.dipole_dev for f in frames], expected, rtol=1e-9)
+    assert frames[-1].to_atoms().info["dipole_dev"] == frames[-1].dipole_dev
+    plain = Committee.create("bpnn", n_members=2, elements=["H", "C", "O"], hidden_layers=[8])
+    assert all(np.isnan(f.dipole_dev) for f in run_md(plain, replicas, config=config).frames)
+
+
 def test_a_model_without_a_head_has_no_dipole() -> None:
     committee = Committee.create("bpnn", n_members=2, elements=["H", "O"])
     atoms = molecule("H2O")
