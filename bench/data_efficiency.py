@@ -121,9 +121,9 @@ PRESETS = {
                   Variant("al-thermal", "active learning, xTB-MD start, Langevin (rerun)",
                           {"loop": XTB_START}, seeds=(0,), al_labels=100),
                   Variant("al-udd", "active learning, xTB-MD start, UDD bias",
-                          {"loop": XTB_START, "explore": {"bias": "udd"}}, seeds=(0,), al_labels=100),
+                          {"loop": XTB_START, "explore": {"bias": "udd"}}, seeds=(0,), al_labels=75),
                   Variant("al-metad", "active learning, xTB-MD start, torsion metadynamics",
-                          {"loop": XTB_START, "explore": {"bias": "metad"}}, seeds=(0,), al_labels=100)),
+                          {"loop": XTB_START, "explore": {"bias": "metad"}}, seeds=(0,), al_labels=75)),
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30}},
         # PaiNN with the BPNN's training settings (lr 3e-3, plateau patience 10) gave
         # 127 meV/Å at 100 random labels; 64 features and 3 interactions with lr 1e-3

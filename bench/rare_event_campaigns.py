@@ -1,0 +1,158 @@
+"""Benchmark (issue 19): active-learning campaigns with and without an exploration bias,
+judged on the rare-event set and on the thermal test set, against random sampling.
+
+Campaigns: ``bench.data_efficiency``'s variants ``al-thermal`` (plain Langevin),
+``al-udd`` (uncertainty-driven dynamics) and ``al-metad`` (torsion metadynamics), all
+from the xTB-MD start of the ethanol example, run there (their folders under
+``bench/data/ethanol-pbe-def2svp/``). Every generation's own committee is scored
+(:func:`bench.rare_events.rare_event_metrics`: per-subset force MAE, relative energies
+and barrier heights along the two relaxed torsion scans) and on ``test.extxyz``; the
+random-sampling points are ``bench.rare_events --random``'s (same training settings).
+With ``--stability-ps`` each campaign's last committee also runs Langevin MD at 800 K
+(``bench.stability.stability_run``, 5 seeds): seeds whose bonds stay within 0.5 Å.
+
+Points are cached in ``rare-events-campaigns.json`` next to the data (resumable);
+the section ``rare-event-campaigns`` of docs/benchmarks.md holds the table.
+
+    .venv/bin/python -m bench.rare_event_campaigns [--variants al-thermal al-udd al-metad]
+        [--stability-ps 10] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench._report import machine_line, markdown_table, write_section
+
+SECTION = "rare-event-campaigns"
+VARIANTS = ("al-thermal", "al-udd", "al-metad")
+SUBSETS = ("hydroxyl_scan", "methyl_scan", "high_energy")
+
+
+def campaign_points(variant: str, data_dir: Path, frames: list, test: list, cache: dict,
+                    stability_ps: float, log=print) -> list[dict]:
+    """One point per generation committee of the campaign ``<variant>-seed0``."""
+    from bench.data_efficiency import campaign_frames
+    from bench.rare_events import rare_event_metrics
+    from flows.steps.training import evaluation_metrics
+
+    config_path = data_dir / f"{variant}-seed0" / "campaign.toml"
+    if not config_path.with_name("alflow.db").exists():
+        log(f"{variant}: no campaign at {config_path.parent}")
+        return []
+    labelled, committees = campaign_frames(config_path)
+    points = []
+    last = max(committees)
+    for generation, committee in sorted(committees.items()):
+        key = f"{variant}/seed0/g{generation}"
+        n_labels = sum(1 for a in labelled if a.info.get("generation", 0) <= generation)
+        point = cache.get(key)
+        if point is None or point.get("n_labels") != n_labels:
+            point = {"variant": variant, "generation": generation, "n_labels": n_labels,
+                     "thermal": evaluation_metrics(committee, test), **rare_event_metrics(committee, frames)}
+        if generation == last and stability_ps and point.get("stability_ps") != stability_ps:
+            point.update(stability_ps=stability_ps, **stability(committee, data_dir, stability_ps))
+        cache[key] = point
+        points.append(point)
+        log(f"{key} N={n_labels}: {summary(point)}")
+    return points
+
+
+def stability(committee, data_dir: Path, ps: float) -> dict:
+    """5 seeds of Langevin MD at 800 K from the PBE minimum: how many keep their bonds."""
+    import ase.io
+
+    from bench.stability import stability_run
+
+    start = ase.io.read(data_dir / "pbe-minimum.extxyz")
+    results, wall = stability_run(committee, start, seeds=5, temperature_K=800.0, n_steps=int(ps * 2000))
+    return {"stable_seeds_800K": sum(r.failed_at_ps is None for r in results),
+            "failures_800K": [r.reason for r in results if r.failed_at_ps is not None], "stability_wall_s": wall}
+
+
+def summary(point: dict) -> str:
+    subsets = point["subsets"]
+    text = (f"thermal {1000 * point['thermal']['force_mae_eV_A']:.1f}, rare {1000 * subsets['all']['force_mae_eV_A']:.1f} ("
+            + ", ".join(f"{s} {1000 * subsets[s]['force_mae_eV_A']:.1f}" for s in SUBSETS if s in subsets)
+            + ") meV/Å; barrier errors "
+            + ", ".join(f"{s} {point['scans'][s]['barrier_error_meV']:+.0f}" for s in point["scans"]) + " meV")
+    if "stable_seeds_800K" in point:
+        text += f"; 800 K: {point['stable_seeds_800K']}/5 stable over {point['stability_ps']} ps"
+    return text
+
+
+def random_rows(random: dict, sizes: list[int]) -> list[list]:
+    """Mean ± std over seeds of the random points of ``bench.rare_events --random``."""
+    rows = []
+    for n in sizes:
+        points = [p for k, p in random.items() if k.startswith("random/") and p.get("n_labels") == n]
+        if points:
+            rows.append(row(f"random sampling ({len(points)} seeds)", n, points))
+    return rows
+
+
+def row(name: str, n_labels: int, points: list[dict]) -> list:
+    def stat(get, scale: float = 1000.0) -> str:
+        values = [scale * get(p) for p in points]
+        return f"{np.mean(values):.1f}" + (f" ± {np.std(values):.1f}" if len(values) > 1 else "")
+
+    return [name, n_labels, stat(lambda p: p["thermal"]["force_mae_eV_A"]),
+            stat(lambda p: p["subsets"]["all"]["force_mae_eV_A"]),
+            *[stat(lambda p, s=s: p["subsets"][s]["force_mae_eV_A"]) for s in SUBSETS],
+            *[stat(lambda p, s=s: p["scans"][s]["barrier_error_meV"], 1.0) for s in ("hydroxyl_scan", "methyl_scan")],
+            *[stat(lambda p, s=s: p["scans"][s]["relative_rmse_meV"], 1.0) for s in ("hydroxyl_scan", "methyl_scan")]]
+
+
+def main(argv: list[str] | None = None) -> str:
+    import torch
+
+    from bench._learning_data import labelled_set
+    from bench._rare_events import default_spec, rare_event_set
+    from bench.data_efficiency import PRESETS, with_reference
+    from bench.rare_events import RESULTS_NAME
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--stability-ps", type=float, default=0.0, help="800 K MD per last committee (0: skip)")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    data_dir = default_spec().folder
+    frames = rare_event_set()
+    test = labelled_set(with_reference(PRESETS["full"]).data, "test")
+    cache_path = data_dir / "rare-events-campaigns.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    rows = []
+    for variant in args.variants:
+        for point in campaign_points(variant, data_dir, frames, test, cache, args.stability_ps):
+            cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+            name = f"{variant} generation {point['generation']}"
+            if "stable_seeds_800K" in point:
+                name += f" (800 K: {point['stable_seeds_800K']}/5 stable, {point['stability_ps']} ps)"
+            rows.append(row(name, point["n_labels"], [point]))
+    random = json.loads((data_dir / RESULTS_NAME).read_text()) if (data_dir / RESULTS_NAME).exists() else {}
+    rows += random_rows(random, [25, 50, 100, 200, 300])
+    headers = ["committee", "labels", "thermal test", "rare: all", "O-H scan", "CH3 scan", "high-energy",
+               "O-H barrier error (meV)", "CH3 barrier error (meV)", "O-H scan RMSE (meV)", "CH3 scan RMSE (meV)"]
+    text = "\n".join([
+        "## Active learning with exploration biases, on rare events (ethanol)", "",
+        "`.venv/bin/python -m bench.rare_event_campaigns`", "", machine_line(), "",
+        "Force MAE per component (meV/Å) of each campaign generation's own committee on `test.extxyz` "
+        "(thermal) and on the rare-event set (`bench.rare_events`), and the error of the two torsion "
+        "barriers (committee minus PBE, meV) and of the relative energies along each relaxed scan (RMSE, "
+        "meV). Campaigns: `bench.data_efficiency` variants (xTB-MD start, one seed each); random sampling: "
+        "`bench.rare_events --random` (mean ± std over seeds).", "",
+        markdown_table(headers, rows),
+    ])
+    if not args.no_write:
+        write_section(SECTION, text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
