@@ -46,7 +46,7 @@ def _md_frames(session) -> list[Structure]:
 
 
 def test_a_metadynamics_campaign_stores_bias_and_keeps_its_hills(prefect_harness, tmp_path) -> None:
-    config = _campaign(tmp_path, "tiny-metad", 'bias = "metad"\nbeyond_trust = "continue"\n[explore.metad]\nheight_eV = 0.05\npace_steps = 10')
+    config = _campaign(tmp_path, "tiny-metad", 'bias = "metad"\nbeyond_trust = "continue"\n[explore.metad]\nheight_eV = 0.02\npace_steps = 2')
     active_learning(config_path=str(config))
     ctx = open_campaign(config, create=False)
     with Session(ctx.engine) as session:
@@ -62,10 +62,11 @@ def test_a_metadynamics_campaign_stores_bias_and_keeps_its_hills(prefect_harness
                                .order_by(Generation.index, ReplicaRun.replica)).all()
         hills = {(index, run.replica): run.hills.reshape(-1, 2) for index, run in runs}
         one, two = sorted({index for index, _ in runs})
-        for index, run in runs:  # a hill every 10 steps the replica completed
+        for index, run in runs:  # a hill every 2 steps the replica completed (the tiny
+            # committee may drive a replica apart early: a hill as soon as possible)
             completed = run.steps if run.stop == "completed" else run.steps - 1
             before = len(hills[(one, run.replica)]) if index == two else 0
-            assert len(hills[(index, run.replica)]) - before == completed // 10
+            assert len(hills[(index, run.replica)]) - before == completed // 2
         for replica in range(2):  # the second generation went on filling the first one's
             first, second = hills[(one, replica)], hills[(two, replica)]
             np.testing.assert_array_equal(second[: len(first)], first)
