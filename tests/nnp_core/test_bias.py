@@ -27,17 +27,9 @@ from nnp_core.bias import (
 from nnp_core.md import MDConfig, Replica, StopReason, run_md
 from nnp_core.md_engine import ReplicaEnsemble
 
-from .test_md import emt_water_committee, relaxed_water  # noqa: F401  (fixtures)
+from .test_md import emt_water_committee, one_torch_thread, relaxed_water  # noqa: F401  (fixtures)
 
 ETHANOL = molecule("CH3CH2OH")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _ensemble(committee, structures, bias) -> ReplicaEnsemble:
