@@ -12,6 +12,11 @@ stay small; speed does not depend on training):
   files (every member on every step), one replica after the other; its rate per
   replica-step does not depend on R, so it runs one replica and is scaled to R.
 
+Each in float64 and float32 (``--dtypes``): alflow explores with
+``Committee.astype(dtype)`` (``[explore] dtype``), ASE with ``MACECalculator(...,
+default_dtype=dtype)``; every speed-up is against ASE in float64 (mace-torch's advice for
+MD) and against ASE in the same dtype.
+
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.mace_md_throughput [--members 4] [--replicas 1 4 16] [--no-write]
 """
 
@@ -54,7 +59,7 @@ def _alflow_rate(committee, replicas: int, steps: int) -> float:
     return replicas * steps / (time.perf_counter() - start)
 
 
-def _ase_rate(paths: list[str], steps: int) -> float:
+def _ase_rate(paths: list[str], steps: int, dtype: str) -> float:
     from ase import units
     from ase.build import molecule
     from ase.md.langevin import Langevin
@@ -62,7 +67,7 @@ def _ase_rate(paths: list[str], steps: int) -> float:
     from mace.calculators import MACECalculator
 
     atoms = molecule("CH3CH2OH")
-    atoms.calc = MACECalculator(model_paths=paths, device="cpu", default_dtype="float64")
+    atoms.calc = MACECalculator(model_paths=paths, device="cpu", default_dtype=dtype)
     MaxwellBoltzmannDistribution(atoms, temperature_K=300.0, rng=np.random.default_rng(0))
     dynamics = Langevin(atoms, 0.5 * units.fs, temperature_K=300.0, friction=0.01 / units.fs,
                         rng=np.random.default_rng(1))
@@ -77,29 +82,37 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--dtypes", nargs="+", choices=["float64", "float32"], default=["float64", "float32"])
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     from nnp_core.models.mace import write_mace_models
 
     committee = _committee(args.members)
-    _alflow_rate(committee, 1, 2)  # warm-up
+    ase_rates = {}
     with tempfile.TemporaryDirectory() as folder:
         paths = [str(p) for p in write_mace_models(committee.model, Path(folder) / "models")]
-        ase_rate = _ase_rate(paths, args.steps)
+        for dtype in args.dtypes:
+            ase_rates[dtype] = _ase_rate(paths, args.steps, dtype)
     rows = []
-    for replicas in args.replicas:
-        rate = _alflow_rate(committee, replicas, args.steps)
-        rows.append([replicas, args.members, rate, ase_rate, rate / ase_rate])
-        print(rows[-1], flush=True)
-    table = markdown_table(["replicas R", "members M", "alflow replica-steps/s", "ASE + MACECalculator "
-                            "replica-steps/s", "speed-up"], rows)
+    for dtype in args.dtypes:
+        explorer = committee.astype(dtype)
+        _alflow_rate(explorer, 1, 2)  # warm-up
+        for replicas in args.replicas:
+            rate = _alflow_rate(explorer, replicas, args.steps)
+            rows.append([dtype, replicas, args.members, rate, ase_rates[dtype], rate / ase_rates[dtype]]
+                        + ([rate / ase_rates["float64"]] if "float64" in ase_rates else []))
+            print(rows[-1], flush=True)
+    table = markdown_table(["dtype", "replicas R", "members M", "alflow replica-steps/s", "ASE + MACECalculator "
+                            "replica-steps/s (same dtype)", "speed-up, same dtype"]
+                           + (["speed-up vs ASE float64"] if "float64" in ase_rates else []), rows)
     command = "`OMP_NUM_THREADS=1 .venv/bin/python -m bench.mace_md_throughput " + " ".join(
         sys.argv[1:] if argv is None else argv) + "`"
     text = "\n".join([
         "## MD with a MACE committee: alflow's batched engine vs ASE + MACECalculator", "", command, "",
         machine_line(), "", table, "",
         f"Ethanol, 300 K, 0.5 fs, {args.steps} steps per run; MACE 32 channels, max_L 1, correlation 3, 2 "
-        "interactions, float64. ASE runs one replica (its rate per replica-step does not depend on R) with "
+        "interactions (weights in float64; the float32 rows cast them, as `[explore] dtype = \"float32\"` "
+        "and `MACECalculator(default_dtype=\"float32\")` do). ASE runs one replica (its rate per replica-step does not depend on R) with "
         "mace-torch's committee calculator over the exported member files; alflow evaluates every member on "
         "scoring steps only (every 10 steps) and the members one after the other on one graph.",
     ])

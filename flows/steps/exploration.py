@@ -41,6 +41,8 @@ def explore(ctx, generation_index: int, *, progress: ProgressCallback | None = N
     start = time.perf_counter()
     cfg = ctx.config.explore
     committee_id, committee = load_latest(ctx)
+    if cfg.dtype is not None:
+        committee = committee.astype(cfg.dtype)
     bias = ctx.config.exploration_bias()
     with storage.reading(ctx.engine) as session:
         reference = storage.reference_structure(session, ctx.campaign_id)

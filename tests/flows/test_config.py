@@ -136,6 +136,7 @@ def test_level_of_theory_is_case_insensitive_and_ignores_solver_settings(tmp_pat
         ("[committee]\nmembers = 4.0\n", "committee.members", "valid integer"),
         ("[select]\nallow_bond_changes = \"yes\"\n", "select.allow_bond_changes", "valid boolean"),
         ("[committee]\ndtype = \"float16\"\n", "committee.dtype", "'float32' or 'float64'"),
+        ("[explore]\ndtype = \"float16\"\n", "explore.dtype", "'float32' or 'float64'"),
         ("[committee]\narchitecture = \"schnet\"\n", "committee.architecture", "'bpnn', 'mace' or 'painn'"),
         ("[committee]\narchitecture = \"painn\"\nfeatures = 0\n", "committee.features", "greater than or equal to 1"),
         ("[train]\nmax_epoch = 10\n", "train.max_epoch", "did you mean 'max_epochs'"),

@@ -8,12 +8,15 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from flows import storage
 from flows.active_learning import active_learning
 from flows.campaign import open_campaign
 from flows.cli import main
+from flows.steps import exploration
 from nnp_core.committee import load_committee
+from nnp_core.md import run_md
 
 from .conftest import write_campaign
 
@@ -35,12 +38,23 @@ readout_hidden = 4
 """
 
 
-def test_a_mace_campaign_runs_and_exports_mace_model_files(prefect_harness, tmp_path, capsys) -> None:
+def test_a_mace_campaign_runs_and_exports_mace_model_files(prefect_harness, tmp_path, capsys,
+                                                           monkeypatch) -> None:
+    """... exploring in float32 (``[explore] dtype``) while training and storing float64."""
     config = write_campaign(tmp_path, name="tiny-water-mace")
     text = re.sub(r"\[committee\].*?\n\n", MACE_COMMITTEE + "\n", config.read_text(), flags=re.S)
+    text = text.replace("[explore]\n", "[explore]\ndtype = \"float32\"\n")
     config.write_text(text.replace("max_generations = 2", "max_generations = 1").replace("max_epochs = 40",
                                                                                            "max_epochs = 15"))
+    md_dtypes = []
+
+    def spy(committee, *args, **kwargs):
+        md_dtypes.append(committee.dtype)
+        return run_md(committee, *args, **kwargs)
+
+    monkeypatch.setattr(exploration, "run_md", spy)
     summary = active_learning(config_path=str(config))
+    assert md_dtypes and set(md_dtypes) == {torch.float32}
     ctx = open_campaign(config, create=False)
     with storage.reading(ctx.engine) as session:
         committees = storage.committees(session, ctx.campaign_id)
@@ -49,6 +63,7 @@ def test_a_mace_campaign_runs_and_exports_mace_model_files(prefect_harness, tmp_
         assert generation.n_selected > 0 and generation.labels_done == generation.n_selected
     first = load_committee(ctx.resolve(committees[0].checkpoint_path))
     final = load_committee(summary["latest_committee"])
+    assert first.dtype == final.dtype == torch.float64
     assert final.model.hparams()["num_channels"] == 8 and final.model.hparams()["avg_num_neighbors"] == 2.0
     with storage.reading(ctx.engine) as session:
         frames = storage.labelled_atoms(session, ctx.campaign_id)

@@ -113,3 +113,24 @@ def test_nve_conserves_total_energy(trained_water_committee) -> None:
     assert np.abs(totals - totals[0]).max() < 0.02 * kinetic_scale
     assert atoms.calc.results["max_force_dev"] < 1.0  # stayed where the committee is trained
     assert abs(np.polyfit(np.arange(len(totals)), totals, 1)[0]) * len(totals) < 0.005 * kinetic_scale
+
+
+def test_a_float32_copy_predicts_what_the_float64_committee_does(any_committee) -> None:
+    """``astype`` (exploration in float32, ``[explore] dtype``): forces, deviations and
+    relative energies to float32 precision; the float64 committee itself is untouched."""
+    frames = displaced(molecule("CH3CH2OH"), 4, 0.1, seed=3)
+    before = {k: v.clone() for k, v in any_committee.model.state_dict().items()}
+    single = any_committee.astype("float32")
+    assert single.dtype == torch.float32 and any_committee.dtype == torch.float64
+    assert single.model.hparams()["dtype"] == "float32"
+    assert any_committee.astype("float64") is any_committee
+    exact, rounded = any_committee.predict(frames), single.predict(frames)
+    scale = np.abs(exact.member_forces).max()
+    np.testing.assert_allclose(rounded.member_forces, exact.member_forces, atol=1e-5 * scale)
+    np.testing.assert_allclose(rounded.max_force_dev, exact.max_force_dev, atol=1e-5 * scale)
+    # total energies ~ -4000 eV: float32 keeps ~1e-7 of them; differences between frames survive
+    np.testing.assert_allclose(rounded.energy_mean, exact.energy_mean, rtol=3e-7)
+    np.testing.assert_allclose(np.diff(rounded.energy_mean), np.diff(exact.energy_mean), atol=5e-3)
+    assert all(torch.equal(v, any_committee.model.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ValueError, match="float32"):
+        any_committee.astype("float16")

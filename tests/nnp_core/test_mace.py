@@ -56,6 +56,21 @@ def test_energies_are_invariant_and_forces_equivariant(committee) -> None:
     np.testing.assert_allclose(prediction.member_forces, (reference.member_forces @ rotation.T)[:, order], atol=1e-9)
 
 
+def test_a_float32_copy_keeps_every_members_forces(committee) -> None:
+    """Exploration in float32 (``[explore] dtype``): the template mace-torch module is cast
+    with the stacked weights, and the members' forces agree with float64's."""
+    frames = [molecule("CH3CH2OH"), molecule("H2O")]
+    for atoms in frames:
+        atoms.rattle(0.05, seed=4)
+    single = committee.astype("float32")
+    assert single.dtype == torch.float32 and committee.dtype == torch.float64
+    assert all(p.dtype == torch.float32 for p in single.model.__dict__["_template"].parameters())
+    exact, rounded = committee.predict(frames), single.predict(frames)
+    scale = np.abs(exact.member_forces).max()
+    np.testing.assert_allclose(rounded.member_forces, exact.member_forces, atol=1e-5 * scale)
+    np.testing.assert_allclose(rounded.member_energies, exact.member_energies, atol=1e-4)
+
+
 def test_members_differ_and_select_stack_and_checkpoints_keep_them(committee, tmp_path) -> None:
     atoms = molecule("CH3CH2OH")
     energies = committee.predict([atoms]).member_energies[:, 0]
@@ -103,3 +118,32 @@ def test_a_member_exported_as_a_mace_model_gives_its_energies_and_forces(trained
         atoms.calc = calc
         assert atoms.get_potential_energy() == pytest.approx(prediction.member_energies[member, 0], abs=1e-6)
         np.testing.assert_allclose(atoms.get_forces(), prediction.member_forces[member], atol=1e-5)
+
+
+def test_nve_with_a_float32_mace_committee_conserves_energy_as_float64_does(trained) -> None:
+    """``[explore] dtype = "float32"`` is only worth its speed if MD stays sound: from the
+    committee's own minimum, NVE in float32 keeps the total energy as well as float64."""
+    from ase.optimize import BFGS
+
+    from nnp_core.calculator import CommitteeCalculator
+    from nnp_core.md import MDConfig, Replica, run_md
+
+    committee, _ = trained
+    water = molecule("H2O")
+    water.calc = CommitteeCalculator(committee)
+    BFGS(water, logfile=None).run(fmax=1e-3, steps=200)
+    water.calc = None
+    replicas = [Replica(water, temperature_K=300.0, seed=seed) for seed in range(2)]
+    config = MDConfig(integrator="nve", timestep_fs=0.25, n_steps=800, record_interval_steps=10)
+    worst = {}
+    for dtype in ("float64", "float32"):
+        result = run_md(committee.astype(dtype), replicas, config=config)
+        for replica in range(2):
+            frames = [f for f in result.frames if f.replica == replica]
+            assert len(frames) == 81 and all(np.isfinite(f.potential_energy_eV) for f in frames)
+            total = np.array([f.potential_energy_eV + f.to_atoms().get_kinetic_energy() for f in frames])
+            potential = np.array([f.potential_energy_eV for f in frames])
+            assert np.ptp(total) < 0.05 * np.ptp(potential), dtype
+            worst[dtype] = max(worst.get(dtype, 0.0), float(np.ptp(total)))
+    # float32 rounding adds at most ~1e-4 eV of noise to a ~1e-3 eV integration error
+    assert worst["float32"] < worst["float64"] + 5e-4, worst

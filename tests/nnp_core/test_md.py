@@ -441,3 +441,24 @@ def test_throughput_benchmark_quick_mode(tmp_path) -> None:
     assert f"<!-- bench:{SECTION} -->" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(rows) == 4  # R in {1, 2} x M in {1, 2}
+
+
+def test_nve_in_float32_conserves_total_energy(emt_water_committee, relaxed_water) -> None:
+    """Exploration in float32 (``Committee.astype``): positions and velocities stay float64
+    in the integrator, so a float32 copy of the committee still conserves the energy."""
+    single = emt_water_committee.astype("float32")
+    replicas = [Replica(relaxed_water, temperature_K=300.0, seed=seed) for seed in range(2)]
+    config = MDConfig(integrator="nve", timestep_fs=0.5, n_steps=1000, record_interval_steps=10)
+    result = run_md(single, replicas, config=config)
+    exact = run_md(emt_water_committee, replicas, config=config)
+    n_atoms = len(relaxed_water)
+    for replica in range(2):
+        frames = _by_replica(result, replica)
+        total = _total_energies(frames)
+        potential = np.array([f.potential_energy_eV for f in frames])
+        assert np.max(np.abs(total - total[0])) < 0.05 * np.ptp(potential)
+        tenth = len(total) // 10
+        assert abs(total[-tenth:].mean() - total[:tenth].mean()) < 1e-4 * n_atoms
+        # the same trajectory as the float64 committee's for the first steps
+        reference = _by_replica(exact, replica)
+        np.testing.assert_allclose(frames[2].positions_A, reference[2].positions_A, atol=1e-4)
