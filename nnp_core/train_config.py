@@ -34,6 +34,10 @@ class TrainConfig:
     lr_plateau_patience_epochs: int = 10
     lr_plateau_factor: float = 0.5
     bootstrap: bool = True
+    #: exponential moving average of the weights, updated after every step with this
+    #: decay (mace_run_train's --ema_decay 0.99); validation, early stopping and the
+    #: returned members use the averaged weights. 0: off
+    ema_decay: float = 0.0
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float64"
 
@@ -51,6 +55,7 @@ class TrainConfig:
             "early_stopping_patience_epochs": self.early_stopping_patience_epochs >= 1,
             "lr_plateau_patience_epochs": self.lr_plateau_patience_epochs >= 1,
             "lr_plateau_factor": 0 < self.lr_plateau_factor < 1,
+            "ema_decay": 0 <= self.ema_decay < 1,
             "dtype": self.dtype in ("float32", "float64"),
         }
         bad = [name for name, ok in checks.items() if not ok]

@@ -284,6 +284,9 @@ def _run_epochs(model, data: LabelledSet, train_w, val_w, config: TrainConfig, p
     rng = np.random.default_rng([config.seed, 7])
     n_frames, history = len(data.frame_batches), []
     val_indices = [int(i) for i in np.flatnonzero(val_w.sum(0).numpy() > 0)]
+    # exponential moving average of the weights (mace_run_train --ema): validated, kept
+    # as the best state and returned in place of the raw weights
+    ema = [p.detach().clone() for p in params] if config.ema_decay > 0 else None
     for epoch in range(config.max_epochs):
         order = rng.permutation(n_frames)
         train_sum = torch.zeros(n_members, dtype=torch.float64)
@@ -295,9 +298,23 @@ def _run_epochs(model, data: LabelledSet, train_w, val_w, config: TrainConfig, p
                                    _dipole_targets(model, data, chunk))
             grads = torch.autograd.grad(losses.sum(), params, allow_unused=True)
             optimiser.step(grads)
+            if ema is not None:
+                with torch.no_grad():
+                    for average, p in zip(ema, params):
+                        average.lerp_(p.detach(), 1.0 - config.ema_decay)
             train_sum += losses.detach().double()
+        live = None
+        if ema is not None:  # validate (and keep as best) the averaged weights
+            with torch.no_grad():
+                live = [p.detach().clone() for p in params]
+                for average, p in zip(ema, params):
+                    p.copy_(average)
         val_loss = _evaluate_losses(model, data, val_indices, val_w, config, config.batch_size_frames).numpy()
         _update_members(state, val_loss, epoch, params, optimiser, config)
+        if live is not None:
+            with torch.no_grad():
+                for raw, p in zip(live, params):
+                    p.copy_(raw)
         history.append({"epoch": epoch, "train_loss": float(train_sum.mean()) / max(1, -(-n_frames // config.batch_size_frames)),
                         "val_loss": float(val_loss.mean()), "lr": float(optimiser.lr.mean())})
         if progress is not None:

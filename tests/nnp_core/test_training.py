@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from nnp_core.committee import Committee
 from nnp_core.train_config import TrainConfig
@@ -115,6 +116,23 @@ def test_warm_start_continues_from_previous_committee(ethanol_emt_frames) -> Non
     frames = ethanol_emt_frames[:10]
     assert _force_mae(warm, frames) < 0.7 * _force_mae(cold, frames)
     assert warm.n_members == 2 and first_report.members[0].best_epoch >= 0
+
+
+def test_ema_members_are_the_moving_average_of_the_weights(ethanol_emt_frames) -> None:
+    """``ema_decay`` d: after one step (one batch, one epoch) the returned member is
+    d * start + (1 - d) * (the member one plain step gives); d = 0 leaves training as it was."""
+    config = TrainConfig(max_epochs=4, seed=0, batch_size_frames=16, dipole_weight=0.0)
+    start, _ = train_committee(ethanol_emt_frames, config, n_members=2, model_hparams={"hidden_layers": [16]})
+    one_step = dataclasses.replace(config, max_epochs=1, batch_size_frames=len(ethanol_emt_frames))
+    plain, _ = train_committee(ethanol_emt_frames, one_step, initial=start)
+    averaged, _ = train_committee(ethanol_emt_frames, dataclasses.replace(one_step, ema_decay=0.75), initial=start)
+    begin, end = start.model.state_dict(), plain.model.state_dict()
+    for name, value in averaged.model.state_dict().items():
+        if value.is_floating_point() and name.startswith("weights"):
+            np.testing.assert_allclose(value.numpy(), (0.75 * begin[name] + 0.25 * end[name]).numpy(), atol=1e-12)
+    assert any(not torch.equal(begin[n], end[n]) for n in begin if n.startswith("weights"))
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
 
 
 def test_bad_training_data_is_refused(ethanol_emt_frames, water_frames) -> None:
