@@ -431,6 +431,8 @@ def render(plan: Plan, estimate: Estimate | None) -> str:
         "dipole_weight = 0.01             # learn the labels' dipoles too (alflow spectrum); 0: no dipole",
         "validation_fraction = 0.1",
         "early_stopping_patience_epochs = 50",
+        "# ema_decay = 0.99               # moving average of the weights; with architecture = \"mace\"",
+        "#                                  # use it and learning_rate = 1e-2 (docs/benchmarks.md)",
         "seed = 0",
         "bootstrap = false",
         "",
