@@ -26,27 +26,17 @@ import argparse
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench._report import machine_line, markdown_table, write_section
+from bench.mace_vs_bpnn import ROOT, _read
+from bench.training_recipe import COMMITTEES as RECIPE_COMMITTEES, HELD_OUT, _scores
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "bench" / "data" / "ethanol-pbe-def2svp"
-MACE = {"architecture": "mace", "cutoff_A": 5.0, "num_channels": 32, "max_L": 1, "correlation": 3,
-        "num_interactions": 2}
-COMMITTEES = {"bpnn float64": {"architecture": "bpnn"},
-              "mace float64": {**MACE, "dtype": "float64"},
-              "mace float32": {**MACE, "dtype": "float32"}}
-HELD_OUT = 30  # the pool's last frames: calibration only, never trained on
-
-
-def _read(name: str) -> list:
-    import ase.io
-
-    return ase.io.read(DATA / name, index=":")
+#: the recipe benchmark's committees, named as this table shows them
+COMMITTEES = {"bpnn float64": RECIPE_COMMITTEES["bpnn"], "mace float64": RECIPE_COMMITTEES["mace-float64"],
+              "mace float32": RECIPE_COMMITTEES["mace-float32"]}
 
 
 def _qm_seconds_per_label(frames: list) -> float:
@@ -59,17 +49,6 @@ def _qm_seconds_per_label(frames: list) -> float:
     for atoms in frames:
         backend.label(atoms.copy())
     return (time.perf_counter() - start) / len(frames)
-
-
-def _scores(committee, test: list, held_out: list) -> dict[str, float]:
-    from bench.data_efficiency import COVERAGE_FACTOR
-    from bench.learning_report import uncertainty_metrics
-    from flows.steps.training import evaluation_metrics
-
-    metrics = evaluation_metrics(committee, test)
-    coverage = uncertainty_metrics(committee, test, COVERAGE_FACTOR, held_out)
-    return {"force_mae": 1000 * metrics["force_mae_eV_A"], "spearman": metrics["force_dev_spearman"],
-            "coverage": coverage["coverage_heldout"]}
 
 
 def _generation(settings: dict, previous: list, current: list, test: list, held_out: list,

@@ -18,17 +18,13 @@ import argparse
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench._report import machine_line, markdown_table, write_section
+from bench.mace_vs_bpnn import MACE, ROOT, _read
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "bench" / "data" / "ethanol-pbe-def2svp"
-MACE = {"architecture": "mace", "cutoff_A": 5.0, "num_channels": 32, "max_L": 1, "correlation": 3,
-        "num_interactions": 2}
 COMMITTEES = {"bpnn": {"architecture": "bpnn"}, "mace-float64": {**MACE, "dtype": "float64"},
               "mace-float32": {**MACE, "dtype": "float32"}}
 RECIPES = {"example": {}, "ema": {"ema_decay": 0.99}, "lr 1e-2": {"learning_rate": 1e-2},
@@ -36,18 +32,22 @@ RECIPES = {"example": {}, "ema": {"ema_decay": 0.99}, "lr 1e-2": {"learning_rate
 HELD_OUT = 30  # the pool's last frames: calibration only
 
 
-def _read(name: str) -> list:
-    import ase.io
+def _scores(committee, test: list, held_out: list) -> dict[str, float]:
+    """Test force MAE (meV/Å), Spearman(max_force_dev, error), and the coverage of the
+    nominal 95% interval calibrated on ``held_out``."""
+    from bench.data_efficiency import COVERAGE_FACTOR
+    from bench.learning_report import uncertainty_metrics
+    from flows.steps.training import evaluation_metrics
 
-    return ase.io.read(DATA / name, index=":")
+    metrics = evaluation_metrics(committee, test)
+    coverage = uncertainty_metrics(committee, test, COVERAGE_FACTOR, held_out)
+    return {"force_mae": 1000 * metrics["force_mae_eV_A"], "spearman": metrics["force_dev_spearman"],
+            "coverage": coverage["coverage_heldout"], "energy_mae": 1000 * metrics["energy_mae_eV_atom"]}
 
 
 def _train_and_score(settings: dict, recipe: dict, frames: list, test: list, held_out: list, members: int,
                      epochs: int | None, seed: int) -> dict:
-    from bench.data_efficiency import COVERAGE_FACTOR
-    from bench.learning_report import uncertainty_metrics
     from flows.config import CommitteeSection, load_config
-    from flows.steps.training import evaluation_metrics
     from nnp_core.training import train_committee
 
     config = load_config(ROOT / "examples" / "ethanol.toml")
@@ -58,12 +58,9 @@ def _train_and_score(settings: dict, recipe: dict, frames: list, test: list, hel
     committee, report = train_committee(frames, train_cfg, n_members=members, architecture=committee_cfg.architecture,
                                         model_hparams=committee_cfg.network_hparams())
     wall = time.perf_counter() - start
-    metrics = evaluation_metrics(committee, test)
-    coverage = uncertainty_metrics(committee, test, COVERAGE_FACTOR, held_out)["coverage_heldout"]
     return {"epochs": float(np.mean([m.epochs_run for m in report.members])),
             "best_epoch": float(np.mean([m.best_epoch for m in report.members])),
-            "force_mae": 1000 * metrics["force_mae_eV_A"], "energy_mae": 1000 * metrics["energy_mae_eV_atom"],
-            "spearman": metrics["force_dev_spearman"], "coverage": coverage, "wall_s": wall}
+            **_scores(committee, test, held_out), "wall_s": wall}
 
 
 def _mean_std(values: list[float]) -> str:
