@@ -88,6 +88,10 @@ class Preset:
         return min(self.al_labels, variant.al_labels or self.al_labels)
 
 
+#: the MACE committee of bench.mace_vs_bpnn (mace_run_train's small model)
+MACE_COMMITTEE = {"architecture": "mace", "cutoff_A": 5.0, "num_channels": 32, "max_L": 1, "correlation": 3,
+                  "num_interactions": 2}
+
 #: generation 0 from GFN2-xTB MD at 500 K (the ethanol example's start)
 XTB_START = {"initial_sampler": "md", "initial_md_backend": "xtb", "initial_temperature_K": 500,
              "initial_md_interval_steps": 100}
@@ -123,7 +127,17 @@ PRESETS = {
                   Variant("al-udd", "active learning, xTB-MD start, UDD bias",
                           {"loop": XTB_START, "explore": {"bias": "udd"}}, seeds=(0,), al_labels=75),
                   Variant("al-metad", "active learning, xTB-MD start, torsion metadynamics",
-                          {"loop": XTB_START, "explore": {"bias": "metad"}}, seeds=(0,), al_labels=75)),
+                          {"loop": XTB_START, "explore": {"bias": "metad"}}, seeds=(0,), al_labels=75),
+                  # issue 18: the same protocol as al-adaptive, driven by a MACE committee
+                  # (2 float32 members, MACE's recipe lr 1e-2 + EMA, explored in float32)
+                  Variant("al-mace", "active learning, MACE committee, xTB-MD start, adaptive trust_lo",
+                          {"loop": {**XTB_START, "convergence": {
+                              "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
+                           "select": {"adaptive_trust_lo": True},
+                           "committee": {**MACE_COMMITTEE, "members": 2, "dtype": "float32"},
+                           "train": {"learning_rate": 1e-2, "ema_decay": 0.99, "max_epochs": 100},
+                           "explore": {"dtype": "float32"}},
+                          seeds=(0,), al_labels=150)),
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30}},
         # PaiNN with the BPNN's training settings (lr 3e-3, plateau patience 10) gave
         # 127 meV/Å at 100 random labels; 64 features and 3 interactions with lr 1e-3

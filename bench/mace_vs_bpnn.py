@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from bench._report import machine_line, markdown_table, write_section
+from bench.data_efficiency import MACE_COMMITTEE
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data" / "ethanol-pbe-def2svp"
-MACE = {"architecture": "mace", "cutoff_A": 5.0, "num_channels": 32, "max_L": 1, "correlation": 3,
-        "num_interactions": 2}
+MACE = MACE_COMMITTEE
 
 
 def _read(name: str) -> list:

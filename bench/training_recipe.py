@@ -26,7 +26,8 @@ from bench._report import machine_line, markdown_table, write_section
 from bench.mace_vs_bpnn import MACE, ROOT, _read
 
 COMMITTEES = {"bpnn": {"architecture": "bpnn"}, "mace-float64": {**MACE, "dtype": "float64"},
-              "mace-float32": {**MACE, "dtype": "float32"}}
+              "mace-float32": {**MACE, "dtype": "float32"},
+              "mace-shallow-float32": {**MACE, "architecture": "mace-shallow", "dtype": "float32"}}
 RECIPES = {"example": {}, "ema": {"ema_decay": 0.99}, "lr 1e-2": {"learning_rate": 1e-2},
            "lr 1e-2 + ema": {"learning_rate": 1e-2, "ema_decay": 0.99}}
 HELD_OUT = 30  # the pool's last frames: calibration only

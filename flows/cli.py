@@ -144,11 +144,12 @@ def _export_mace_models(ctx, args: argparse.Namespace) -> int:
     if latest is None:
         raise ConfigError(ctx.config_path, [("committee", "the campaign has no committee yet; run it first")])
     committee_id, committee = latest
-    if committee.architecture != "mace":
+    from nnp_core.models.mace import MACE, write_mace_models
+
+    if not isinstance(committee.model, MACE):
         raise ConfigError(ctx.config_path, [("committee", (
             f"the latest committee ({committee_id}) is {committee.architecture!r}; --format mace-model needs "
-            f"[committee] architecture = \"mace\""))])
-    from nnp_core.models.mace import write_mace_models
+            f"[committee] architecture = \"mace\" or \"mace-shallow\""))])
 
     folder = Path(args.output) if args.output else ctx.work_dir / f"{ctx.name}-mace-models"
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not args.force)):

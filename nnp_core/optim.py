@@ -42,6 +42,9 @@ class StackedAdamW:
             g = torch.zeros_like(p) if g is None else g
             m.mul_(beta1).add_(g, alpha=1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            lr = self.lr.to(p.dtype).reshape(-1, *([1] * (p.ndim - 1)))
+            # a tensor with a member axis of 1 is shared by all members (joint training,
+            # which keeps their rates equal): member 0's rate
+            rates = self.lr if p.shape[0] == len(self.lr) else self.lr[:1]
+            lr = rates.to(p.dtype).reshape(-1, *([1] * (p.ndim - 1)))
             update = (m / bias1) / ((v / bias2).sqrt() + self.eps) + self.weight_decay * p
             p.sub_(lr * update)

@@ -5,6 +5,9 @@ own validation frames and, with ``bootstrap``, a bootstrap resample of the rest.
 members train in one vectorised pass; each member follows the steps it would follow
 alone (per-member losses, learning rates and early stopping), so the committee equals
 members trained one by one (``bench.committee_eval`` keeps that loop and compares).
+An architecture whose members share weights (``joint_training``, the shallow MACE
+ensemble) trains them as one model instead: one validation split, the sum of the
+members' losses, one learning-rate schedule and one early stop.
 """
 
 from __future__ import annotations
@@ -310,6 +313,8 @@ def _run_epochs(model, data: LabelledSet, train_w, val_w, config: TrainConfig, p
                 for average, p in zip(ema, params):
                     p.copy_(average)
         val_loss = _evaluate_losses(model, data, val_indices, val_w, config, config.batch_size_frames).numpy()
+        if getattr(model, "joint_training", False):  # one schedule and early stop for all
+            val_loss = np.full(n_members, val_loss.mean())
         _update_members(state, val_loss, epoch, params, optimiser, config)
         if live is not None:
             with torch.no_grad():
@@ -332,7 +337,10 @@ def _update_members(state: _MemberState, val_loss: np.ndarray, epoch: int, param
             state.best_loss[m], state.best_epoch[m] = val_loss[m], epoch
             state.since_best[m] = state.since_lr_drop[m] = 0
             for best, p in zip(state.best_params, params):
-                best[m] = p.detach()[m]
+                if p.shape[0] == len(val_loss):
+                    best[m] = p.detach()[m]
+                else:  # shared by all members (joint training: they improve together)
+                    best.copy_(p.detach())
             continue
         state.since_best[m] += 1
         state.since_lr_drop[m] += 1
@@ -354,6 +362,10 @@ def train_members(
     """Train ``model``'s members in place, all in one pass, each on the data split of
     its index in ``members`` (default: 0..M-1), and load each member's best epoch."""
     members = range(model.n_members) if members is None else members
+    if getattr(model, "joint_training", False):
+        # members sharing weights (a shallow ensemble) share one validation split: the
+        # shared weights would otherwise train on another member's validation frames
+        members = [list(members)[0]] * model.n_members
     splits = [member_split(len(data.frame_batches), m, config) for m in members]
     dtype = model.dtype
     train_w = torch.tensor(np.stack([w for w, _ in splits]), dtype=dtype)

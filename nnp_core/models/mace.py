@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from nnp_core.batch import Batch
-from nnp_core.models.base import AtomicOutputs, StackedModule, building_to_load, element_numbers
+from nnp_core.models.base import (AtomicOutputs, StackedModule, building_to_load, check_same_buffers,
+                                  element_numbers, parameters_to_be_loaded)
 from nnp_core.models.registry import Setting, member_generator, register_model
 
 #: radial basis functions per neighbour element in the fingerprints
@@ -241,15 +242,18 @@ class MACE(StackedModule):
         graph = self._graph(batch, species)
         energies, features = [], []
         for m in range(self.n_members):
-            params = {name: self.weights[key][m] for name, key in self._keys.items()}
             data = dict(graph, positions=positions[m if positions.shape[0] > 1 else 0])
-            out = torch.func.functional_call(template, params, (data,), {"training": False, "compute_force": False})
+            out = torch.func.functional_call(template, self.member_parameters(m), (data,),
+                                             {"training": False, "compute_force": False})
             energies.append(out["node_energy"])
             features.append(out["node_feats"])
         energy = torch.stack(energies)
         if not self.dipole_head:
             return AtomicOutputs(energy)
-        feats = torch.stack(features)  # (M, n, D)
+        return self._dipole_outputs(energy, torch.stack(features))
+
+    def _dipole_outputs(self, energy: torch.Tensor, feats: torch.Tensor) -> AtomicOutputs:
+        """The dipole head on each member's node features (M, n, D)."""
         scalars = torch.cat([feats[..., a:b] for a, b in self._scalar_slices], dim=-1)
         charge = (torch.baddbmm(self.weights["dipole_q_b"], scalars, self.weights["dipole_q_w"]))[..., 0]
         if not self._vector_slices:
@@ -262,6 +266,10 @@ class MACE(StackedModule):
     def raw_features(self, batch: Batch) -> torch.Tensor:
         return self.radial_features(batch, FINGERPRINT_BASIS)
 
+    def member_parameters(self, member: int) -> dict[str, torch.Tensor]:
+        """Member ``member``'s ``ScaleShiftMACE`` parameters (by mace-torch's names)."""
+        return {name: self.weights[key][member] for name, key in self._keys.items()}
+
     # ------------------------------------------------------------------ export
     def to_mace_model(self, member: int) -> torch.nn.Module:
         """Member ``member`` as a standalone ``ScaleShiftMACE`` with alflow's E0s and
@@ -273,7 +281,7 @@ class MACE(StackedModule):
                 avg_num_neighbors=self.avg_num_neighbors or 1.0,
                 atomic_energies=self.atom_ref_energy.detach().double().numpy(),
                 scale=float(self.energy_scale), shift=0.0).to(self.dtype)
-        state = {name: self.weights[key][member].detach().clone() for name, key in self._keys.items()}
+        state = {name: value.detach().clone() for name, value in self.member_parameters(member).items()}
         model.load_state_dict(state, strict=False)
         return copy.deepcopy(model)
 
@@ -308,3 +316,119 @@ def write_mace_models(model: MACE, folder: str | Path) -> list[Path]:
         torch.save(model.to_mace_model(member), path)
         paths.append(path)
     return paths
+
+
+@register_model("mace-shallow")
+class ShallowMACE(MACE):
+    """One MACE backbone shared by M readout heads: a *shallow ensemble* (Kellner &
+    Ceriotti, Mach. Learn.: Sci. Technol. 2024) of mace-torch ``ScaleShiftMACE`` models.
+
+    Member m is a complete ``ScaleShiftMACE``: the shared interaction and product blocks
+    with its own ``readouts`` (every layer's linear readout and the last layer's
+    non-linear one). The backbone's tensors sit in ``weights`` with a member axis of
+    length 1, the heads' with length M. One backbone pass gives every member's energy,
+    so the committee-mean forces MD needs between scoring steps cost one MACE forward
+    and backward instead of M; each member's own forces (scoring steps, training) still
+    take one backward pass per member. The members train jointly (one validation split,
+    one learning-rate schedule, one early stop: :attr:`joint_training`), the backbone on
+    the sum of the members' losses. Settings, export and checkpoints are MACE's; a
+    member's checkpoint holds the backbone and its head.
+    """
+
+    #: the trainer treats the members as one model (see ``nnp_core.training``)
+    joint_training = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._heads = {name for name in self._keys if name.startswith("readouts.")}
+        with torch.no_grad():
+            for name, key in self._keys.items():
+                if name not in self._heads:  # the backbone: member 0's
+                    self.weights[key] = torch.nn.Parameter(self.weights[key][:1].clone())
+        # every layer's slice of node_feats: each readout reads its own layer's features
+        template, offset = self.__dict__["_template"], 0
+        self._layer_slices = []
+        for product in template.products:
+            size = product.linear.irreps_out.dim
+            self._layer_slices.append((offset, offset + size))
+            offset += size
+
+    def member_parameters(self, member: int) -> dict[str, torch.Tensor]:
+        """Member ``member``'s ``ScaleShiftMACE`` parameters: the backbone and its head."""
+        return {name: self.weights[key][member if name in self._heads else 0] for name, key in self._keys.items()}
+
+    def atomic_properties(self, batch: Batch, positions: torch.Tensor, species: torch.Tensor) -> AtomicOutputs:
+        """Every head's MACE interaction energies per atom (M, n) from one backbone pass
+        (one per copy when positions hold a copy per member, as a Hessian may ask)."""
+        if positions.shape[0] > 1:
+            return super().atomic_properties(batch, positions, species)
+        template = self.__dict__["_template"]
+        data = dict(self._graph(batch, species), positions=positions[0])
+        out = torch.func.functional_call(template, self.member_parameters(0), (data,),
+                                         {"training": False, "compute_force": False})
+        feats = out["node_feats"]  # (n, D): every layer's features
+        energies = []
+        for m in range(self.n_members):
+            energy = 0.0
+            for layer, (start, stop) in enumerate(self._layer_slices):
+                readout = template.readouts[layer]
+                params = {name.partition(f"readouts.{layer}.")[2]: self.weights[self._keys[name]][m]
+                          for name in self._heads if name.startswith(f"readouts.{layer}.")}
+                energy = energy + torch.func.functional_call(readout, params, (feats[:, start:stop],))[:, 0]
+            energies.append(energy)
+        energy = torch.stack(energies)
+        if not self.dipole_head:
+            return AtomicOutputs(energy)
+        return self._dipole_outputs(energy, feats.expand(self.n_members, -1, -1))
+
+    def forward(self, batch: Batch, *, compute_forces: bool = True, create_graph: bool = False) -> dict[str, torch.Tensor]:
+        """Every member's energies (M, B) and, if asked, forces (M, n, 3): one backbone
+        pass, one backward pass per member."""
+        positions = self.positions(batch, 1, compute_forces)
+        with torch.enable_grad() if compute_forces else torch.no_grad():
+            result = self._energies_and_dipoles(batch, positions)
+            if compute_forces:
+                energy = result["energy"]
+                grads = [torch.autograd.grad(energy[m].sum(), positions, create_graph=create_graph,
+                                             retain_graph=True)[0][0] for m in range(self.n_members)]
+                result["forces"] = -torch.stack(grads)
+        if not create_graph:
+            result = {key: value.detach() for key, value in result.items()}
+        return result
+
+    # ------------------------------------------------------------------ members
+    def select_members(self, indices: Sequence[int]) -> "ShallowMACE":
+        """A shallow ensemble of the chosen heads on the same backbone."""
+        indices = list(indices)
+        with parameters_to_be_loaded():
+            new = type(self)(n_members=len(indices), **self.hparams())
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("weights.")}
+        for name, key in self._keys.items():
+            value = self.weights[key].detach()
+            state[f"weights.{key}"] = (value[indices] if name in self._heads else value).clone()
+        for key in self.weights:
+            if key.startswith("dipole_"):
+                state[f"weights.{key}"] = self.weights[key].detach()[indices].clone()
+        new.load_state_dict(state)
+        return new
+
+    @classmethod
+    def stack(cls, models: Sequence["ShallowMACE"]) -> "ShallowMACE":
+        """One shallow ensemble from the heads of ``models``, which must share one backbone."""
+        first = models[0]
+        for other in models[1:]:
+            check_same_buffers(first, other)
+            for name, key in first._keys.items():
+                if name not in first._heads and not torch.equal(first.weights[key], other.weights[key]):
+                    raise ValueError("the members of a shallow MACE ensemble share one backbone; "
+                                     f"these differ in {name!r}")
+        with parameters_to_be_loaded():
+            new = cls(n_members=sum(m.n_members for m in models), **first.hparams())
+        state = {k: v for k, v in first.state_dict().items() if not k.startswith("weights.")}
+        for key in first.weights:
+            name = next((n for n, k in first._keys.items() if k == key), key)
+            shared = name in first._keys and name not in first._heads
+            state[f"weights.{key}"] = (first.weights[key].detach() if shared
+                                       else torch.cat([m.weights[key].detach() for m in models]))
+        new.load_state_dict(state)
+        return new

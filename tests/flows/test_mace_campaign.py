@@ -38,11 +38,14 @@ readout_hidden = 4
 """
 
 
+@pytest.mark.parametrize("architecture", ["mace", "mace-shallow"])
 def test_a_mace_campaign_runs_and_exports_mace_model_files(prefect_harness, tmp_path, capsys,
-                                                           monkeypatch) -> None:
-    """... exploring in float32 (``[explore] dtype``) while training and storing float64."""
-    config = write_campaign(tmp_path, name="tiny-water-mace")
-    text = re.sub(r"\[committee\].*?\n\n", MACE_COMMITTEE + "\n", config.read_text(), flags=re.S)
+                                                           monkeypatch, architecture) -> None:
+    """... exploring in float32 (``[explore] dtype``) while training and storing float64;
+    the same with the shallow ensemble (one backbone, a readout head per member)."""
+    config = write_campaign(tmp_path, name=f"tiny-water-{architecture}")
+    committee_toml = MACE_COMMITTEE.replace('"mace"', f'"{architecture}"')
+    text = re.sub(r"\[committee\].*?\n\n", committee_toml + "\n", config.read_text(), flags=re.S)
     text = text.replace("[explore]\n", "[explore]\ndtype = \"float32\"\n")
     config.write_text(text.replace("max_generations = 2", "max_generations = 1").replace("max_epochs = 40",
                                                                                            "max_epochs = 15"))
@@ -59,7 +62,7 @@ def test_a_mace_campaign_runs_and_exports_mace_model_files(prefect_harness, tmp_
     with storage.reading(ctx.engine) as session:
         committees = storage.committees(session, ctx.campaign_id)
         generation = storage.generation(session, ctx.campaign_id, 1)
-        assert [c.architecture for c in committees] == ["mace", "mace"]
+        assert [c.architecture for c in committees] == [architecture, architecture]
         assert generation.n_selected > 0 and generation.labels_done == generation.n_selected
     first = load_committee(ctx.resolve(committees[0].checkpoint_path))
     final = load_committee(summary["latest_committee"])

@@ -21,8 +21,9 @@ from nnp_core.training import fit_fixed_charges, train_committee
 
 DATA = Path(__file__).resolve().parents[2] / "bench" / "data" / "ethanol-pbe-def2svp"
 SMALL = {"bpnn": {"hidden_layers": [16, 16]}, "painn": {"features": 16, "interactions": 2, "radial_basis": 8},
-         "mace": {"num_channels": 8, "radial_MLP": [16], "correlation": 2}}
-ARCHITECTURES = ["bpnn", "painn"] + (["mace"] if importlib.util.find_spec("mace") else [])
+         "mace": {"num_channels": 8, "radial_MLP": [16], "correlation": 2},
+         "mace-shallow": {"num_channels": 8, "radial_MLP": [16], "correlation": 2}}
+ARCHITECTURES = ["bpnn", "painn"] + (["mace", "mace-shallow"] if importlib.util.find_spec("mace") else [])
 
 
 def dipole_committee(architecture: str, seed: int = 3) -> Committee:

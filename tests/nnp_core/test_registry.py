@@ -26,7 +26,7 @@ def toy():
 
 
 def test_registry_lists_architectures_and_their_settings(toy) -> None:
-    assert architecture_names()[:3] == ["bpnn", "mace", "painn"] and "toy" in architecture_names()
+    assert architecture_names()[:4] == ["bpnn", "mace", "mace-shallow", "painn"] and "toy" in architecture_names()
     assert set(architecture_settings("bpnn")) == {"cutoff_A", "hidden_layers"}
     assert architecture_hparams("toy", {"width": 3}) == {"cutoff_A": 3.0, "width": 3}
     assert architecture_hparams("bpnn", {"cutoff_A": 4.0}) == {
