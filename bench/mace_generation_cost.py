@@ -36,7 +36,8 @@ from bench.training_recipe import COMMITTEES as RECIPE_COMMITTEES, HELD_OUT, _sc
 
 #: the recipe benchmark's committees, named as this table shows them
 COMMITTEES = {"bpnn float64": RECIPE_COMMITTEES["bpnn"], "mace float64": RECIPE_COMMITTEES["mace-float64"],
-              "mace float32": RECIPE_COMMITTEES["mace-float32"]}
+              "mace float32": RECIPE_COMMITTEES["mace-float32"],
+              "mace-shallow float32": RECIPE_COMMITTEES["mace-shallow-float32"]}
 
 
 def _qm_seconds_per_label(frames: list) -> float:

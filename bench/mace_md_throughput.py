@@ -12,7 +12,9 @@ stay small; speed does not depend on training):
   files (every member on every step), one replica after the other; its rate per
   replica-step does not depend on R, so it runs one replica and is scaled to R.
 
-Each in float64 and float32 (``--dtypes``): alflow explores with
+``--architectures mace mace-shallow`` adds the shallow ensemble (one MACE backbone, a
+readout head per member): the same M member models for ASE, one backbone pass per step
+for alflow. Each in float64 and float32 (``--dtypes``): alflow explores with
 ``Committee.astype(dtype)`` (``[explore] dtype``), ASE with ``MACECalculator(...,
 default_dtype=dtype)``; every speed-up is against ASE in float64 (mace-torch's advice for
 MD) and against ASE in the same dtype.
@@ -37,11 +39,11 @@ SETTINGS = {"cutoff_A": 5.0, "num_channels": 32, "max_L": 1, "correlation": 3, "
             "avg_num_neighbors": 8.0}
 
 
-def _committee(members: int):
+def _committee(members: int, architecture: str = "mace"):
     from nnp_core.committee import Committee
     from nnp_core.models import build_model
 
-    model = build_model("mace", n_members=members, seed=0, elements=[1, 6, 8], **SETTINGS)
+    model = build_model(architecture, n_members=members, seed=0, elements=[1, 6, 8], **SETTINGS)
     model.energy_scale.fill_(0.05)
     return Committee(model)
 
@@ -83,26 +85,29 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--dtypes", nargs="+", choices=["float64", "float32"], default=["float64", "float32"])
+    parser.add_argument("--architectures", nargs="+", choices=["mace", "mace-shallow"], default=["mace"],
+                        help="mace: M full MACE models; mace-shallow: one backbone, M readout heads")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     from nnp_core.models.mace import write_mace_models
 
-    committee = _committee(args.members)
+    committees = {name: _committee(args.members, name) for name in args.architectures}
     ase_rates = {}
-    with tempfile.TemporaryDirectory() as folder:
-        paths = [str(p) for p in write_mace_models(committee.model, Path(folder) / "models")]
+    with tempfile.TemporaryDirectory() as folder:  # each member file is a full MACE either way
+        paths = [str(p) for p in write_mace_models(committees[args.architectures[0]].model, Path(folder) / "models")]
         for dtype in args.dtypes:
             ase_rates[dtype] = _ase_rate(paths, args.steps, dtype)
     rows = []
-    for dtype in args.dtypes:
-        explorer = committee.astype(dtype)
-        _alflow_rate(explorer, 1, 2)  # warm-up
-        for replicas in args.replicas:
-            rate = _alflow_rate(explorer, replicas, args.steps)
-            rows.append([dtype, replicas, args.members, rate, ase_rates[dtype], rate / ase_rates[dtype]]
-                        + ([rate / ase_rates["float64"]] if "float64" in ase_rates else []))
-            print(rows[-1], flush=True)
-    table = markdown_table(["dtype", "replicas R", "members M", "alflow replica-steps/s", "ASE + MACECalculator "
+    for name, committee in committees.items():
+        for dtype in args.dtypes:
+            explorer = committee.astype(dtype)
+            _alflow_rate(explorer, 1, 2)  # warm-up
+            for replicas in args.replicas:
+                rate = _alflow_rate(explorer, replicas, args.steps)
+                rows.append([name, dtype, replicas, args.members, rate, ase_rates[dtype], rate / ase_rates[dtype]]
+                            + ([rate / ase_rates["float64"]] if "float64" in ase_rates else []))
+                print(rows[-1], flush=True)
+    table = markdown_table(["alflow committee", "dtype", "replicas R", "members M", "alflow replica-steps/s", "ASE + MACECalculator "
                             "replica-steps/s (same dtype)", "speed-up, same dtype"]
                            + (["speed-up vs ASE float64"] if "float64" in ase_rates else []), rows)
     command = "`OMP_NUM_THREADS=1 .venv/bin/python -m bench.mace_md_throughput " + " ".join(
@@ -114,7 +119,9 @@ def main(argv: list[str] | None = None) -> str:
         "interactions (weights in float64; the float32 rows cast them, as `[explore] dtype = \"float32\"` "
         "and `MACECalculator(default_dtype=\"float32\")` do). ASE runs one replica (its rate per replica-step does not depend on R) with "
         "mace-torch's committee calculator over the exported member files; alflow evaluates every member on "
-        "scoring steps only (every 10 steps) and the members one after the other on one graph.",
+        "scoring steps only (every 10 steps); `mace` runs the members one after the other on one graph, "
+        "`mace-shallow` (one backbone, a readout head per member) runs the backbone once for all members "
+        "(one backward pass for the mean force, one per member on scoring steps).",
     ])
     print(text)
     if not args.no_write:
