@@ -345,12 +345,15 @@ class ShallowMACE(MACE):
             for name, key in self._keys.items():
                 if name not in self._heads:  # the backbone: member 0's
                     self.weights[key] = torch.nn.Parameter(self.weights[key][:1].clone())
-        # every layer's slice of node_feats: each readout reads its own layer's features
+        # every layer's slice of node_feats (each readout reads its own layer's features)
+        # and its readout's parameters: (name within the readout, key in weights)
         template, offset = self.__dict__["_template"], 0
-        self._layer_slices = []
-        for product in template.products:
+        self._layers = []
+        for layer, product in enumerate(template.products):
             size = product.linear.irreps_out.dim
-            self._layer_slices.append((offset, offset + size))
+            prefix = f"readouts.{layer}."
+            params = [(name[len(prefix):], self._keys[name]) for name in sorted(self._heads) if name.startswith(prefix)]
+            self._layers.append((offset, offset + size, params))
             offset += size
 
     def member_parameters(self, member: int) -> dict[str, torch.Tensor]:
@@ -370,11 +373,9 @@ class ShallowMACE(MACE):
         energies = []
         for m in range(self.n_members):
             energy = 0.0
-            for layer, (start, stop) in enumerate(self._layer_slices):
-                readout = template.readouts[layer]
-                params = {name.partition(f"readouts.{layer}.")[2]: self.weights[self._keys[name]][m]
-                          for name in self._heads if name.startswith(f"readouts.{layer}.")}
-                energy = energy + torch.func.functional_call(readout, params, (feats[:, start:stop],))[:, 0]
+            for readout, (start, stop, params) in zip(template.readouts, self._layers):
+                head = {name: self.weights[key][m] for name, key in params}
+                energy = energy + torch.func.functional_call(readout, head, (feats[:, start:stop],))[:, 0]
             energies.append(energy)
         energy = torch.stack(energies)
         if not self.dipole_head:
