@@ -108,7 +108,8 @@ def test_mace_settings_are_checked_by_the_config(tmp_path) -> None:
         load_config(config)
 
 
-def test_a_mace_config_without_mace_torch_is_refused_in_one_line(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("architecture", ["mace", "mace-shallow"])
+def test_a_mace_config_without_mace_torch_is_refused_in_one_line(tmp_path, monkeypatch, architecture) -> None:
     import importlib.util
 
     from flows.config import ConfigError, load_config
@@ -116,7 +117,8 @@ def test_a_mace_config_without_mace_torch_is_refused_in_one_line(tmp_path, monke
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mace" else real(name, *a))
     config = write_campaign(tmp_path, name="no-mace")
-    config.write_text(re.sub(r"\[committee\].*?\n\n", MACE_COMMITTEE + "\n", config.read_text(), flags=re.S))
+    committee = MACE_COMMITTEE.replace('"mace"', f'"{architecture}"')
+    config.write_text(re.sub(r"\[committee\].*?\n\n", committee + "\n", config.read_text(), flags=re.S))
     with pytest.raises(ConfigError, match=r"needs mace-torch, which is not installed: pip install 'alflow\[mace\]'"):
         load_config(config)
     assert not (tmp_path / "runs").exists()  # nothing created
