@@ -12,6 +12,8 @@ and ``<architecture>:random``, ``<architecture>:<variant>``.
 
 from __future__ import annotations
 
+import itertools
+
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -273,7 +275,7 @@ def plot_curves(results: dict[str, dict], path: Path, variants: dict[str, str] |
 
     fig, ax = plt.subplots(figsize=(11, 5))
     colours: dict[str, str] = {"random": "black"}
-    cycle = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    cycle = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])  # more curves than colours repeat
     for kind, points in sorted(curves(results).items(), key=lambda item: (":" in item[0], item[0])):
         # one colour per sampling (random, each variant); the line style tells the rest
         base = kind.rpartition(":")[2].partition("/")[0]
