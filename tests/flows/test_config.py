@@ -137,7 +137,7 @@ def test_level_of_theory_is_case_insensitive_and_ignores_solver_settings(tmp_pat
         ("[select]\nallow_bond_changes = \"yes\"\n", "select.allow_bond_changes", "valid boolean"),
         ("[committee]\ndtype = \"float16\"\n", "committee.dtype", "'float32' or 'float64'"),
         ("[explore]\ndtype = \"float16\"\n", "explore.dtype", "'float32' or 'float64'"),
-        ("[committee]\narchitecture = \"schnet\"\n", "committee.architecture", "'bpnn', 'mace' or 'painn'"),
+        ("[committee]\narchitecture = \"schnet\"\n", "committee.architecture", "'bpnn', 'mace', 'mace-shallow' or 'painn'"),
         ("[committee]\narchitecture = \"painn\"\nfeatures = 0\n", "committee.features", "greater than or equal to 1"),
         ("[train]\nmax_epoch = 10\n", "train.max_epoch", "did you mean 'max_epochs'"),
         ("[train]\nlearning_rate = -1.0\n", "train", "learning_rate"),
@@ -220,9 +220,9 @@ def test_a_registered_architecture_declares_its_own_settings(tmp_path: Path) -> 
         assert "greater than or equal to 1 (got 0)" in found["committee.width"]
         assert found["committee.widht"] == "unknown setting of architecture 'toy' (did you mean 'width'?)"
         found = problems(tmp_path, MINIMAL + '[committee]\narchitecture = "tyo"\n')
-        assert found["committee.architecture"] == "must be 'bpnn', 'mace', 'painn' or 'toy' (a registered architecture)"
+        assert found["committee.architecture"] == "must be 'bpnn', 'mace', 'mace-shallow', 'painn' or 'toy' (a registered architecture)"
     found = problems(tmp_path, MINIMAL + '[committee]\narchitecture = "toy"\nwidth = 2\n')  # unregistered
-    assert found["committee.architecture"] == "must be 'bpnn', 'mace' or 'painn' (a registered architecture)"
+    assert found["committee.architecture"] == "must be 'bpnn', 'mace', 'mace-shallow' or 'painn' (a registered architecture)"
     assert "committee.width" not in found
 
 
