@@ -10,6 +10,8 @@ held-out pool frames, epochs and wall time.
 
     .venv/bin/python -m bench.training_recipe --committee mace-float32 --labels 50 --members 2 --epochs 150
     .venv/bin/python -m bench.training_recipe --committee bpnn --labels 50 100 --seeds 0 1 2
+    .venv/bin/python -m bench.training_recipe --labels 153 --recipes "lr 1e-2 + ema" --epochs 150 \
+        --campaign bench/data/ethanol-pbe-def2svp/al-mace-seed0/campaign.toml   # an AL campaign's labels
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,16 +81,24 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--members", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=None, help="cap on epochs (default: the example's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--campaign", type=Path, metavar="TOML",
+                        help="train on the first N labels of this campaign (e.g. a bench.data_efficiency "
+                             "campaign) instead of random pool draws")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     pool, test = _read("pool.extxyz"), _read("test.extxyz")
     held_out, pool = pool[-HELD_OUT:], pool[:-HELD_OUT]
+    if args.campaign is not None:
+        from bench.data_efficiency import campaign_frames
+
+        campaign = campaign_frames(args.campaign)[0]
     rows = []
     for n in args.labels:
         for name in args.recipes:
             points = []
             for seed in args.seeds:
-                frames = [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:n]]
+                frames = (campaign[:n] if args.campaign is not None else
+                          [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:n]])
                 points.append(_train_and_score(COMMITTEES[args.committee], RECIPES[name], frames, test, held_out,
                                                args.members, args.epochs, seed))
                 print(n, name, seed, points[-1], flush=True)
