@@ -119,8 +119,10 @@ def main(argv: list[str] | None = None) -> str:
         command, "", machine_line(), "", table, "",
         f"Recipes ({recipes}) change the `[train]` settings of `examples/ethanol.toml` (lr 3e-3 with plateau "
         "halving, early stopping after 50 epochs)" + (f", at most {args.epochs} epochs" if args.epochs else "")
-        + f". Random draws (seeds {args.seeds}) from `pool.extxyz` without its last {HELD_OUT} frames (held out to "
-        f"calibrate the coverage); test set `test.extxyz` ({len(test)} frames); mean ± std over seeds.",
+        + (f". The first N labels of the campaign `{args.campaign}`" if args.campaign is not None else
+           f". Random draws (seeds {args.seeds}) from `pool.extxyz` without its last {HELD_OUT} frames")
+        + f"; the pool's last {HELD_OUT} frames calibrate the coverage; test set `test.extxyz` ({len(test)} frames); "
+        "mean ± std over seeds.",
     ])
     print(text)
     if not args.no_write:
