@@ -324,27 +324,39 @@ class StackedModule(torch.nn.Module):
             return (sums / counts[:, None]).reshape(n_frames, -1)
 
     # ------------------------------------------------------------------ members
+    def is_shared_weight(self, key: str) -> bool:
+        """Whether ``weights[key]`` is shared by all members (a member axis of length 1,
+        e.g. the shallow MACE ensemble's backbone); such a model sets ``joint_training``."""
+        return False
+
     def select_members(self, indices: Sequence[int]) -> "StackedModule":
-        """A new model holding copies of the chosen members (same buffers)."""
+        """A new model holding copies of the chosen members (same buffers and shared weights)."""
         indices = list(indices)
         with parameters_to_be_loaded():
             new = type(self)(n_members=len(indices), **self.hparams())
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("weights.")}
-        state.update({f"weights.{k}": p.detach()[indices].clone() for k, p in self.weights.items()})
+        state.update({f"weights.{k}": (p.detach() if self.is_shared_weight(k) else p.detach()[indices]).clone()
+                      for k, p in self.weights.items()})
         new.load_state_dict(state)
         return new
 
     @classmethod
     def stack(cls, models: Sequence["StackedModule"]) -> "StackedModule":
-        """One model holding all members of ``models`` (which must share everything else)."""
+        """One model holding all members of ``models`` (which must share everything else,
+        shared weights included)."""
         first = models[0]
         for other in models[1:]:
             check_same_buffers(first, other)
+            for key in first.weights:
+                if first.is_shared_weight(key) and not torch.equal(first.weights[key], other.weights[key]):
+                    raise ValueError(f"the members of a {first.architecture} committee share the weights "
+                                     f"{key!r}; these differ in them")
         with parameters_to_be_loaded():
             new = cls(n_members=sum(m.n_members for m in models), **first.hparams())
         state = {k: v for k, v in first.state_dict().items() if not k.startswith("weights.")}
         for key in first.weights:
-            state[f"weights.{key}"] = torch.cat([m.weights[key].detach() for m in models])
+            state[f"weights.{key}"] = (first.weights[key].detach() if first.is_shared_weight(key)
+                                       else torch.cat([m.weights[key].detach() for m in models]))
         new.load_state_dict(state)
         return new
 

@@ -38,8 +38,7 @@ import numpy as np
 import torch
 
 from nnp_core.batch import Batch
-from nnp_core.models.base import (AtomicOutputs, StackedModule, building_to_load, check_same_buffers,
-                                  element_numbers, parameters_to_be_loaded)
+from nnp_core.models.base import AtomicOutputs, StackedModule, building_to_load, element_numbers
 from nnp_core.models.registry import Setting, member_generator, register_model
 
 #: radial basis functions per neighbour element in the fingerprints
@@ -341,6 +340,7 @@ class ShallowMACE(MACE):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._heads = {name for name in self._keys if name.startswith("readouts.")}
+        self._shared_keys = {key for name, key in self._keys.items() if name not in self._heads}
         with torch.no_grad():
             for name, key in self._keys.items():
                 if name not in self._heads:  # the backbone: member 0's
@@ -357,7 +357,8 @@ class ShallowMACE(MACE):
             offset += size
 
     def member_parameters(self, member: int) -> dict[str, torch.Tensor]:
-        """Member ``member``'s ``ScaleShiftMACE`` parameters: the backbone and its head."""
+        """Member ``member``'s ``ScaleShiftMACE`` parameters: the backbone and its head.
+        (Selecting and stacking members keep the one backbone: :meth:`is_shared_weight`.)"""
         return {name: self.weights[key][member if name in self._heads else 0] for name, key in self._keys.items()}
 
     def atomic_properties(self, batch: Batch, positions: torch.Tensor, species: torch.Tensor) -> AtomicOutputs:
@@ -398,38 +399,6 @@ class ShallowMACE(MACE):
         return result
 
     # ------------------------------------------------------------------ members
-    def select_members(self, indices: Sequence[int]) -> "ShallowMACE":
-        """A shallow ensemble of the chosen heads on the same backbone."""
-        indices = list(indices)
-        with parameters_to_be_loaded():
-            new = type(self)(n_members=len(indices), **self.hparams())
-        state = {k: v for k, v in self.state_dict().items() if not k.startswith("weights.")}
-        for name, key in self._keys.items():
-            value = self.weights[key].detach()
-            state[f"weights.{key}"] = (value[indices] if name in self._heads else value).clone()
-        for key in self.weights:
-            if key.startswith("dipole_"):
-                state[f"weights.{key}"] = self.weights[key].detach()[indices].clone()
-        new.load_state_dict(state)
-        return new
-
-    @classmethod
-    def stack(cls, models: Sequence["ShallowMACE"]) -> "ShallowMACE":
-        """One shallow ensemble from the heads of ``models``, which must share one backbone."""
-        first = models[0]
-        for other in models[1:]:
-            check_same_buffers(first, other)
-            for name, key in first._keys.items():
-                if name not in first._heads and not torch.equal(first.weights[key], other.weights[key]):
-                    raise ValueError("the members of a shallow MACE ensemble share one backbone; "
-                                     f"these differ in {name!r}")
-        with parameters_to_be_loaded():
-            new = cls(n_members=sum(m.n_members for m in models), **first.hparams())
-        state = {k: v for k, v in first.state_dict().items() if not k.startswith("weights.")}
-        for key in first.weights:
-            name = next((n for n, k in first._keys.items() if k == key), key)
-            shared = name in first._keys and name not in first._heads
-            state[f"weights.{key}"] = (first.weights[key].detach() if shared
-                                       else torch.cat([m.weights[key].detach() for m in models]))
-        new.load_state_dict(state)
-        return new
+    def is_shared_weight(self, key: str) -> bool:
+        """The backbone's tensors are shared by all members; the heads' are per member."""
+        return key in self._shared_keys

@@ -98,3 +98,16 @@ def _untrained(architecture: str) -> Committee:
     model.energy_scale.fill_(0.7)
     model.atom_ref_energy.copy_(model.atom_ref_energy.new_tensor([-13.6, -1030.0, -2040.0]))
     return committee
+
+
+def assert_member_forces_are_the_negative_gradient(committee: Committee, atoms, points, h: float = 1e-5,
+                                                   atol: float = 1e-7) -> None:
+    """Every member's force on each (atom, axis) of ``points`` equals minus the central
+    finite difference of its energy."""
+    forces = committee.predict([atoms]).member_forces  # (M, n, 3)
+    for atom, axis in points:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[atom, axis] += h
+        minus.positions[atom, axis] -= h
+        fd = -(committee.predict([plus]).member_energies[:, 0] - committee.predict([minus]).member_energies[:, 0]) / (2 * h)
+        np.testing.assert_allclose(forces[:, atom, axis], fd, atol=atol)

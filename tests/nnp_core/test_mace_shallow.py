@@ -15,6 +15,8 @@ from nnp_core.models import build_model
 from nnp_core.train_config import TrainConfig
 from nnp_core.training import train_committee
 
+from .conftest import assert_member_forces_are_the_negative_gradient
+
 pytest.importorskip("mace")
 
 SMALL = dict(cutoff_A=4.0, num_channels=8, max_L=1, correlation=2, num_interactions=2,
@@ -51,14 +53,7 @@ def test_one_backbone_and_a_head_per_member(committee) -> None:
 
 def test_forces_are_the_negative_gradient_of_each_members_energy(committee) -> None:
     atoms = _ethanol()
-    forces = committee.predict([atoms]).member_forces
-    h = 1e-5
-    for atom, axis in ((0, 0), (4, 1), (8, 2)):
-        plus, minus = atoms.copy(), atoms.copy()
-        plus.positions[atom, axis] += h
-        minus.positions[atom, axis] -= h
-        fd = -(committee.predict([plus]).member_energies[:, 0] - committee.predict([minus]).member_energies[:, 0]) / (2 * h)
-        np.testing.assert_allclose(forces[:, atom, axis], fd, atol=1e-7)
+    assert_member_forces_are_the_negative_gradient(committee, atoms, ((0, 0), (4, 1), (8, 2)))
 
 
 def test_energies_are_invariant_and_forces_equivariant(committee) -> None:
@@ -106,7 +101,7 @@ def test_checkpoints_keep_the_members_and_refuse_two_backbones(committee, tmp_pa
                           strict=False)  # the same buffers, heads of its own: stackable
     Committee.stack([committee, Committee(other)])
     other.weights["node_embedding__linear__weight"].data.add_(0.1)
-    with pytest.raises(ValueError, match="share one backbone"):
+    with pytest.raises(ValueError, match="share the weights"):
         Committee.stack([committee, Committee(other)])
 
 
