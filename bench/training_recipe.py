@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> str:
                              "campaign) instead of random pool draws")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    if args.campaign is not None and not args.campaign.with_name("alflow.db").is_file():
+        parser.error(f"--campaign: no campaign database next to {args.campaign}")
     pool, test = _read("pool.extxyz"), _read("test.extxyz")
     held_out, pool = pool[-HELD_OUT:], pool[:-HELD_OUT]
     if args.campaign is not None:
