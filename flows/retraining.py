@@ -75,12 +75,12 @@ def retrain_task(config_path: str, plan: RetrainPlan) -> dict:
     and finished (ISO 8601, UTC)."""
     from flows.tasks import context
     from flows.dashboard import announce_committee, training_progress
-    from flows.steps.training import train_generation
+    from flows.steps.training import train_generation, warm_starts
 
     ctx = context(config_path)
     index = plan.generation_index
     started = datetime.now(UTC)
-    progress = training_progress(ctx, f"retrain into generation {index}")
+    progress = training_progress(ctx, f"retrain into generation {index}", warm_start=warm_starts(ctx))
     committee_id = train_generation(ctx, index, retrain={
         "new_labels": plan.new_labels, "previous_committee": plan.committee_id, "started": started},
         progress=progress.epoch)

@@ -29,7 +29,7 @@ from flows.steps.exploration import explore
 from flows.steps.initial import sample_initial
 from flows.steps.labelling import finish_labelling, label_pending, retry_failed_initial_labels, worker_name
 from flows.steps.selection import select_candidates
-from flows.steps.training import evaluate_fresh, train_generation
+from flows.steps.training import evaluate_fresh, train_generation, warm_starts
 
 
 def context(config_path: str) -> CampaignContext:
@@ -85,7 +85,7 @@ def evaluate_fresh_task(config_path: str, generation_index: int) -> dict | None:
 @_no_cache(name="train-committee")
 def train_task(config_path: str, generation_index: int) -> int:
     ctx = context(config_path)
-    progress = training_progress(ctx, f"generation {generation_index}: committee")
+    progress = training_progress(ctx, f"generation {generation_index}: committee", warm_start=warm_starts(ctx))
     committee_id = train_generation(ctx, generation_index, progress=progress.epoch)
     progress.finish()
     announce_committee(ctx.name, ctx.campaign_id, committee_id, str(ctx.committee_dir(generation_index, committee_id)),

@@ -196,7 +196,7 @@ class Committee:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         for index in range(self.n_members):
-            state = self.model.select_members([index]).state_dict()
+            state = self.model.members_state_dict([index])
             torch.save(state, path / f"member_{index}.pt")
         meta = {
             "format": CHECKPOINT_FORMAT,
@@ -229,9 +229,12 @@ def load_committee(
     meta = json.loads(meta_file.read_text())
     if meta.get("architecture") not in MODEL_REGISTRY:
         raise ValueError(f"{meta_file}: unknown architecture {meta.get('architecture')!r}")
-    members = []
+    members: list[StackedModel] = []
     for index in range(int(meta["n_members"])):
-        model = build_model(meta["architecture"], n_members=1, **meta["hparams"])
+        # one build, copies for the other members: building a MACE member compiles its
+        # e3nn modules (~3 s each), a copy does not; load_state_dict replaces every tensor
+        model = (copy.deepcopy(members[0]) if members else
+                 build_model(meta["architecture"], n_members=1, **meta["hparams"]))
         state = torch.load(path / f"member_{index}.pt", map_location="cpu", weights_only=True)
         _check_member_state(model, state, f"{path}/member_{index}.pt")
         model.load_state_dict(state)

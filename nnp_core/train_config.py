@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 
@@ -38,14 +38,25 @@ class TrainConfig:
     #: decay (mace_run_train's --ema_decay 0.99); validation, early stopping and the
     #: returned members use the averaged weights. 0: off
     ema_decay: float = 0.0
+    #: a warm start (training from the previous generation's committee) runs at most this
+    #: many epochs instead of ``max_epochs``; None: ``max_epochs``. The previous committee
+    #: already fits all but the newest labels, so a MACE campaign can cap its generations'
+    #: training near the QM time they follow (``bench.warm_start_budget``)
+    warm_start_max_epochs: int | None = None
+    #: a warm start's (initial) learning rate; None: ``learning_rate``. A short warm start
+    #: at a from-scratch rate (MACE's 1e-2) first undoes much of what the previous
+    #: committee knew (``bench.warm_start_budget``)
+    warm_start_learning_rate: float | None = None
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float64"
 
     def __post_init__(self) -> None:
         checks = {
             "max_epochs": self.max_epochs >= 1,
+            "warm_start_max_epochs": self.warm_start_max_epochs is None or self.warm_start_max_epochs >= 1,
             "batch_size_frames": self.batch_size_frames >= 1,
             "learning_rate": self.learning_rate > 0,
+            "warm_start_learning_rate": self.warm_start_learning_rate is None or self.warm_start_learning_rate > 0,
             "min_learning_rate": 0 <= self.min_learning_rate <= self.learning_rate,
             "weight_decay": self.weight_decay >= 0,
             "energy_weight": self.energy_weight >= 0,
@@ -63,6 +74,20 @@ class TrainConfig:
             raise ValueError(f"invalid TrainConfig field(s): {', '.join(bad)} (got {self})")
         if self.energy_weight == 0 and self.force_weight == 0:
             raise ValueError("TrainConfig: energy_weight and force_weight cannot both be 0")
+
+    def epochs(self, warm_start: bool) -> int:
+        """The cap on epochs of a training from scratch or of a warm start."""
+        if warm_start and self.warm_start_max_epochs is not None:
+            return self.warm_start_max_epochs
+        return self.max_epochs
+
+    def for_warm_start(self) -> "TrainConfig":
+        """These settings with a warm start's epochs and learning rate in place of
+        ``max_epochs`` and ``learning_rate`` (``min_learning_rate`` kept at most that)."""
+        lr = self.learning_rate if self.warm_start_learning_rate is None else self.warm_start_learning_rate
+        return replace(self, max_epochs=self.epochs(warm_start=True), learning_rate=lr,
+                       min_learning_rate=min(self.min_learning_rate, lr),
+                       warm_start_max_epochs=None, warm_start_learning_rate=None)
 
     def to_dict(self) -> dict:
         return asdict(self)

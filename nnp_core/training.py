@@ -444,6 +444,8 @@ def train_committee(
             values, an element the warm-start committee does not know.
     """
     config = config or TrainConfig()
+    if initial is not None:
+        config = config.for_warm_start()
     start = time.perf_counter()
     frames = list(frames)
     if initial is not None:

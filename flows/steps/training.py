@@ -143,6 +143,14 @@ def pooled_calibration(sums: list[dict[str, float]]) -> Calibration:
     return Calibration(force_dev_scale=float(np.sqrt(error / dev)))
 
 
+def warm_starts(ctx: CampaignContext) -> bool:
+    """Whether the next training continues the latest committee (there is one, and no
+    ``alflow run --new-committee`` asked for a new one)."""
+    with storage.reading(ctx.engine) as session:
+        return (storage.latest_committee(session, ctx.campaign_id) is not None
+                and not storage.new_committee_pending(session, ctx.campaign_id))
+
+
 def train_generation(ctx: CampaignContext, generation_index: int, *, retrain: dict | None = None,
                      progress: Callable[[int, dict[str, float]], None] | None = None) -> int:
     """Train on all labelled training frames, warm-starting from the latest committee;

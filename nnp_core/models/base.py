@@ -334,11 +334,17 @@ class StackedModule(torch.nn.Module):
         indices = list(indices)
         with parameters_to_be_loaded():
             new = type(self)(n_members=len(indices), **self.hparams())
-        state = {k: v for k, v in self.state_dict().items() if not k.startswith("weights.")}
+        new.load_state_dict(self.members_state_dict(indices))
+        return new
+
+    def members_state_dict(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The state dict ``select_members(indices)`` would have, without building that
+        model (a MACE member's build compiles its e3nn modules: seconds)."""
+        indices = list(indices)
+        state = {k: v.clone() for k, v in self.state_dict().items() if not k.startswith("weights.")}
         state.update({f"weights.{k}": (p.detach() if self.is_shared_weight(k) else p.detach()[indices]).clone()
                       for k, p in self.weights.items()})
-        new.load_state_dict(state)
-        return new
+        return state
 
     @classmethod
     def stack(cls, models: Sequence["StackedModule"]) -> "StackedModule":

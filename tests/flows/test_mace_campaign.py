@@ -38,11 +38,26 @@ readout_hidden = 4
 """
 
 
-@pytest.mark.parametrize("architecture", ["mace", "mace-shallow"])
-def test_a_mace_campaign_runs_and_exports_mace_model_files(prefect_harness, tmp_path, capsys,
-                                                           monkeypatch, architecture) -> None:
-    """... exploring in float32 (``[explore] dtype``) while training and storing float64;
-    the same with the shallow ensemble (one backbone, a readout head per member)."""
+def _exports_equal_mace_calculator(config, committee, atoms, out) -> None:
+    """``alflow export --format mace-model`` files give each member's energy and forces in
+    mace-torch's own ``MACECalculator``."""
+    from mace.calculators import MACECalculator
+
+    assert main(["export", str(config), "--format", "mace-model", "--output", str(out)]) == 0
+    atoms = atoms.copy()
+    prediction = committee.predict([atoms])
+    for member in range(committee.n_members):
+        atoms.calc = MACECalculator(model_paths=str(out / f"member_{member}.model"), device="cpu",
+                                    default_dtype="float64")
+        assert atoms.get_potential_energy() == pytest.approx(prediction.member_energies[member, 0], abs=1e-6)
+        np.testing.assert_allclose(atoms.get_forces(), prediction.member_forces[member], atol=1e-5)
+
+
+def test_a_mace_campaign_runs_and_exports_mace_model_files(prefect_harness, tmp_path, capsys, monkeypatch) -> None:
+    """... with the shallow ensemble (one backbone, a readout head per member; the full
+    committee's campaign is the kill test below), exploring in float32 (``[explore]
+    dtype``) while training and storing float64."""
+    architecture = "mace-shallow"
     config = write_campaign(tmp_path, name=f"tiny-water-{architecture}")
     committee_toml = MACE_COMMITTEE.replace('"mace"', f'"{architecture}"')
     text = re.sub(r"\[committee\].*?\n\n", committee_toml + "\n", config.read_text(), flags=re.S)
@@ -74,16 +89,7 @@ def test_a_mace_campaign_runs_and_exports_mace_model_files(prefect_harness, tmp_
     assert not np.allclose(first.predict(frames).member_forces, final.predict(frames).member_forces)
 
     out = tmp_path / "models"
-    assert main(["export", str(config), "--format", "mace-model", "--output", str(out)]) == 0
-    from mace.calculators import MACECalculator
-
-    atoms = frames[-1].copy()
-    prediction = final.predict([atoms])
-    for member in range(2):
-        atoms.calc = MACECalculator(model_paths=str(out / f"member_{member}.model"), device="cpu",
-                                    default_dtype="float64")
-        assert atoms.get_potential_energy() == pytest.approx(prediction.member_energies[member, 0], abs=1e-6)
-        np.testing.assert_allclose(atoms.get_forces(), prediction.member_forces[member], atol=1e-5)
+    _exports_equal_mace_calculator(config, final, frames[-1], out)
     capsys.readouterr()
     # a second export into the same folder is refused without --force, files unchanged
     before = (out / "member_0.model").stat().st_mtime_ns
@@ -126,7 +132,8 @@ def test_a_mace_config_without_mace_torch_is_refused_in_one_line(tmp_path, monke
 
 def test_a_killed_mace_campaign_resumes_without_computing_a_label_twice(prefect_harness, tmp_path) -> None:
     """SIGKILL once generation 0 is labelled (its MACE committee training or the first
-    exploration on it): the rerun finishes the campaign, every label computed once."""
+    exploration on it): the rerun finishes the campaign, every label computed once; its
+    members export as mace-torch model files."""
     import os
     import signal
     import subprocess
@@ -157,3 +164,6 @@ def test_a_killed_mace_campaign_resumes_without_computing_a_label_twice(prefect_
     with storage.reading(ctx.engine) as session:
         assert {c.architecture for c in storage.committees(session, ctx.campaign_id)} == {"mace"}
         assert storage.generation(session, ctx.campaign_id, 1).stop_reason == "generation limit 1 reached"
+        frames = storage.labelled_atoms(session, ctx.campaign_id)
+        latest = storage.latest_committee(session, ctx.campaign_id).checkpoint_path
+    _exports_equal_mace_calculator(config, load_committee(ctx.resolve(latest)), frames[-1], tmp_path / "models")

@@ -118,6 +118,24 @@ def test_warm_start_continues_from_previous_committee(ethanol_emt_frames) -> Non
     assert warm.n_members == 2 and first_report.members[0].best_epoch >= 0
 
 
+def test_warm_start_max_epochs_caps_only_warm_starts(ethanol_emt_frames) -> None:
+    """``warm_start_max_epochs`` caps a training that continues a committee; a training
+    from scratch keeps ``max_epochs``. Early stopping cannot end either (patience 50)."""
+    config = TrainConfig(max_epochs=4, warm_start_max_epochs=2, seed=0, batch_size_frames=16,
+                         early_stopping_patience_epochs=50)
+    first, first_report = train_committee(ethanol_emt_frames, config, n_members=2, model_hparams={"hidden_layers": [16]})
+    _, warm_report = train_committee(ethanol_emt_frames, config, initial=first)
+    assert [m.epochs_run for m in first_report.members] == [4, 4]
+    assert [m.epochs_run for m in warm_report.members] == [2, 2]
+    assert config.epochs(warm_start=True) == 2 and TrainConfig(max_epochs=7).epochs(warm_start=True) == 7
+    tuned = dataclasses.replace(config, warm_start_learning_rate=1e-6).for_warm_start()
+    assert (tuned.max_epochs, tuned.learning_rate, tuned.min_learning_rate) == (2, 1e-6, 1e-6)
+    with pytest.raises(ValueError, match="warm_start_max_epochs"):
+        TrainConfig(warm_start_max_epochs=0)
+    with pytest.raises(ValueError, match="warm_start_learning_rate"):
+        TrainConfig(warm_start_learning_rate=0.0)
+
+
 def test_ema_members_are_the_moving_average_of_the_weights(ethanol_emt_frames) -> None:
     """``ema_decay`` d: after one step (one batch, one epoch) the returned member is
     d * start + (1 - d) * (the member one plain step gives); d = 0 leaves training as it was."""
