@@ -193,7 +193,9 @@ def headline(results: dict[str, dict], preset: Any) -> list[str]:
                              + " retrained from scratch, "
                              + (f"{deployed:.0f}" if deployed is not None else "more than it had")
                              + " with the campaign's own committee")
-        lines += _best_within(variant.label, al) + _outcome_lines(results, variant.name)
+        lines += (_best_within(f"{variant.label} (retrained from scratch)", al)
+                  + _best_within(f"{variant.label} (its campaign's own committee)", campaign)
+                  + _outcome_lines(results, variant.name))
         # the last generation every seed reached (later ones may hold a single seed)
         last = max(campaign, key=lambda p: (p["seeds"], p["n_labels"])) if campaign else {}
         if "coverage_raw" in last:
