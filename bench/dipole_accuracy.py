@@ -293,9 +293,10 @@ def main(argv: list[str] | None = None) -> str:
     rows, committees = accuracy_rows(pool, test, args.labels, args.seeds, args.members)
     reference = reference_harmonic()
     largest = committees[(max(args.labels), args.seeds[0])]
-    # the harmonic analysis (a BFGS to 1e-3 eV/Å and an autograd Hessian) in float64
-    largest = largest.astype("float64") if largest.dtype != torch.float64 else largest
-    h_rows, harmonic = harmonic_rows(largest, reference)
+    # the harmonic analysis (a BFGS to 1e-3 eV/Å and an autograd Hessian) in float64; the
+    # MD in the committee's own dtype (float32 MACE conserves energy as float64 does)
+    h_rows, harmonic = harmonic_rows(largest.astype("float64") if largest.dtype != torch.float64 else largest,
+                                     reference)
     print(h_rows, flush=True)
     bpnn = args.committee == "bpnn"
     name = "BPNN" if bpnn else args.committee
