@@ -33,7 +33,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,21 +66,27 @@ COMMITTEES = {"bpnn": ({}, {}),
               "mace-float32": ({**MACE_COMMITTEE, "dtype": "float32"}, {"learning_rate": 1e-2, "ema_decay": 0.99}),
               "mace-shallow-float32": ({**MACE_COMMITTEE, "architecture": "mace-shallow", "dtype": "float32"},
                                        {"learning_rate": 1e-2, "ema_decay": 0.99})}
-SETTINGS = {"committee": "bpnn", "epochs": None, "no_dipole": True}  # set by main()
+@dataclass(frozen=True)
+class Recipe:
+    """Which committee (a ``COMMITTEES`` key), how many members, at most how many epochs."""
+
+    committee: str = "bpnn"
+    members: int = 4
+    epochs: int | None = None
 
 
-def _train(frames: list, members: int, seed: int, dipole_weight: float | None = None):
+def _train(frames: list, recipe: Recipe, seed: int, dipole_weight: float | None = None):
     from flows.config import CommitteeSection
     from nnp_core.training import train_committee
 
     config = _example()
-    settings, recipe = COMMITTEES[SETTINGS["committee"]]
-    committee_cfg = CommitteeSection.model_validate({**config.committee.model_dump(), "members": members,
+    settings, train = COMMITTEES[recipe.committee]
+    committee_cfg = CommitteeSection.model_validate({**config.committee.model_dump(), "members": recipe.members,
                                                      **settings})
-    train_cfg = replace(config.train_config(), seed=seed, dtype=committee_cfg.dtype, **recipe,
-                        **({} if SETTINGS["epochs"] is None else {"max_epochs": SETTINGS["epochs"]}),
+    train_cfg = replace(config.train_config(), seed=seed, dtype=committee_cfg.dtype, **train,
+                        **({} if recipe.epochs is None else {"max_epochs": recipe.epochs}),
                         **({} if dipole_weight is None else {"dipole_weight": dipole_weight}))
-    return train_committee(frames, train_cfg, n_members=members, architecture=committee_cfg.architecture,
+    return train_committee(frames, train_cfg, n_members=recipe.members, architecture=committee_cfg.architecture,
                            model_hparams=committee_cfg.network_hparams())
 
 
@@ -98,7 +104,8 @@ def _fixed_charge_dipoles(committee, frames: list) -> np.ndarray:
     return baseline.predict(frames).dipole_mean
 
 
-def accuracy_rows(pool: list, test: list, sizes: list[int], seeds: list[int], members: int):
+def accuracy_rows(pool: list, test: list, sizes: list[int], seeds: list[int], recipe: Recipe,
+                  no_dipole_check: bool = True):
     reference = np.array([a.get_dipole_moment() for a in test])
     forces = np.concatenate([a.get_forces() for a in test])
     rows, committees = [], {}
@@ -106,15 +113,15 @@ def accuracy_rows(pool: list, test: list, sizes: list[int], seeds: list[int], me
         for seed in seeds:
             frames = [pool[i] for i in np.random.default_rng(seed).choice(len(pool), n, replace=False)]
             start = time.perf_counter()
-            committee, _ = _train(frames, members, seed)
+            committee, _ = _train(frames, recipe, seed)
             wall = time.perf_counter() - start
             prediction = committee.predict(test)
             mae = float(np.abs(prediction.dipole_mean - reference).mean())
             fixed = float(np.abs(_fixed_charge_dipoles(committee, test) - reference).mean())
             force = 1000 * float(np.abs(prediction.forces_mean - forces).mean())
             no_dipole = ""
-            if seed == seeds[0] and SETTINGS.get("no_dipole", True):
-                plain, _ = _train(frames, members, seed, dipole_weight=0.0)
+            if seed == seeds[0] and no_dipole_check:
+                plain, _ = _train(frames, recipe, seed, dipole_weight=0.0)
                 no_dipole = round(1000 * float(np.abs(plain.predict(test).forces_mean - forces).mean()), 1)
             rows.append([n, seed, round(mae, 4), round(mae * DEBYE_PER_EA, 3), round(fixed, 4),
                          round(fixed * DEBYE_PER_EA, 3), round(force, 1), no_dipole, round(wall)])
@@ -222,7 +229,7 @@ def spectrum_lines(committee, harmonic, reference: dict, replicas: int, ps: floa
     return lines, spectrum
 
 
-def al_rows(al_frames: list, pool: list, test: list, sizes: list[int], seeds: list[int], members: int) -> list:
+def al_rows(al_frames: list, pool: list, test: list, sizes: list[int], seeds: list[int], recipe: Recipe) -> list:
     reference = np.array([a.get_dipole_moment() for a in test])
     forces = np.concatenate([a.get_forces() for a in test])
     rows = []
@@ -232,10 +239,10 @@ def al_rows(al_frames: list, pool: list, test: list, sizes: list[int], seeds: li
         random_dipole, random_force = [], []
         for seed in seeds:
             frames = [pool[i] for i in np.random.default_rng(seed).choice(len(pool), n, replace=False)]
-            prediction = _train(frames, members, seed)[0].predict(test)
+            prediction = _train(frames, recipe, seed)[0].predict(test)
             random_dipole.append(np.abs(prediction.dipole_mean - reference).mean())
             random_force.append(1000 * np.abs(prediction.forces_mean - forces).mean())
-        prediction = _train(al_frames[:n], members, seeds[0])[0].predict(test)
+        prediction = _train(al_frames[:n], recipe, seeds[0])[0].predict(test)
         al_dipole = float(np.abs(prediction.dipole_mean - reference).mean())
         al_force = 1000 * float(np.abs(prediction.forces_mean - forces).mean())
         rows.append([n, round(al_dipole, 4), f"{np.mean(random_dipole):.4f} ± {np.std(random_dipole):.4f}",
@@ -250,7 +257,8 @@ def al_main(args) -> str:
     al_frames = ase.io.read(args.al_labels, index=":")
     al_frames = [a for a in al_frames if a.calc is not None and "dipole" in a.calc.results]
     pool, test = _read("pool.extxyz"), _read("test.extxyz")
-    rows = al_rows(al_frames, pool, test, args.labels, args.seeds, args.members)
+    rows = al_rows(al_frames, pool, test, args.labels, args.seeds,
+                   Recipe(args.committee, args.members, args.epochs))
     command = "`.venv/bin/python -m bench.dipole_accuracy " + " ".join(sys.argv[1:]) + "`"
     text = "\n".join([
         "## Dipole accuracy: active-learning labels vs random (issue 20)", "", command, "", machine_line(), "",
@@ -286,11 +294,12 @@ def main(argv: list[str] | None = None) -> str:
     import torch
 
     torch.set_num_threads(1)
-    SETTINGS.update(committee=args.committee, epochs=args.epochs, no_dipole=not args.skip_no_dipole)
     if args.al_labels is not None:
         return al_main(args)
     pool, test = _read("pool.extxyz"), _read("test.extxyz")
-    rows, committees = accuracy_rows(pool, test, args.labels, args.seeds, args.members)
+    rows, committees = accuracy_rows(pool, test, args.labels, args.seeds,
+                                     Recipe(args.committee, args.members, args.epochs),
+                                     no_dipole_check=not args.skip_no_dipole)
     reference = reference_harmonic()
     largest = committees[(max(args.labels), args.seeds[0])]
     # the harmonic analysis (a BFGS to 1e-3 eV/Å and an autograd Hessian) in float64; the
