@@ -143,6 +143,7 @@ def test_level_of_theory_is_case_insensitive_and_ignores_solver_settings(tmp_pat
         ("[train]\nlearning_rate = -1.0\n", "train", "learning_rate"),
         ("[train]\nema_decay = 1.0\n", "train", "ema_decay"),
         ("[train]\nwarm_start_max_epochs = 0\n", "train", "warm_start_max_epochs"),
+        ("[train]\nwarm_start_learning_rate = -1e-3\n", "train", "warm_start_learning_rate"),
         ("[train]\ndtype = \"float32\"\n", "train", "committee.dtype"),
         ("[loop]\ninitial_sampler = \"random\"\n", "loop.initial_sampler", "'normal_modes'"),
         ("[loop]\ninitial_md_backend = \"gaussian\"\n", "loop.initial_md_backend", "unknown backend 'gaussian'"),

@@ -67,6 +67,12 @@ def test_checkpoint_round_trip_is_exact(tmp_path, any_committee) -> None:
     before, after = any_committee.predict(frames), loaded.predict(frames)
     np.testing.assert_array_equal(before.member_energies, after.member_energies)
     np.testing.assert_array_equal(before.member_forces, after.member_forces)
+    # each member file holds exactly the state of that member selected alone
+    for m in range(3):
+        alone = any_committee.model.select_members([m]).state_dict()
+        saved = torch.load(path / f"member_{m}.pt", weights_only=True)
+        assert saved.keys() == alone.keys()
+        assert all(torch.equal(saved[k], alone[k]) for k in alone)
 
 
 def test_loading_a_mismatched_checkpoint_is_refused(tmp_path, random_committee) -> None:
