@@ -123,11 +123,11 @@ PRESETS = {
                   # (bench.rare_events): the xTB-MD start with plain Langevin rerun (its
                   # committees are kept for that set), with UDD and with metadynamics
                   Variant("al-thermal", "active learning, xTB-MD start, Langevin (rerun)",
-                          {"loop": XTB_START}, seeds=(0,), al_labels=100),
+                          {"loop": XTB_START}, seeds=(0,), al_labels=200),
                   Variant("al-udd", "active learning, xTB-MD start, UDD bias",
-                          {"loop": XTB_START, "explore": {"bias": "udd"}}, seeds=(0,), al_labels=75),
+                          {"loop": XTB_START, "explore": {"bias": "udd"}}, seeds=(0,), al_labels=200),
                   Variant("al-metad", "active learning, xTB-MD start, torsion metadynamics",
-                          {"loop": XTB_START, "explore": {"bias": "metad"}}, seeds=(0,), al_labels=75),
+                          {"loop": XTB_START, "explore": {"bias": "metad"}}, seeds=(0,), al_labels=200),
                   # issue 18: the same protocol as al-adaptive, driven by a MACE committee
                   # (2 float32 members, MACE's recipe lr 1e-2 + EMA, explored in float32)
                   Variant("al-mace", "active learning, MACE committee, xTB-MD start, adaptive trust_lo",

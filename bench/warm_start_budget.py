@@ -58,39 +58,55 @@ def campaign_generations(config_path: Path) -> tuple[object, dict[int, list], di
     return ctx.config, cumulative, committees, steps
 
 
-def parse_budget(text: str) -> tuple[int, float | None]:
-    """``"E"`` or ``"E@LR"``: warm starts of at most E epochs (at learning rate LR)."""
+def parse_budget(text: str) -> tuple[int, float | None, int | None]:
+    """``"E"``, ``"E@LR"`` or ``"E@LR/N"``: warm starts of at most E epochs (at learning
+    rate LR), every Nth one from the first a long one (``long_warm_start_every``)."""
+    text, _, every = text.partition("/")
     epochs, _, lr = text.partition("@")
-    budget = int(epochs), (float(lr) if lr else None)
-    if budget[0] < 1 or (budget[1] is not None and budget[1] <= 0):
+    budget = int(epochs), (float(lr) if lr else None), (int(every) if every else None)
+    if budget[0] < 1 or (budget[1] is not None and budget[1] <= 0) or (budget[2] is not None and budget[2] < 1):
         raise ValueError(text)
     return budget
 
 
-def replay(config, cumulative: dict[int, list], committees: dict[int, object], budget: tuple[int, float | None],
-           test: list, held_out: list, chain: bool = True, log=print) -> dict[int, dict]:
-    """Warm starts capped at ``budget`` (epochs, learning rate): with ``chain`` each from
-    the replay's previous committee (a campaign with this budget, from the campaign's
-    generation 0), otherwise each from the campaign's own previous committee (one
-    generation's fine-tuning of a committee trained the long way)."""
+def replay(config, cumulative: dict[int, list], committees: dict[int, object],
+           budget: tuple[int, float | None, int | None], test: list, held_out: list, chain: bool = True,
+           steps: dict[int, dict] | None = None, log=print) -> dict[int, dict]:
+    """Warm starts capped at ``budget`` (epochs, learning rate, long every N): with
+    ``chain`` each from the replay's previous committee (a campaign with this budget, from
+    the campaign's generation 0), otherwise each from the campaign's own previous
+    committee (one generation's fine-tuning of a committee trained the long way). A long
+    warm start from the campaign's own previous committee is the campaign's own
+    generation (its committee and recorded training seconds from ``steps``)."""
     from nnp_core.training import train_committee
 
-    train_cfg = replace(config.train_config(), warm_start_max_epochs=budget[0], warm_start_learning_rate=budget[1])
+    train_cfg = replace(config.train_config(), warm_start_max_epochs=budget[0], warm_start_learning_rate=budget[1],
+                        long_warm_start_every=budget[2])
     committee = committees[0]
+    own_previous = True
     out = {}
     for generation in sorted(cumulative)[1:]:
         frames = cumulative[generation]
         if not chain:
-            committee = committees[generation - 1]
+            committee, own_previous = committees[generation - 1], True
+        cfg = train_cfg.for_warm_start_number(generation)
+        long = cfg.warm_start_max_epochs is None
+        if long and own_previous and (steps or {}).get(generation, {}).get("training_wall_s"):
+            committee = committees[generation]
+            out[generation] = {"wall_s": steps[generation]["training_wall_s"], "epochs": float("nan"), "long": True,
+                               **_scores(committee, test, held_out)}
+            log(f"{budget}, generation {generation}: the campaign's own (long) warm start {out[generation]}")
+            continue
         for atoms in frames:
             atoms.info["charge"] = config.system.charge
         start = time.perf_counter()
         committee, report = train_committee(
-            frames, train_cfg, n_members=config.committee.members, architecture=config.committee.architecture,
+            frames, cfg, n_members=config.committee.members, architecture=config.committee.architecture,
             model_hparams=config.committee.network_hparams(), initial=committee)
+        own_previous = False
         wall = time.perf_counter() - start
         out[generation] = {"wall_s": wall, "epochs": float(np.mean([m.epochs_run for m in report.members])),
-                           **_scores(committee, test, held_out)}
+                           "long": long, **_scores(committee, test, held_out)}
         log(f"{budget}, generation {generation}, {len(frames)} frames: {out[generation]}")
     return out
 
@@ -98,9 +114,10 @@ def replay(config, cumulative: dict[int, list], committees: dict[int, object], b
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--campaign", type=Path, default=DEFAULT_CAMPAIGN, metavar="TOML")
-    parser.add_argument("--budgets", nargs="+", default=["20@1e-3", "40@1e-3"], metavar="E[@LR]",
+    parser.add_argument("--budgets", nargs="+", default=["20@1e-3", "40@1e-3"], metavar="E[@LR][/N]",
                         help="warm starts to replay: at most E epochs (warm_start_max_epochs), at learning "
-                             "rate LR (warm_start_learning_rate; default the campaign's)")
+                             "rate LR (warm_start_learning_rate; default the campaign's), every Nth from the "
+                             "first uncapped (long_warm_start_every)")
     parser.add_argument("--one-step", action="store_true",
                         help="warm-start every generation from the campaign's own previous committee instead "
                              "of chaining the replay's (section warm-start-budget-one-step)")
@@ -111,13 +128,13 @@ def main(argv: list[str] | None = None) -> str:
     try:
         budgets = {text: parse_budget(text) for text in args.budgets}
     except ValueError as exc:
-        parser.error(f"--budgets: {exc} is not E or E@LR with E >= 1 and LR > 0")
+        parser.error(f"--budgets: {exc} is not E, E@LR or E@LR/N with E >= 1, LR > 0 and N >= 1")
     pool, test = _read("pool.extxyz"), _read("test.extxyz")
     held_out = pool[-HELD_OUT:]
     config, cumulative, committees, steps = campaign_generations(args.campaign)
     own = {g: _scores(committees[g], test, held_out) for g in sorted(committees)}
-    replays = {text: replay(config, cumulative, committees, budget, test, held_out,
-                                      chain=not args.one_step) for text, budget in budgets.items()}
+    replays = {text: replay(config, cumulative, committees, budget, test, held_out, chain=not args.one_step,
+                            steps=steps) for text, budget in budgets.items()}
     rows = []
     for generation in sorted(cumulative)[1:]:
         label_s = steps.get(generation, {}).get("label")
@@ -127,13 +144,15 @@ def main(argv: list[str] | None = None) -> str:
                "" if label_s is None else f"{label_s:.0f}"]
         for text in budgets:
             r = replays[text][generation]
-            row += [f"{r['force_mae']:.1f}", f"{r['spearman']:.2f}", f"{r['coverage']:.2f}", f"{r['wall_s']:.0f}",
+            row += [f"{r['force_mae']:.1f}" + (" (long)" if r.get("long") and budgets[text][2] else ""),
+                    f"{r['spearman']:.2f}", f"{r['coverage']:.2f}", f"{r['wall_s']:.0f}",
                     "" if label_s is None else f"{r['wall_s'] / label_s:.2f}"]
         rows.append(row)
     header = ["gen", "training frames", "campaign F MAE (meV/Å)", "Spearman", "95% coverage", "training (s)",
               "label step (s)"]
-    for text, (epochs, lr) in budgets.items():
-        header += [f"≤{epochs} ep.{'' if lr is None else f' at lr {lr:g}'}: F MAE", "Spearman", "coverage",
+    for text, (epochs, lr, every) in budgets.items():
+        header += [f"≤{epochs} ep.{'' if lr is None else f' at lr {lr:g}'}"
+                   f"{'' if every is None else f', long every {every}'}: F MAE", "Spearman", "coverage",
                    "training (s)", "training / label step"]
     command = "`OMP_NUM_THREADS=1 .venv/bin/python -m bench.warm_start_budget " + " ".join(
         sys.argv[1:] if argv is None else argv) + "`"

@@ -205,11 +205,13 @@ class TrainingProgress(Progress):
                     {"epoch": epoch + 1, "epochs": self.max_epochs, "train_loss": train_loss, "val_loss": val_loss})
 
 
-def training_progress(ctx: Any, description: str, *, warm_start: bool = True) -> TrainingProgress:
+def training_progress(ctx: Any, description: str, *, warm_start: bool = True,
+                      generation_index: int = 0) -> TrainingProgress:
     """The training progress of a campaign context (``flows.campaign.CampaignContext``);
     ``warm_start``: the training continues a previous committee (``[train]
-    warm_start_max_epochs`` caps it)."""
-    return TrainingProgress(ctx.name, description, ctx.config.train_config().epochs(warm_start))
+    warm_start_max_epochs`` caps it unless generation ``generation_index`` is a long one)."""
+    config = ctx.config.train_config().for_warm_start_number(generation_index)
+    return TrainingProgress(ctx.name, description, config.epochs(warm_start))
 
 
 def png_markdown(png: bytes, alt: str) -> str:

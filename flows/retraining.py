@@ -80,7 +80,8 @@ def retrain_task(config_path: str, plan: RetrainPlan) -> dict:
     ctx = context(config_path)
     index = plan.generation_index
     started = datetime.now(UTC)
-    progress = training_progress(ctx, f"retrain into generation {index}", warm_start=warm_starts(ctx))
+    progress = training_progress(ctx, f"retrain into generation {index}", warm_start=warm_starts(ctx),
+                                 generation_index=index)
     committee_id = train_generation(ctx, index, retrain={
         "new_labels": plan.new_labels, "previous_committee": plan.committee_id, "started": started},
         progress=progress.epoch)

@@ -85,7 +85,8 @@ def evaluate_fresh_task(config_path: str, generation_index: int) -> dict | None:
 @_no_cache(name="train-committee")
 def train_task(config_path: str, generation_index: int) -> int:
     ctx = context(config_path)
-    progress = training_progress(ctx, f"generation {generation_index}: committee", warm_start=warm_starts(ctx))
+    progress = training_progress(ctx, f"generation {generation_index}: committee", warm_start=warm_starts(ctx),
+                                 generation_index=generation_index)
     committee_id = train_generation(ctx, generation_index, progress=progress.epoch)
     progress.finish()
     announce_committee(ctx.name, ctx.campaign_id, committee_id, str(ctx.committee_dir(generation_index, committee_id)),

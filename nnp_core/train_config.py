@@ -47,6 +47,20 @@ class TrainConfig:
     #: at a from-scratch rate (MACE's 1e-2) first undoes much of what the previous
     #: committee knew (``bench.warm_start_budget``)
     warm_start_learning_rate: float | None = None
+    #: with the two caps above: warm starts number 1, 1 + N, 1 + 2N, ... of a campaign
+    #: (its generations 1, 1 + N, ...) are long ones, without the caps; those in between
+    #: fine-tune the last long one (``for_warm_start_number``). None: every warm start capped
+    long_warm_start_every: int | None = None
+    #: mace_run_train's "stage two" (``--swa``): the last this many epochs of the cap (or
+    #: as many more once every member has stopped early) train on the stage-two loss
+    #: weights at ``stage_two_learning_rate``, starting from each member's best weights so
+    #: far, with early stopping started afresh on the stage-two validation loss. 0: off
+    stage_two_epochs: int = 0
+    #: stage two's weights (mace_run_train: energy 1000 and forces 100 after 1 and 100, the
+    #: energy's share 1000x; here 10 and 1 after 0.1 and 1, 100x)
+    stage_two_energy_weight: float = 10.0
+    stage_two_force_weight: float = 1.0
+    stage_two_learning_rate: float = 1e-3
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float64"
 
@@ -57,6 +71,7 @@ class TrainConfig:
             "batch_size_frames": self.batch_size_frames >= 1,
             "learning_rate": self.learning_rate > 0,
             "warm_start_learning_rate": self.warm_start_learning_rate is None or self.warm_start_learning_rate > 0,
+            "long_warm_start_every": self.long_warm_start_every is None or self.long_warm_start_every >= 1,
             "min_learning_rate": 0 <= self.min_learning_rate <= self.learning_rate,
             "weight_decay": self.weight_decay >= 0,
             "energy_weight": self.energy_weight >= 0,
@@ -67,6 +82,10 @@ class TrainConfig:
             "lr_plateau_patience_epochs": self.lr_plateau_patience_epochs >= 1,
             "lr_plateau_factor": 0 < self.lr_plateau_factor < 1,
             "ema_decay": 0 <= self.ema_decay < 1,
+            "stage_two_epochs": 0 <= self.stage_two_epochs < self.max_epochs,
+            "stage_two_energy_weight": self.stage_two_energy_weight >= 0,
+            "stage_two_force_weight": self.stage_two_force_weight >= 0,
+            "stage_two_learning_rate": self.stage_two_learning_rate > 0,
             "dtype": self.dtype in ("float32", "float64"),
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -74,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"invalid TrainConfig field(s): {', '.join(bad)} (got {self})")
         if self.energy_weight == 0 and self.force_weight == 0:
             raise ValueError("TrainConfig: energy_weight and force_weight cannot both be 0")
+        if self.stage_two_epochs and self.stage_two_energy_weight == 0 and self.stage_two_force_weight == 0:
+            raise ValueError("TrainConfig: stage_two_energy_weight and stage_two_force_weight cannot both be 0")
 
     def epochs(self, warm_start: bool) -> int:
         """The cap on epochs of a training from scratch or of a warm start."""
@@ -83,11 +104,30 @@ class TrainConfig:
 
     def for_warm_start(self) -> "TrainConfig":
         """These settings with a warm start's epochs and learning rate in place of
-        ``max_epochs`` and ``learning_rate`` (``min_learning_rate`` kept at most that)."""
+        ``max_epochs`` and ``learning_rate`` (``min_learning_rate`` kept at most that,
+        ``stage_two_epochs`` scaled with the epochs)."""
         lr = self.learning_rate if self.warm_start_learning_rate is None else self.warm_start_learning_rate
-        return replace(self, max_epochs=self.epochs(warm_start=True), learning_rate=lr,
+        epochs = self.epochs(warm_start=True)
+        # a capped warm start keeps stage two's share of the epochs
+        stage_two = min(epochs - 1, round(self.stage_two_epochs * epochs / self.max_epochs))
+        return replace(self, max_epochs=epochs, learning_rate=lr, stage_two_epochs=stage_two,
                        min_learning_rate=min(self.min_learning_rate, lr),
                        warm_start_max_epochs=None, warm_start_learning_rate=None)
+
+    def for_warm_start_number(self, number: int) -> "TrainConfig":
+        """These settings for a campaign's ``number``-th warm start (1: the first, its
+        generation 1): without the warm-start caps when it is a long one
+        (``long_warm_start_every``)."""
+        every = self.long_warm_start_every
+        if every is not None and number >= 1 and (number - 1) % every == 0:
+            return replace(self, warm_start_max_epochs=None, warm_start_learning_rate=None)
+        return self
+
+    def stage_two(self) -> "TrainConfig":
+        """These settings with stage two's loss weights and learning rate."""
+        lr = self.stage_two_learning_rate
+        return replace(self, energy_weight=self.stage_two_energy_weight, force_weight=self.stage_two_force_weight,
+                       learning_rate=lr, min_learning_rate=min(self.min_learning_rate, lr), stage_two_epochs=0)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -290,15 +290,22 @@ def _run_epochs(model, data: LabelledSet, train_w, val_w, config: TrainConfig, p
     # exponential moving average of the weights (mace_run_train --ema): validated, kept
     # as the best state and returned in place of the raw weights
     ema = [p.detach().clone() for p in params] if config.ema_decay > 0 else None
-    for epoch in range(config.max_epochs):
+    # mace_run_train's stage two: the last stage_two_epochs (or as many more once every
+    # member has stopped early) on other loss weights and a lower learning rate
+    stage_two = config.stage_two() if config.stage_two_epochs else None
+    loss_config, epoch, end = config, 0, config.max_epochs
+    while epoch < end:
+        if stage_two is not None and loss_config is config and epoch == end - config.stage_two_epochs:
+            _start_stage_two(state, params, ema, optimiser, stage_two)
+            loss_config = stage_two
         order = rng.permutation(n_frames)
         train_sum = torch.zeros(n_members, dtype=torch.float64)
         for start in range(0, n_frames, config.batch_size_frames):
             chunk = [int(i) for i in order[start : start + config.batch_size_frames]]
             batch, energies, forces = data.collate(chunk)
             output = model(batch, compute_forces=True, create_graph=True)
-            losses = member_losses(output, energies, forces, batch, train_w[:, chunk], config, model.energy_scale,
-                                   _dipole_targets(model, data, chunk))
+            losses = member_losses(output, energies, forces, batch, train_w[:, chunk], loss_config,
+                                   model.energy_scale, _dipole_targets(model, data, chunk))
             grads = torch.autograd.grad(losses.sum(), params, allow_unused=True)
             optimiser.step(grads)
             if ema is not None:
@@ -312,21 +319,41 @@ def _run_epochs(model, data: LabelledSet, train_w, val_w, config: TrainConfig, p
                 live = [p.detach().clone() for p in params]
                 for average, p in zip(ema, params):
                     p.copy_(average)
-        val_loss = _evaluate_losses(model, data, val_indices, val_w, config, config.batch_size_frames).numpy()
+        val_loss = _evaluate_losses(model, data, val_indices, val_w, loss_config, config.batch_size_frames).numpy()
         if getattr(model, "joint_training", False):  # one schedule and early stop for all
             val_loss = np.full(n_members, val_loss.mean())
-        _update_members(state, val_loss, epoch, params, optimiser, config)
+        _update_members(state, val_loss, epoch, params, optimiser, loss_config)
         if live is not None:
             with torch.no_grad():
                 for raw, p in zip(live, params):
                     p.copy_(raw)
         history.append({"epoch": epoch, "train_loss": float(train_sum.mean()) / max(1, -(-n_frames // config.batch_size_frames)),
-                        "val_loss": float(val_loss.mean()), "lr": float(optimiser.lr.mean())})
+                        "val_loss": float(val_loss.mean()), "lr": float(optimiser.lr.mean()),
+                        **({"stage": 2 if loss_config is stage_two else 1} if stage_two is not None else {})})
         if progress is not None:
             progress(epoch, history[-1])
+        epoch += 1
         if state.stopped.all():
-            break
+            if stage_two is None or loss_config is stage_two:
+                break
+            end = epoch + config.stage_two_epochs  # stopped early: stage two next (as mace_run_train)
     return state, history
+
+
+def _start_stage_two(state: _MemberState, params, ema, optimiser, stage_two: TrainConfig) -> None:
+    """Continue from each member's best weights so far, at stage two's learning rate,
+    with early stopping and the plateau schedule started afresh (the validation loss
+    changes meaning with the weights)."""
+    with torch.no_grad():
+        for best, p in zip(state.best_params, params):
+            p.copy_(best)
+        for average, p in zip(ema or [], params):
+            average.copy_(p)
+    state.best_loss[:] = np.inf
+    state.since_best[:] = 0
+    state.since_lr_drop[:] = 0
+    state.stopped[:] = False
+    optimiser.lr[:] = stage_two.learning_rate
 
 
 def _update_members(state: _MemberState, val_loss: np.ndarray, epoch: int, params, optimiser, config) -> None:

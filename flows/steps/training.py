@@ -178,8 +178,9 @@ def train_generation(ctx: CampaignContext, generation_index: int, *, retrain: di
     if cold_start:  # `alflow run --new-committee`: the config's [committee], trained from scratch
         log.info("campaign %s: training a new committee from scratch (new [committee] settings)", ctx.name)
         previous = None
+    # generation g's warm start is the campaign's g-th ([train] long_warm_start_every)
     committee, report = train_committee(
-        frames, config.train_config(), n_members=config.committee.members,
+        frames, config.train_config().for_warm_start_number(generation_index), n_members=config.committee.members,
         architecture=config.committee.architecture, model_hparams=config.committee.network_hparams(),
         initial=previous[1] if previous else None, progress=progress,
     )

@@ -120,6 +120,10 @@ def _check_fresh_calibration(session, campaign_id, generations, committees, work
 
 
 def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> None:
+    # generation 1's warm start is a long one, generation 2's capped at 2 epochs
+    tiny_campaign.write_text(tiny_campaign.read_text().replace(
+        "early_stopping_patience_epochs = 20", "early_stopping_patience_epochs = 20\nwarm_start_max_epochs = 2\n"
+        "long_warm_start_every = 2"))
     recorder = ProgressRecorder()
     with attached(recorder):
         summary = active_learning(config_path=str(tiny_campaign))
@@ -169,6 +173,8 @@ def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> Non
         assert n_labels == 10 + selected  # initial + validation + selected, nothing else
         committees = s.scalars(select(CommitteeRow).order_by(CommitteeRow.id)).all()
         assert len(committees) == 3
+        epochs = [{m["epochs_run"] for m in c.member_reports} for c in committees]
+        assert min(epochs[0]) > 20 and min(epochs[1]) > 20 and epochs[2] == {2}, epochs
         assert _count(s, Evaluation, Evaluation.label_set == "validation") == 3
         assert _count(s, Evaluation, Evaluation.label_set == "fresh") >= 1
         # the typed records of every generation: step marks in order, counts that add up

@@ -132,7 +132,7 @@ def test_a_float32_copy_keeps_every_members_forces(committee) -> None:
 
 @pytest.fixture(scope="module")
 def trained(water_frames):
-    config = TrainConfig(max_epochs=30, batch_size_frames=8, learning_rate=5e-3, early_stopping_patience_epochs=30,
+    config = TrainConfig(max_epochs=15, batch_size_frames=8, learning_rate=1e-2, early_stopping_patience_epochs=30,
                          ema_decay=0.9)
     small = dict(SMALL, num_interactions=1)
     return train_committee(water_frames[:40], config, n_members=3, architecture="mace-shallow", model_hparams=small)

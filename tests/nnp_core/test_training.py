@@ -130,6 +130,12 @@ def test_warm_start_max_epochs_caps_only_warm_starts(ethanol_emt_frames) -> None
     assert config.epochs(warm_start=True) == 2 and TrainConfig(max_epochs=7).epochs(warm_start=True) == 7
     tuned = dataclasses.replace(config, warm_start_learning_rate=1e-6).for_warm_start()
     assert (tuned.max_epochs, tuned.learning_rate, tuned.min_learning_rate) == (2, 1e-6, 1e-6)
+    # long_warm_start_every 3: warm starts 1, 4, 7 run uncapped, the others capped
+    every = dataclasses.replace(config, long_warm_start_every=3)
+    assert [every.for_warm_start_number(n).epochs(warm_start=True) for n in range(1, 8)] == [4, 2, 2, 4, 2, 2, 4]
+    assert config.for_warm_start_number(1) == config
+    with pytest.raises(ValueError, match="long_warm_start_every"):
+        TrainConfig(long_warm_start_every=0)
     with pytest.raises(ValueError, match="warm_start_max_epochs"):
         TrainConfig(warm_start_max_epochs=0)
     with pytest.raises(ValueError, match="warm_start_learning_rate"):
@@ -151,6 +157,43 @@ def test_ema_members_are_the_moving_average_of_the_weights(ethanol_emt_frames) -
     assert any(not torch.equal(begin[n], end[n]) for n in begin if n.startswith("weights"))
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.0)
+
+
+def test_stage_two_ends_the_training_on_its_own_weights_and_rate(ethanol_emt_frames) -> None:
+    """``stage_two_epochs`` (mace_run_train's stage two): the last epochs run at
+    ``stage_two_learning_rate`` on the stage-two loss weights, from each member's best
+    weights so far; early stopping in stage one jumps to stage two."""
+    frames, hidden = ethanol_emt_frames, {"hidden_layers": [16]}
+    base = TrainConfig(max_epochs=6, seed=0, batch_size_frames=16, learning_rate=3e-3, dipole_weight=0.0,
+                       early_stopping_patience_epochs=50)
+    stage_one, _ = train_committee(frames, dataclasses.replace(base, max_epochs=4), n_members=2, model_hparams=hidden)
+    # a stage two that cannot move the weights returns stage one's best members, and its
+    # validation loss is theirs on the stage-two weights (linear in them)
+    val_loss = {}
+    for weights in ((10.0, 1.0), (1.0, 0.0), (0.0, 1.0)):
+        frozen = dataclasses.replace(base, stage_two_epochs=2, stage_two_learning_rate=1e-14,
+                                     stage_two_energy_weight=weights[0], stage_two_force_weight=weights[1])
+        still, report = train_committee(frames, frozen, n_members=2, model_hparams=hidden)
+        assert [h["stage"] for h in report.history] == [1, 1, 1, 1, 2, 2]
+        assert [h["lr"] for h in report.history[4:]] == [1e-14, 1e-14]
+        np.testing.assert_allclose(still.predict(frames[:5]).member_forces,
+                                   stage_one.predict(frames[:5]).member_forces, atol=1e-8)
+        val_loss[weights] = report.history[-1]["val_loss"]
+    assert val_loss[(10.0, 1.0)] == pytest.approx(10 * val_loss[(1.0, 0.0)] + val_loss[(0.0, 1.0)], rel=1e-6)
+    assert val_loss[(1.0, 0.0)] < 0.5 * val_loss[(0.0, 1.0)]
+    # no improvement for a whole patience in stage one: stage two next, then its own early stop
+    stuck = dataclasses.replace(base, max_epochs=50, learning_rate=1e-14, min_learning_rate=0.0,
+                                early_stopping_patience_epochs=1,
+                                stage_two_epochs=5, stage_two_learning_rate=1e-14)
+    _, stopped = train_committee(frames, stuck, n_members=2, model_hparams=hidden)
+    assert [h["stage"] for h in stopped.history] == [1, 1, 2, 2]
+    # a capped warm start keeps stage two's share of its epochs
+    assert dataclasses.replace(base, max_epochs=150, stage_two_epochs=30, warm_start_max_epochs=20
+                               ).for_warm_start().stage_two_epochs == 4
+    with pytest.raises(ValueError, match="stage_two_epochs"):
+        TrainConfig(max_epochs=10, stage_two_epochs=10)
+    with pytest.raises(ValueError, match="stage_two_learning_rate"):
+        TrainConfig(stage_two_learning_rate=0.0)
 
 
 def test_bad_training_data_is_refused(ethanol_emt_frames, water_frames) -> None:
