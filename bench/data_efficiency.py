@@ -296,7 +296,9 @@ def random_curve(preset: Preset, pool: list, test: list, results: Results, log=p
 
 def run_campaign(config_path: Path, label_budget: int, log=print) -> None:
     """Run the ``active_learning`` flow one generation at a time until the campaign
-    has ``label_budget`` labels or stops by itself (needs a Prefect API)."""
+    has ``label_budget`` labels, stops by itself, or its last 2 generations labelled
+    nothing (its trust window emptied: without adaptive trust_lo it would explore on to
+    its generation limit; the UDD campaign did at 184 labels) (needs a Prefect API)."""
     from flows.active_learning import active_learning
     from flows.campaign import open_campaign
     from flows.status import campaign_status
@@ -307,9 +309,11 @@ def run_campaign(config_path: Path, label_budget: int, log=print) -> None:
             ctx = open_campaign(config_path, create=False)
             with reading(ctx.engine) as session:
                 status = campaign_status(session, ctx.campaign_id)
-            if status["labels"] >= label_budget or status["finished"]:
-                log(f"{config_path.parent.name}: {status['labels']} labels, "
-                    f"{len(status['generations'])} generations, {status['stop_reason'] or 'budget spent'}")
+            done = [g for g in status["generations"] if g["status"] == "done"]
+            stalled = len(done) >= 3 and all(g["labels"] + g["failed"] == 0 for g in done[-2:])
+            if status["labels"] >= label_budget or status["finished"] or stalled:
+                log(f"{config_path.parent.name}: {status['labels']} labels, {len(status['generations'])} generations, "
+                    f"{status['stop_reason'] or ('window empty' if stalled else 'budget spent')}")
                 return
         active_learning(config_path=str(config_path), max_new_generations=1)
 

@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> str:
     rows = []
     for variant in args.variants:
         for point in campaign_points(variant, data_dir, frames, test, cache, args.stability_ps):
-            cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+            # another run (another variant) may have added points meanwhile: keep them
+            on_disk = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+            cache_path.write_text(json.dumps({**on_disk, **cache}, indent=1, sort_keys=True))
             name = f"{variant} generation {point['generation']}"
             if "stable_seeds_800K" in point:
                 name += f" (800 K: {point['stable_seeds_800K']}/5 stable, {point['stability_ps']} ps)"
