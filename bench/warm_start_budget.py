@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> str:
     ])
     print(text)
     if not args.no_write:
-        write_section("warm-start-budget" + ("-one-step" if args.one_step else ""), text)
+        alternated = any(every for _, _, every in budgets.values())
+        write_section("warm-start-budget" + ("-one-step" if args.one_step else "-long-every" if alternated else ""),
+                      text)
     return text
 
 
