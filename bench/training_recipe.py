@@ -34,8 +34,8 @@ COMMITTEES = {"bpnn": {"architecture": "bpnn"}, "mace-float64": {**MACE, "dtype"
 RECIPES = {"example": {}, "ema": {"ema_decay": 0.99}, "lr 1e-2": {"learning_rate": 1e-2},
            "lr 1e-2 + ema": {"learning_rate": 1e-2, "ema_decay": 0.99},
            # mace_run_train --swa: the last quarter of the epochs on energy-heavy weights at lr 1e-3
-           "lr 1e-2 + ema + stage two": {"learning_rate": 1e-2, "ema_decay": 0.99, "stage_two_epochs": -4},
-           "ema + stage two": {"ema_decay": 0.99, "stage_two_epochs": -4}}
+           "lr 1e-2 + ema + stage two": {"learning_rate": 1e-2, "ema_decay": 0.99, "stage_two_share": 0.25},
+           "ema + stage two": {"ema_decay": 0.99, "stage_two_share": 0.25}}
 HELD_OUT = 30  # the pool's last frames: calibration only
 
 
@@ -59,11 +59,11 @@ def _train_and_score(settings: dict, recipe: dict, frames: list, test: list, hel
 
     config = load_config(ROOT / "examples" / "ethanol.toml")
     committee_cfg = CommitteeSection.model_validate({**config.committee.model_dump(), "members": members, **settings})
+    share = recipe.get("stage_two_share", 0.0)  # stage two: this share of the epochs, as the cap sets them
     train_cfg = replace(config.train_config(), seed=seed, dtype=committee_cfg.dtype,
-                        **{k: v for k, v in recipe.items() if k != "stage_two_epochs"},
+                        **{k: v for k, v in recipe.items() if k != "stage_two_share"},
                         **({"max_epochs": epochs} if epochs else {}))
-    if recipe.get("stage_two_epochs"):  # -k: the last 1/k of the epochs
-        train_cfg = replace(train_cfg, stage_two_epochs=train_cfg.max_epochs // -recipe["stage_two_epochs"])
+    train_cfg = replace(train_cfg, stage_two_epochs=int(train_cfg.max_epochs * share))
     start = time.perf_counter()
     committee, report = train_committee(frames, train_cfg, n_members=members, architecture=committee_cfg.architecture,
                                         model_hparams=committee_cfg.network_hparams())
