@@ -61,11 +61,14 @@ def campaign_generations(config_path: Path) -> tuple[object, dict[int, list], di
 def parse_budget(text: str) -> tuple[int, float | None, int | None]:
     """``"E"``, ``"E@LR"`` or ``"E@LR/N"``: warm starts of at most E epochs (at learning
     rate LR), every Nth one from the first a long one (``long_warm_start_every``)."""
-    text, _, every = text.partition("/")
-    epochs, _, lr = text.partition("@")
-    budget = int(epochs), (float(lr) if lr else None), (int(every) if every else None)
+    head, _, every = text.partition("/")
+    epochs, _, lr = head.partition("@")
+    try:
+        budget = int(epochs), (float(lr) if lr else None), (int(every) if every else None)
+    except ValueError:
+        raise ValueError(repr(text)) from None
     if budget[0] < 1 or (budget[1] is not None and budget[1] <= 0) or (budget[2] is not None and budget[2] < 1):
-        raise ValueError(text)
+        raise ValueError(repr(text))
     return budget
 
 
