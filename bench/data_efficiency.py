@@ -137,7 +137,7 @@ PRESETS = {
                            "committee": {**MACE_COMMITTEE, "members": 2, "dtype": "float32"},
                            "train": {"learning_rate": 1e-2, "ema_decay": 0.99, "max_epochs": 100},
                            "explore": {"dtype": "float32"}},
-                          seeds=(0,), al_labels=150)),
+                          seeds=(0, 1, 2), al_labels=200)),
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30}},
         # PaiNN with the BPNN's training settings (lr 3e-3, plateau patience 10) gave
         # 127 meV/Å at 100 random labels; 64 features and 3 interactions with lr 1e-3
@@ -493,6 +493,8 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
         random_curve(preset, pool, test, results, log, architecture)
     if "al" not in skip:
         run_variants = tuple(v for v in preset.variants if not only or v.name in only)
+        if "seeds" in changes:  # an explicit --seeds runs those seeds of every variant run
+            run_variants = tuple(replace(v, seeds=changes["seeds"]) for v in run_variants)
         active_learning_curve(replace(preset, variants=run_variants), test, results, data_dir, log, architecture)
     subset_points(preset, results, test, log)
     campaign_outcomes(preset, results)
@@ -536,7 +538,8 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="full")
     parser.add_argument("--no-write", action="store_true", help="print, don't touch docs/")
-    parser.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds (and those of "
+                        "the active-learning variants run)")
     parser.add_argument("--sizes", type=int, nargs="+", help="override the random curve's label counts")
     parser.add_argument("--al-labels", type=int, help="override the campaigns' label budget")
     parser.add_argument("--skip", nargs="+", choices=("random", "al"), default=())

@@ -20,9 +20,9 @@
     .venv/bin/python -m bench.dipole_accuracy [--labels 50 100 200] [--seeds 0 1 2]
         [--members 4] [--replicas 8] [--ps 20] [--no-write]
 
-4. With ``--al-labels FILE`` (an ``alflow export CONFIG --format extxyz`` of an active-
-   learning campaign, labels in the order they were made) only this: committees trained
-   from scratch on the campaign's first N labels against random draws of N pool frames
+4. With ``--al-labels FILE [FILE ...]`` (``alflow export CONFIG --format extxyz`` of
+   active-learning campaigns, labels in the order they were made) only this: committees
+   trained from scratch on each campaign's first N labels against random draws of N pool frames
    (``--labels``, ``--seeds``), dipole and force MAE on the test set (section
    ``dipole-ir-al``).
 """
@@ -229,24 +229,29 @@ def spectrum_lines(committee, harmonic, reference: dict, replicas: int, ps: floa
     return lines, spectrum
 
 
-def al_rows(al_frames: list, pool: list, test: list, sizes: list[int], seeds: list[int], recipe: Recipe) -> list:
+def al_rows(campaigns: dict[str, list], pool: list, test: list, sizes: list[int], seeds: list[int],
+            recipe: Recipe) -> list:
+    """One row per label count: each campaign's first N labels (one committee, the first
+    seed) and N random pool frames (every seed), dipole and force MAE on ``test``."""
     reference = np.array([a.get_dipole_moment() for a in test])
     forces = np.concatenate([a.get_forces() for a in test])
+
+    def errors(frames: list, seed: int) -> tuple[float, float]:
+        prediction = _train(frames, recipe, seed)[0].predict(test)
+        return (float(np.abs(prediction.dipole_mean - reference).mean()),
+                1000 * float(np.abs(prediction.forces_mean - forces).mean()))
+
     rows = []
     for n in sizes:
-        if n > len(al_frames):
+        if all(n > len(frames) for frames in campaigns.values()):
             continue
-        random_dipole, random_force = [], []
-        for seed in seeds:
-            frames = [pool[i] for i in np.random.default_rng(seed).choice(len(pool), n, replace=False)]
-            prediction = _train(frames, recipe, seed)[0].predict(test)
-            random_dipole.append(np.abs(prediction.dipole_mean - reference).mean())
-            random_force.append(1000 * np.abs(prediction.forces_mean - forces).mean())
-        prediction = _train(al_frames[:n], recipe, seeds[0])[0].predict(test)
-        al_dipole = float(np.abs(prediction.dipole_mean - reference).mean())
-        al_force = 1000 * float(np.abs(prediction.forces_mean - forces).mean())
-        rows.append([n, round(al_dipole, 4), f"{np.mean(random_dipole):.4f} ± {np.std(random_dipole):.4f}",
-                     round(al_force, 1), f"{np.mean(random_force):.1f} ± {np.std(random_force):.1f}"])
+        mine = [errors(frames[:n], seeds[0]) if n <= len(frames) else None for frames in campaigns.values()]
+        random = np.array([errors([pool[i] for i in np.random.default_rng(seed).choice(len(pool), n, replace=False)],
+                                  seed) for seed in seeds])
+        rows.append([n, *(round(point[0], 4) if point else "" for point in mine),
+                     f"{random[:, 0].mean():.4f} ± {random[:, 0].std():.4f}",
+                     *(round(point[1], 1) if point else "" for point in mine),
+                     f"{random[:, 1].mean():.1f} ± {random[:, 1].std():.1f}"])
         print(rows[-1], flush=True)
     return rows
 
@@ -254,20 +259,24 @@ def al_rows(al_frames: list, pool: list, test: list, sizes: list[int], seeds: li
 def al_main(args) -> str:
     import ase.io
 
-    al_frames = ase.io.read(args.al_labels, index=":")
-    al_frames = [a for a in al_frames if a.calc is not None and "dipole" in a.calc.results]
+    campaigns = {}
+    for path in args.al_labels:
+        frames = ase.io.read(path, index=":")
+        campaigns[path.stem] = [a for a in frames if a.calc is not None and "dipole" in a.calc.results]
     pool, test = _read("pool.extxyz"), _read("test.extxyz")
-    rows = al_rows(al_frames, pool, test, args.labels, args.seeds,
-                   Recipe(args.committee, args.members, args.epochs))
+    rows = al_rows(campaigns, pool, test, args.labels, args.seeds, Recipe(args.committee, args.members, args.epochs))
     command = "`.venv/bin/python -m bench.dipole_accuracy " + " ".join(sys.argv[1:]) + "`"
+    described = ", ".join(f"`{name}` ({len(frames)} labels)" for name, frames in campaigns.items())
     text = "\n".join([
         "## Dipole accuracy: active-learning labels vs random (issue 20)", "", command, "", machine_line(), "",
-        f"The labels of one `examples/ethanol.toml` campaign ({len(al_frames)} labels with dipoles, in the order "
-        "they were made: generation 0 from GFN2-xTB MD, then the committee's selections), against random draws "
-        f"of the pool (seeds {', '.join(map(str, args.seeds))}); committees of {args.members} trained from scratch "
-        "with the example's settings; test set as above.", "",
-        markdown_table(["labels", "AL dipole MAE (e·Å)", "random dipole MAE (e·Å)", "AL F MAE (meV/Å)",
-                        "random F MAE (meV/Å)"], rows),
+        f"Active-learning campaigns' labels with dipoles, in the order they were made (generation 0 from "
+        f"GFN2-xTB MD, then the committee's selections): {described}; each campaign's first N labels (one "
+        f"committee, seed {args.seeds[0]}) against random draws of N pool frames (seeds "
+        f"{', '.join(map(str, args.seeds))}); committees of {args.members} trained from scratch with "
+        + ("the example's settings" if args.committee == "bpnn" else f"the {args.committee} recipe")
+        + "; test set as above.", "",
+        markdown_table(["labels", *(f"{name} dipole MAE (e·Å)" for name in campaigns), "random dipole MAE (e·Å)",
+                        *(f"{name} F MAE (meV/Å)" for name in campaigns), "random F MAE (meV/Å)"], rows),
     ])
     print(text)
     if not args.no_write:
@@ -287,8 +296,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--ps", type=float, default=20.0, help="0: no spectrum")
     parser.add_argument("--skip-no-dipole", action="store_true",
                         help="do not train the dipole_weight = 0 committees (the force comparison)")
-    parser.add_argument("--al-labels", type=Path, default=None, metavar="FILE",
-                        help="an exported AL campaign's labels: compare them with random draws only")
+    parser.add_argument("--al-labels", type=Path, nargs="+", default=None, metavar="FILE",
+                        help="exported AL campaigns' labels (extxyz, named by the file's stem): compare them "
+                        "with random draws only")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     import torch
