@@ -128,6 +128,16 @@ PRESETS = {
                           {"loop": XTB_START, "explore": {"bias": "udd"}}, seeds=(0,), al_labels=200),
                   Variant("al-metad", "active learning, xTB-MD start, torsion metadynamics",
                           {"loop": XTB_START, "explore": {"bias": "metad"}}, seeds=(0,), al_labels=200),
+                  # the rare-event set's high-energy frames come from xTB MD at 1000-1500 K,
+                  # where neither bias drives the replicas: al-thermal's protocol explored
+                  # at 300, 700 and 1200 K instead of 300, 500 and 700 K
+                  Variant("al-hot", "active learning, xTB-MD start, Langevin at 300/700/1200 K",
+                          {"loop": XTB_START, "explore": {"temperatures_K": [300, 700, 1200]}}, seeds=(0,),
+                          al_labels=200),
+                  # issue 20: al-thermal's protocol with frames judged on max_force_dev +
+                  # 10 (eV/Å per e·Å) x the members' dipole spread (select.dipole_weight)
+                  Variant("al-dipole", "active learning, xTB-MD start, dipole spread in the selection",
+                          {"loop": XTB_START, "select": {"dipole_weight": 10.0}}, seeds=(0,), al_labels=100),
                   # issue 18: the same protocol as al-adaptive, driven by a MACE committee
                   # (2 float32 members, MACE's recipe lr 1e-2 + EMA, explored in float32)
                   Variant("al-mace", "active learning, MACE committee, xTB-MD start, adaptive trust_lo",

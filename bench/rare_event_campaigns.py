@@ -29,7 +29,7 @@ import numpy as np
 from bench._report import machine_line, markdown_table, write_section
 
 SECTION = "rare-event-campaigns"
-VARIANTS = ("al-thermal", "al-udd", "al-metad")
+VARIANTS = ("al-thermal", "al-udd", "al-metad", "al-hot")
 SUBSETS = ("hydroxyl_scan", "methyl_scan", "high_energy")
 
 
