@@ -432,7 +432,7 @@ def render(plan: Plan, estimate: Estimate | None) -> str:
         "min_learning_rate = 1e-5",
         "energy_weight = 0.1",
         "force_weight = 1.0",
-        "dipole_weight = 0.01             # learn the labels' dipoles too (alflow spectrum); 0: no dipole",
+        "dipole_weight = 0.1              # learn the labels' dipoles too (alflow spectrum); 0: no dipole",
         "validation_fraction = 0.1",
         "early_stopping_patience_epochs = 50",
         "# ema_decay = 0.99               # moving average of the weights; with architecture = \"mace\"",
