@@ -305,6 +305,9 @@ def main(argv: list[str] | None = None) -> str:
 
     torch.set_num_threads(1)
     if args.al_labels is not None:
+        missing = [str(path) for path in args.al_labels if not path.is_file()]
+        if missing:
+            parser.error(f"--al-labels: no such file: {', '.join(missing)}")
         return al_main(args)
     pool, test = _read("pool.extxyz"), _read("test.extxyz")
     rows, committees = accuracy_rows(pool, test, args.labels, args.seeds,

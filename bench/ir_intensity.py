@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     if args.labels < 2:
         parser.error(f"--labels: a committee needs at least 2 frames (got {args.labels})")
+    if args.members < 2:
+        parser.error(f"--members: a committee needs at least 2 members (got {args.members})")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be >= 1 (got {args.epochs})")
     if any(not np.isfinite(w) or w < 0 for w in args.dipole_weights):
         parser.error(f"--dipole-weights must be finite and >= 0 (got {args.dipole_weights})")
     import torch

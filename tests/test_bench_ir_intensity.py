@@ -42,3 +42,25 @@ def test_fixed_charge_baseline_intensities_are_those_of_its_charges(ethanol) -> 
     with torch.no_grad():
         got = fixed_charge_intensities(committee, ethanol, modes)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--labels", "1"], "--labels: a committee needs at least 2 frames"),
+    (["--members", "1"], "--members: a committee needs at least 2 members"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--dipole-weights", "0.1", "-1"], "--dipole-weights must be finite and >= 0"),
+])
+def test_bad_options_are_refused_in_one_line(argv, message, capsys) -> None:
+    from bench.ir_intensity import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_dipole_accuracy_refuses_a_missing_label_file(tmp_path, capsys) -> None:
+    from bench.dipole_accuracy import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--al-labels", str(tmp_path / "nope.extxyz")])
+    assert exit_info.value.code == 2 and "--al-labels: no such file" in capsys.readouterr().err
