@@ -2,7 +2,8 @@
 judged on the rare-event set and on the thermal test set, against random sampling.
 
 Campaigns: ``bench.data_efficiency``'s variants ``al-thermal`` (plain Langevin),
-``al-udd`` (uncertainty-driven dynamics) and ``al-metad`` (torsion metadynamics), all
+``al-udd`` (uncertainty-driven dynamics), ``al-metad`` (torsion metadynamics) and
+``al-hot`` (plain Langevin at 300/700/1200 K), all
 from the xTB-MD start of the ethanol example, run there (their folders under
 ``bench/data/ethanol-pbe-def2svp/``). Every generation's own committee is scored
 (:func:`bench.rare_events.rare_event_metrics`: per-subset force MAE, relative energies
@@ -14,7 +15,7 @@ With ``--stability-ps`` each campaign's last committee also runs Langevin MD at 
 Points are cached in ``rare-events-campaigns.json`` next to the data (resumable);
 the section ``rare-event-campaigns`` of docs/benchmarks.md holds the table.
 
-    .venv/bin/python -m bench.rare_event_campaigns [--variants al-thermal al-udd al-metad]
+    .venv/bin/python -m bench.rare_event_campaigns [--variants al-thermal al-udd al-metad al-hot]
         [--stability-ps 10] [--no-write]
 """
 
