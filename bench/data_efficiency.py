@@ -134,6 +134,13 @@ PRESETS = {
                   Variant("al-hot", "active learning, xTB-MD start, Langevin at 300/700/1200 K",
                           {"loop": XTB_START, "explore": {"temperatures_K": [300, 700, 1200]}}, seeds=(0,),
                           al_labels=200),
+                  # al-hot's 1200 K replicas reach the high-energy region, but 7 137 of its
+                  # 33 000 frames were past trust_hi (0.5 eV/Å) and none of them could be
+                  # labelled: al-hot with the window widened to 1 eV/Å (the bond filter kept)
+                  Variant("al-hot-wide", "active learning, xTB-MD start, Langevin at 300/700/1200 K, "
+                          "trust_hi 1 eV/Å",
+                          {"loop": XTB_START, "explore": {"temperatures_K": [300, 700, 1200]},
+                           "select": {"trust_hi_eV_A": 1.0}}, seeds=(0,), al_labels=200),
                   # issue 20: al-thermal's protocol with frames judged on max_force_dev +
                   # 10 (eV/Å per e·Å) x the members' dipole spread (select.dipole_weight)
                   Variant("al-dipole", "active learning, xTB-MD start, dipole spread in the selection",

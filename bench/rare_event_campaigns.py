@@ -3,7 +3,8 @@ judged on the rare-event set and on the thermal test set, against random samplin
 
 Campaigns: ``bench.data_efficiency``'s variants ``al-thermal`` (plain Langevin),
 ``al-udd`` (uncertainty-driven dynamics), ``al-metad`` (torsion metadynamics) and
-``al-hot`` (plain Langevin at 300/700/1200 K), all
+``al-hot`` (plain Langevin at 300/700/1200 K) and ``al-hot-wide`` (al-hot with
+``trust_hi`` 1 eV/Å instead of 0.5), all
 from the xTB-MD start of the ethanol example, run there (their folders under
 ``bench/data/ethanol-pbe-def2svp/``). Every generation's own committee is scored
 (:func:`bench.rare_events.rare_event_metrics`: per-subset force MAE, relative energies
@@ -15,7 +16,7 @@ With ``--stability-ps`` each campaign's last committee also runs Langevin MD at 
 Points are cached in ``rare-events-campaigns.json`` next to the data (resumable);
 the section ``rare-event-campaigns`` of docs/benchmarks.md holds the table.
 
-    .venv/bin/python -m bench.rare_event_campaigns [--variants al-thermal al-udd al-metad al-hot]
+    .venv/bin/python -m bench.rare_event_campaigns [--variants al-thermal al-udd al-metad al-hot al-hot-wide]
         [--stability-ps 10] [--no-write]
 """
 
@@ -30,7 +31,7 @@ import numpy as np
 from bench._report import machine_line, markdown_table, write_section
 
 SECTION = "rare-event-campaigns"
-VARIANTS = ("al-thermal", "al-udd", "al-metad", "al-hot")
+VARIANTS = ("al-thermal", "al-udd", "al-metad", "al-hot", "al-hot-wide")
 SUBSETS = ("hydroxyl_scan", "methyl_scan", "high_energy")
 
 
