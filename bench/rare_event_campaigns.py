@@ -17,7 +17,7 @@ Points are cached in ``rare-events-campaigns.json`` next to the data (resumable)
 the section ``rare-event-campaigns`` of docs/benchmarks.md holds the table.
 
     .venv/bin/python -m bench.rare_event_campaigns [--variants al-thermal al-udd al-metad al-hot al-hot-wide]
-        [--stability-ps 10] [--no-write]
+        [--seeds 0 1 2] [--stability-ps 10] [--no-write]
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ SUBSETS = ("hydroxyl_scan", "methyl_scan", "high_energy")
 
 
 def campaign_points(variant: str, data_dir: Path, frames: list, test: list, cache: dict,
-                    stability_ps: float, log=print) -> list[dict]:
-    """One point per generation committee of the campaign ``<variant>-seed0``."""
+                    stability_ps: float, log=print, seed: int = 0, save=lambda: None) -> list[dict]:
+    """One point per generation committee of the campaign ``<variant>-seed<seed>``."""
     from bench.data_efficiency import campaign_frames
     from bench.rare_events import rare_event_metrics
     from flows.steps.training import evaluation_metrics
 
-    config_path = data_dir / f"{variant}-seed0" / "campaign.toml"
+    config_path = data_dir / f"{variant}-seed{seed}" / "campaign.toml"
     if not config_path.with_name("alflow.db").exists():
         log(f"{variant}: no campaign at {config_path.parent}")
         return []
@@ -50,15 +50,16 @@ def campaign_points(variant: str, data_dir: Path, frames: list, test: list, cach
     points = []
     last = max(committees)
     for generation, committee in sorted(committees.items()):
-        key = f"{variant}/seed0/g{generation}"
+        key = f"{variant}/seed{seed}/g{generation}"
         n_labels = sum(1 for a in labelled if a.info.get("generation", 0) <= generation)
         point = cache.get(key)
         if point is None or point.get("n_labels") != n_labels:
-            point = {"variant": variant, "generation": generation, "n_labels": n_labels,
+            point = {"variant": variant, "seed": seed, "generation": generation, "n_labels": n_labels,
                      "thermal": evaluation_metrics(committee, test), **rare_event_metrics(committee, frames)}
         if generation == last and stability_ps and point.get("stability_ps") != stability_ps:
             point.update(stability_ps=stability_ps, **stability(committee, data_dir, stability_ps))
         cache[key] = point
+        save()
         points.append(point)
         log(f"{key} N={n_labels}: {summary(point)}")
     return points
@@ -97,7 +98,28 @@ def random_rows(random: dict, sizes: list[int]) -> list[list]:
     return rows
 
 
-def row(name: str, n_labels: int, points: list[dict]) -> list:
+def variant_rows(variant: str, points: list[dict]) -> list[list]:
+    """The table rows of one campaign variant: one per generation of its one seed, or,
+    with several seeds, mean ± std over the seeds at each generation index (the label
+    counts of the seeds' generations given as a range where they differ)."""
+    seeds = sorted({p.get("seed", 0) for p in points})
+    rows = []
+    for generation in sorted({p["generation"] for p in points}):
+        at = sorted((p for p in points if p["generation"] == generation), key=lambda p: p.get("seed", 0))
+        counts = sorted({p["n_labels"] for p in at})
+        labels = counts[0] if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        name = f"{variant} generation {generation}"
+        if len(seeds) > 1:
+            name += f" ({len(at)} of {len(seeds)} seeds)" if len(at) < len(seeds) else f" ({len(seeds)} seeds)"
+        stable = [p for p in at if "stable_seeds_800K" in p]
+        if stable:
+            runs = ", ".join(f"{p['stable_seeds_800K']}/5" for p in stable)
+            name += f" (800 K: {runs} stable, {stable[0]['stability_ps']} ps)"
+        rows.append(row(name, labels, at))
+    return rows
+
+
+def row(name: str, n_labels: int | str, points: list[dict]) -> list:
     def stat(get, scale: float = 1000.0) -> str:
         values = [scale * get(p) for p in points]
         return f"{np.mean(values):.1f}" + (f" ± {np.std(values):.1f}" if len(values) > 1 else "")
@@ -119,6 +141,8 @@ def main(argv: list[str] | None = None) -> str:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+                        help="campaign seeds (folders <variant>-seed<N>); missing ones are skipped")
     parser.add_argument("--stability-ps", type=float, default=0.0, help="800 K MD per last committee (0: skip)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
@@ -128,16 +152,19 @@ def main(argv: list[str] | None = None) -> str:
     test = labelled_set(with_reference(PRESETS["full"]).data, "test")
     cache_path = data_dir / "rare-events-campaigns.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+
+    def save() -> None:
+        # another run (another variant) may have added points meanwhile: keep them
+        on_disk = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+        cache_path.write_text(json.dumps({**on_disk, **cache}, indent=1, sort_keys=True))
+
     rows = []
     for variant in args.variants:
-        for point in campaign_points(variant, data_dir, frames, test, cache, args.stability_ps):
-            # another run (another variant) may have added points meanwhile: keep them
-            on_disk = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-            cache_path.write_text(json.dumps({**on_disk, **cache}, indent=1, sort_keys=True))
-            name = f"{variant} generation {point['generation']}"
-            if "stable_seeds_800K" in point:
-                name += f" (800 K: {point['stable_seeds_800K']}/5 stable, {point['stability_ps']} ps)"
-            rows.append(row(name, point["n_labels"], [point]))
+        points = []
+        for seed in args.seeds:
+            points += campaign_points(variant, data_dir, frames, test, cache, args.stability_ps, seed=seed,
+                                      save=save)
+        rows += variant_rows(variant, points)
     random = json.loads((data_dir / RESULTS_NAME).read_text()) if (data_dir / RESULTS_NAME).exists() else {}
     rows += random_rows(random, [25, 50, 100, 200, 300])
     headers = ["committee", "labels", "thermal test", "rare: all", "O-H scan", "CH3 scan", "high-energy",
@@ -148,7 +175,8 @@ def main(argv: list[str] | None = None) -> str:
         "Force MAE per component (meV/Å) of each campaign generation's own committee on `test.extxyz` "
         "(thermal) and on the rare-event set (`bench.rare_events`), and the error of the two torsion "
         "barriers (committee minus PBE, meV) and of the relative energies along each relaxed scan (RMSE, "
-        "meV). Campaigns: `bench.data_efficiency` variants (xTB-MD start, one seed each); random sampling: "
+        "meV). Campaigns: `bench.data_efficiency` variants (xTB-MD start; with several seeds, mean ± std over "
+        "the seeds' committees of the same generation); random sampling: "
         "`bench.rare_events --random` (mean ± std over seeds).", "",
         markdown_table(headers, rows),
     ])
