@@ -12,6 +12,9 @@ and barrier heights along the two relaxed torsion scans) and on ``test.extxyz``;
 random-sampling points are ``bench.rare_events --random``'s (same training settings).
 With ``--stability-ps`` each campaign's last committee also runs Langevin MD at 800 K
 (``bench.stability.stability_run``, 5 seeds): seeds whose bonds stay within 0.5 Å.
+A second table says how each campaign's last committee, and the kept random-sampling
+committees, judge the rare set's high-energy frames (:func:`high_energy_judgement`): the
+share they would call accurate, their uncertainty against their true error.
 
 Points are cached in ``rare-events-campaigns.json`` next to the data (resumable);
 the section ``rare-event-campaigns`` of docs/benchmarks.md holds the table.
@@ -56,6 +59,8 @@ def campaign_points(variant: str, data_dir: Path, frames: list, test: list, cach
         if point is None or point.get("n_labels") != n_labels:
             point = {"variant": variant, "seed": seed, "generation": generation, "n_labels": n_labels,
                      "thermal": evaluation_metrics(committee, test), **rare_event_metrics(committee, frames)}
+        if generation == last and "high_energy_judgement" not in point:
+            point["high_energy_judgement"] = high_energy_judgement(committee, frames, data_dir)
         if generation == last and stability_ps and point.get("stability_ps") != stability_ps:
             point.update(stability_ps=stability_ps, **stability(committee, data_dir, stability_ps))
         cache[key] = point
@@ -63,6 +68,54 @@ def campaign_points(variant: str, data_dir: Path, frames: list, test: list, cach
         points.append(point)
         log(f"{key} N={n_labels}: {summary(point)}")
     return points
+
+
+def high_energy_judgement(committee, frames: list, data_dir: Path, trust_lo: float = 0.2) -> dict:
+    """How the committee judges the rare set's high-energy frames: the share it would call
+    accurate (max_force_dev below the example's ``trust_lo``), in the window, or past
+    ``trust_hi`` 0.5 eV/Å; the medians of max_force_dev and of the largest per-atom force
+    error, their Spearman correlation, and the share of frames whose bond graph differs
+    from the PBE minimum's (which the selection filter would drop)."""
+    import ase.io
+    from scipy.stats import spearmanr
+
+    from nnp_core.sanity import check_bond_graph
+
+    high = [a for a in frames if a.info.get("subset") == "high_energy"]
+    reference = ase.io.read(data_dir / "pbe-minimum.extxyz")
+    prediction = committee.predict(high)
+    errors = prediction.forces_mean - np.concatenate([a.get_forces() for a in high])
+    max_error = np.array([np.linalg.norm(errors[s], axis=1).max() for s in prediction.frame_slices()])
+    dev = np.asarray(prediction.max_force_dev)
+    return {"n_frames": len(high), "below_trust_lo": float(np.mean(dev < trust_lo)),
+            "in_window": float(np.mean((dev >= trust_lo) & (dev < 0.5))), "past_trust_hi": float(np.mean(dev >= 0.5)),
+            "median_max_force_dev": float(np.median(dev)), "median_max_force_error": float(np.median(max_error)),
+            "spearman": float(spearmanr(dev, max_error)[0]),
+            "bond_graph_changed": float(np.mean([check_bond_graph(a, reference) is not None for a in high]))}
+
+
+def judgement_rows(judged: list[tuple[str, int, dict]]) -> list[list]:
+    return [[name, n, f"{j['below_trust_lo']:.2f}", f"{j['in_window']:.2f}", f"{j['past_trust_hi']:.2f}",
+             f"{j['median_max_force_dev']:.3f}", f"{j['median_max_force_error']:.3f}",
+             f"{j['median_max_force_error'] / j['median_max_force_dev']:.1f}", f"{j['spearman']:.2f}"]
+            for name, n, j in judged]
+
+
+def random_judgements(data_dir: Path, frames: list, cache: dict, save, sizes=(200, 300), seeds=(0, 1, 2)) -> list:
+    """:func:`high_energy_judgement` of the kept random-sampling committees."""
+    from nnp_core.committee import load_committee
+
+    judged = []
+    for n in sizes:
+        for seed in seeds:
+            path = data_dir / "committees" / "rare-events" / f"random-seed{seed}-n{n}"
+            key = f"random/seed{seed}/n{n}/high_energy_judgement"
+            if key not in cache and path.exists():
+                cache[key] = high_energy_judgement(load_committee(path), frames, data_dir)
+                save()
+            if key in cache:
+                judged.append((f"random sampling, seed {seed}", n, cache[key]))
+    return judged
 
 
 def stability(committee, data_dir: Path, ps: float) -> dict:
@@ -158,15 +211,19 @@ def main(argv: list[str] | None = None) -> str:
         on_disk = json.loads(cache_path.read_text()) if cache_path.exists() else {}
         cache_path.write_text(json.dumps({**on_disk, **cache}, indent=1, sort_keys=True))
 
-    rows = []
+    rows, last_points = [], {}
     for variant in args.variants:
         points = []
         for seed in args.seeds:
             points += campaign_points(variant, data_dir, frames, test, cache, args.stability_ps, seed=seed,
                                       save=save)
         rows += variant_rows(variant, points)
+        last_points[variant] = [p for p in points if "high_energy_judgement" in p]
     random = json.loads((data_dir / RESULTS_NAME).read_text()) if (data_dir / RESULTS_NAME).exists() else {}
     rows += random_rows(random, [25, 50, 100, 200, 300])
+    judged = [(f"{v} seed {p.get('seed', 0)}, last generation", p["n_labels"], p["high_energy_judgement"])
+              for v, points in last_points.items() for p in points]
+    judged += random_judgements(data_dir, frames, cache, save)
     headers = ["committee", "labels", "thermal test", "rare: all", "O-H scan", "CH3 scan", "high-energy",
                "O-H barrier error (meV)", "CH3 barrier error (meV)", "O-H scan RMSE (meV)", "CH3 scan RMSE (meV)"]
     text = "\n".join([
@@ -178,7 +235,17 @@ def main(argv: list[str] | None = None) -> str:
         "meV). Campaigns: `bench.data_efficiency` variants (xTB-MD start; with several seeds, mean ± std over "
         "the seeds' committees of the same generation); random sampling: "
         "`bench.rare_events --random` (mean ± std over seeds).", "",
-        markdown_table(headers, rows),
+        markdown_table(headers, rows), "",
+        "How the last committees judge the rare set's high-energy frames (the example's window: "
+        "max_force_dev below trust_lo 0.2 eV/Å is called accurate, past trust_hi 0.5 eV/Å is not labelled): "
+        "the shares of frames below, in and past the window, the medians of max_force_dev and of the largest "
+        "per-atom force error (eV/Å), their ratio, and their Spearman correlation over the frames."
+        + (f" {judged[0][2]['bond_graph_changed']:.0%} of the {judged[0][2]['n_frames']} frames have a bond graph "
+           "other than the PBE minimum's, which the selection's bond filter drops whatever the committee says."
+           if judged else ""), "",
+        markdown_table(["committee", "labels", "below trust_lo", "in window", "past trust_hi",
+                        "median max_force_dev", "median max force error", "error / dev", "Spearman"],
+                       judgement_rows(judged)),
     ])
     if not args.no_write:
         write_section(SECTION, text)

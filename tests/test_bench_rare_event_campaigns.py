@@ -34,3 +34,42 @@ def test_seeds_are_averaged_per_generation_with_their_label_range() -> None:
     assert g0[-4] == "0.0 ± 10.0"  # O-H barrier error, meV
     assert "al-x generation 2 (1 of 2 seeds) (800 K: 4/5 stable, 20.0 ps)" in rows
     assert rows["al-x generation 2 (1 of 2 seeds) (800 K: 4/5 stable, 20.0 ps)"][2] == "25.0"
+
+
+def test_high_energy_judgement_counts_the_window_and_the_bond_filter(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    import ase.io
+    import numpy as np
+    from ase.build import molecule
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from bench.rare_event_campaigns import high_energy_judgement
+
+    minimum = molecule("H2O")
+    ase.io.write(tmp_path / "pbe-minimum.extxyz", minimum)
+    frames = []
+    for i, stretch in enumerate((0.0, 0.05, 0.1, 1.0)):  # the last one breaks an O-H bond
+        atoms = minimum.copy()
+        atoms.positions[1] += [0.0, stretch, 0.0]
+        atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.full((3, 3), 0.1 * i))
+        atoms.info["subset"] = "high_energy"
+        frames.append(atoms)
+    scan = minimum.copy()
+    scan.info["subset"] = "hydroxyl_scan"
+    frames.append(scan)  # not judged
+
+    class Committee:
+        def predict(self, judged):
+            assert len(judged) == 4
+            return SimpleNamespace(forces_mean=np.zeros((12, 3)), max_force_dev=np.array([0.1, 0.15, 0.3, 0.7]),
+                                   frame_slices=lambda: [slice(3 * i, 3 * i + 3) for i in range(4)])
+
+    judged = high_energy_judgement(Committee(), frames, tmp_path)
+    assert judged["n_frames"] == 4
+    assert (judged["below_trust_lo"], judged["in_window"], judged["past_trust_hi"]) == (0.5, 0.25, 0.25)
+    assert judged["bond_graph_changed"] == 0.25
+    # per-atom error norms 0.1·i·√3: median of (0, 0.17, 0.35, 0.52) and of the devs
+    assert np.isclose(judged["median_max_force_error"], 0.15 * np.sqrt(3))
+    assert np.isclose(judged["median_max_force_dev"], 0.225)
+    assert np.isclose(judged["spearman"], 1.0)
