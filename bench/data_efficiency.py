@@ -269,10 +269,10 @@ class Results:
 
 
 def train_and_test(preset: Preset, frames: list, test: list, seed: int, save_to: Path | None = None,
-                   architecture: str | None = None) -> dict:
+                   architecture: str | None = None, train_changes: dict[str, Any] | None = None) -> dict:
     """A committee trained from scratch on ``frames`` with the campaign's settings (and
-    the committee of ``preset.architectures[architecture]``), and its errors on
-    ``test``; saved to ``save_to`` if given."""
+    the committee of ``preset.architectures[architecture]``; ``train_changes`` on top of
+    its ``[train]``), and its errors on ``test``; saved to ``save_to`` if given."""
     from flows.config import CommitteeSection, load_config
     from flows.steps.training import evaluation_metrics
     from nnp_core.training import train_committee
@@ -285,7 +285,7 @@ def train_and_test(preset: Preset, frames: list, test: list, seed: int, save_to:
         config = config.model_copy(update={"committee": committee})
         train_overrides.update(preset.architectures[architecture].get("train", {}))
     committee_cfg = config.committee
-    train_cfg = replace(config.train_config(), seed=seed, **train_overrides)
+    train_cfg = replace(config.train_config(), seed=seed, **{**train_overrides, **(train_changes or {})})
     committee, report = train_committee(frames, train_cfg, n_members=committee_cfg.members,
                                         architecture=committee_cfg.architecture,
                                         model_hparams=committee_cfg.network_hparams())

@@ -14,13 +14,15 @@ With ``--stability-ps`` each campaign's last committee also runs Langevin MD at 
 (``bench.stability.stability_run``, 5 seeds): seeds whose bonds stay within 0.5 Å.
 A second table says how each campaign's last committee, and the kept random-sampling
 committees, judge the rare set's high-energy frames (:func:`high_energy_judgement`): the
-share they would call accurate, their uncertainty against their true error.
+share they would call accurate, their uncertainty against their true error. With
+``--retrain`` each campaign's last labels are also retrained from scratch, without and with
+bootstrap resampling (:func:`retrained_points`), and judged the same way.
 
 Points are cached in ``rare-events-campaigns.json`` next to the data (resumable);
 the section ``rare-event-campaigns`` of docs/benchmarks.md holds the table.
 
     .venv/bin/python -m bench.rare_event_campaigns [--variants al-thermal al-udd al-metad al-hot al-hot-wide]
-        [--seeds 0 1 2] [--stability-ps 10] [--no-write]
+        [--seeds 0 1 2] [--stability-ps 10] [--retrain] [--no-write]
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ SUBSETS = ("hydroxyl_scan", "methyl_scan", "high_energy")
 
 
 def campaign_points(variant: str, data_dir: Path, frames: list, test: list, cache: dict,
-                    stability_ps: float, log=print, seed: int = 0, save=lambda: None) -> list[dict]:
+                    stability_ps: float, log=print, seed: int = 0, save=lambda key: None) -> list[dict]:
     """One point per generation committee of the campaign ``<variant>-seed<seed>``."""
     from bench.data_efficiency import campaign_frames
     from bench.rare_events import rare_event_metrics
@@ -64,7 +66,7 @@ def campaign_points(variant: str, data_dir: Path, frames: list, test: list, cach
         if generation == last and stability_ps and point.get("stability_ps") != stability_ps:
             point.update(stability_ps=stability_ps, **stability(committee, data_dir, stability_ps))
         cache[key] = point
-        save()
+        save(key)
         points.append(point)
         log(f"{key} N={n_labels}: {summary(point)}")
     return points
@@ -112,10 +114,46 @@ def random_judgements(data_dir: Path, frames: list, cache: dict, save, sizes=(20
             key = f"random/seed{seed}/n{n}/high_energy_judgement"
             if key not in cache and path.exists():
                 cache[key] = high_energy_judgement(load_committee(path), frames, data_dir)
-                save()
+                save(key)
             if key in cache:
                 judged.append((f"random sampling, seed {seed}", n, cache[key]))
     return judged
+
+
+def retrained_points(variant: str, seed: int, data_dir: Path, frames: list, test: list, cache: dict, save,
+                     log=print) -> list[dict]:
+    """The campaign's labels after its last generation, retrained from scratch with the
+    campaign's settings (the example's committee and ``[train]``, seed ``seed``), once
+    without bootstrap resampling (as the campaign trains) and once with: is the campaign
+    committee's confidence on the high-energy frames its labels' doing, or its members'
+    warm-started history, and does resampling make the members disagree where they are
+    wrong?"""
+    import tempfile
+
+    from bench.data_efficiency import PRESETS, campaign_frames, train_and_test, with_reference
+    from bench.rare_events import rare_event_metrics
+    from nnp_core.committee import load_committee
+
+    config_path = data_dir / f"{variant}-seed{seed}" / "campaign.toml"
+    if not config_path.with_name("alflow.db").exists():
+        return []
+    labelled, committees = campaign_frames(config_path)
+    mine = [a for a in labelled if a.info.get("generation", 0) <= max(committees)]
+    points = []
+    for bootstrap in (False, True):
+        key = f"{variant}/seed{seed}/retrained-bootstrap{int(bootstrap)}"
+        if cache.get(key, {}).get("n_labels") != len(mine):
+            with tempfile.TemporaryDirectory() as folder:
+                thermal = train_and_test(with_reference(PRESETS["full"]), mine, test, seed,
+                                         save_to=Path(folder) / "committee", train_changes={"bootstrap": bootstrap})
+                committee = load_committee(Path(folder) / "committee")
+            cache[key] = {"variant": variant, "seed": seed, "n_labels": len(mine), "bootstrap": bootstrap,
+                          "thermal": thermal, **rare_event_metrics(committee, frames),
+                          "high_energy_judgement": high_energy_judgement(committee, frames, data_dir)}
+            save(key)
+        log(f"{key} N={len(mine)}: {summary(cache[key])}")
+        points.append(cache[key])
+    return points
 
 
 def stability(committee, data_dir: Path, ps: float) -> dict:
@@ -197,6 +235,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0],
                         help="campaign seeds (folders <variant>-seed<N>); missing ones are skipped")
     parser.add_argument("--stability-ps", type=float, default=0.0, help="800 K MD per last committee (0: skip)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="also retrain each campaign's last labels from scratch, without and with bootstrap")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -206,12 +246,12 @@ def main(argv: list[str] | None = None) -> str:
     cache_path = data_dir / "rare-events-campaigns.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
 
-    def save() -> None:
-        # another run (another variant) may have added points meanwhile: keep them
+    def save(key: str) -> None:
+        # another run (another variant) may have added or updated points meanwhile: keep them
         on_disk = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-        cache_path.write_text(json.dumps({**on_disk, **cache}, indent=1, sort_keys=True))
+        cache_path.write_text(json.dumps({**on_disk, key: cache[key]}, indent=1, sort_keys=True))
 
-    rows, last_points = [], {}
+    rows, last_points, retrained = [], {}, []
     for variant in args.variants:
         points = []
         for seed in args.seeds:
@@ -219,11 +259,22 @@ def main(argv: list[str] | None = None) -> str:
                                       save=save)
         rows += variant_rows(variant, points)
         last_points[variant] = [p for p in points if "high_energy_judgement" in p]
+        if args.retrain:
+            for seed in args.seeds:
+                retrained += retrained_points(variant, seed, data_dir, frames, test, cache, save)
+        else:  # those computed before
+            retrained += [cache[k] for seed in args.seeds for k in
+                          (f"{variant}/seed{seed}/retrained-bootstrap{b}" for b in (0, 1)) if k in cache]
     random = json.loads((data_dir / RESULTS_NAME).read_text()) if (data_dir / RESULTS_NAME).exists() else {}
     rows += random_rows(random, [25, 50, 100, 200, 300])
     judged = [(f"{v} seed {p.get('seed', 0)}, last generation", p["n_labels"], p["high_energy_judgement"])
               for v, points in last_points.items() for p in points]
+    judged += [(f"{p['variant']} seed {p['seed']}, its labels retrained from scratch"
+                + (" with bootstrap" if p["bootstrap"] else ""), p["n_labels"], p["high_energy_judgement"])
+               for p in retrained]
     judged += random_judgements(data_dir, frames, cache, save)
+    rows += [row(f"{p['variant']} seed {p['seed']}: its last labels retrained from scratch"
+                 + (", bootstrap resampling" if p["bootstrap"] else ""), p["n_labels"], [p]) for p in retrained]
     headers = ["committee", "labels", "thermal test", "rare: all", "O-H scan", "CH3 scan", "high-energy",
                "O-H barrier error (meV)", "CH3 barrier error (meV)", "O-H scan RMSE (meV)", "CH3 scan RMSE (meV)"]
     text = "\n".join([
