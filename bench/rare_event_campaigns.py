@@ -4,7 +4,8 @@ judged on the rare-event set and on the thermal test set, against random samplin
 Campaigns: ``bench.data_efficiency``'s variants ``al-thermal`` (plain Langevin),
 ``al-udd`` (uncertainty-driven dynamics), ``al-metad`` (torsion metadynamics) and
 ``al-hot`` (plain Langevin at 300/700/1200 K) and ``al-hot-wide`` (al-hot with
-``trust_hi`` 1 eV/Å instead of 0.5), all
+``trust_hi`` 1 eV/Å instead of 0.5) and ``al-hot-scratch`` (al-hot-wide with every
+generation's committee trained from scratch, ``[train] warm_start = false``), all
 from the xTB-MD start of the ethanol example, run there (their folders under
 ``bench/data/ethanol-pbe-def2svp/``). Every generation's own committee is scored
 (:func:`bench.rare_events.rare_event_metrics`: per-subset force MAE, relative energies
@@ -36,7 +37,7 @@ import numpy as np
 from bench._report import machine_line, markdown_table, write_section
 
 SECTION = "rare-event-campaigns"
-VARIANTS = ("al-thermal", "al-udd", "al-metad", "al-hot", "al-hot-wide")
+VARIANTS = ("al-thermal", "al-udd", "al-metad", "al-hot", "al-hot-wide", "al-hot-scratch")
 SUBSETS = ("hydroxyl_scan", "methyl_scan", "high_energy")
 
 

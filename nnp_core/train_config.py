@@ -40,6 +40,12 @@ class TrainConfig:
     #: decay (mace_run_train's --ema_decay 0.99); validation, early stopping and the
     #: returned members use the averaged weights. 0: off
     ema_decay: float = 0.0
+    #: train each generation's committee from the previous one (True), or from scratch
+    #: with fresh weights (False, as DP-GEN does unless told to reuse a model): warm-started
+    #: members inherit each other's agreement; on ethanol's hot frames the campaigns' own
+    #: committees were 2.6-3.4x overconfident, their labels retrained from scratch 1.9-2.3x
+    #: (``bench.rare_event_campaigns --retrain``)
+    warm_start: bool = True
     #: a warm start (training from the previous generation's committee) runs at most this
     #: many epochs instead of ``max_epochs``; None: ``max_epochs``. The previous committee
     #: already fits all but the newest labels, so a MACE campaign can cap its generations'

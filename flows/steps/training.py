@@ -153,7 +153,8 @@ def warm_starts(ctx: CampaignContext) -> bool:
 
 def train_generation(ctx: CampaignContext, generation_index: int, *, retrain: dict | None = None,
                      progress: Callable[[int, dict[str, float]], None] | None = None) -> int:
-    """Train on all labelled training frames, warm-starting from the latest committee;
+    """Train on all labelled training frames, warm-starting from the latest committee
+    (from fresh weights with ``[train] warm_start = false``);
     calibrate on fresh labels of recent generations (:func:`fresh_calibration`), or on
     the validation set before there are any; save the checkpoint; record it. Returns its id.
 
@@ -177,6 +178,8 @@ def train_generation(ctx: CampaignContext, generation_index: int, *, retrain: di
         atoms.info["charge"] = config.system.charge
     if cold_start:  # `alflow run --new-committee`: the config's [committee], trained from scratch
         log.info("campaign %s: training a new committee from scratch (new [committee] settings)", ctx.name)
+        previous = None
+    elif not config.train.warm_start:  # every generation from fresh weights
         previous = None
     # generation g's warm start is the campaign's g-th ([train] long_warm_start_every)
     committee, report = train_committee(
