@@ -259,7 +259,9 @@ def main(argv: list[str] | None = None) -> str:
             points += campaign_points(variant, data_dir, frames, test, cache, args.stability_ps, seed=seed,
                                       save=save)
         rows += variant_rows(variant, points)
-        last_points[variant] = [p for p in points if "high_energy_judgement" in p]
+        # each seed's last generation (a point scored while its campaign ran on keeps its judgement)
+        last_points[variant] = [max((p for p in points if p.get("seed", 0) == seed), key=lambda p: p["generation"])
+                                for seed in sorted({p.get("seed", 0) for p in points})]
         if args.retrain:
             for seed in args.seeds:
                 retrained += retrained_points(variant, seed, data_dir, frames, test, cache, save)
