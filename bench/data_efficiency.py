@@ -142,7 +142,7 @@ PRESETS = {
                           {"loop": XTB_START, "explore": {"temperatures_K": [300, 700, 1200]},
                            "select": {"trust_hi_eV_A": 1.0}}, seeds=(0,), al_labels=200),
                   # al-hot-wide with every generation trained from scratch ([train] warm_start
-                  # = false): the campaigns' warm-started committees were 2.6-3.4x overconfident on
+                  # = false): the campaigns' warm-started committees were 2.5-3.4x overconfident on
                   # the rare set's hot frames, their labels retrained from scratch 1.9-2.3x
                   Variant("al-hot-scratch", "active learning, xTB-MD start, Langevin at 300/700/1200 K, "
                           "trust_hi 1 eV/Å, committees from scratch",

@@ -43,7 +43,7 @@ class TrainConfig:
     #: train each generation's committee from the previous one (True), or from scratch
     #: with fresh weights (False, as DP-GEN does unless told to reuse a model): warm-started
     #: members inherit each other's agreement; on ethanol's hot frames the campaigns' own
-    #: committees were 2.6-3.4x overconfident, their labels retrained from scratch 1.9-2.3x
+    #: committees were 2.5-3.4x overconfident, their labels retrained from scratch 1.9-2.3x
     #: (``bench.rare_event_campaigns --retrain``)
     warm_start: bool = True
     #: a warm start (training from the previous generation's committee) runs at most this
