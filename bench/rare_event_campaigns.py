@@ -121,6 +121,11 @@ def random_judgements(data_dir: Path, frames: list, cache: dict, save, sizes=(20
     return judged
 
 
+def retrained_key(variant: str, seed: int, bootstrap: bool) -> str:
+    """The cache key of :func:`retrained_points`' committee of ``variant``-seed``seed``."""
+    return f"{variant}/seed{seed}/retrained-bootstrap{int(bootstrap)}"
+
+
 def retrained_points(variant: str, seed: int, data_dir: Path, frames: list, test: list, cache: dict, save,
                      log=print) -> list[dict]:
     """The campaign's labels after its last generation, retrained from scratch with the
@@ -142,7 +147,7 @@ def retrained_points(variant: str, seed: int, data_dir: Path, frames: list, test
     mine = [a for a in labelled if a.info.get("generation", 0) <= max(committees)]
     points = []
     for bootstrap in (False, True):
-        key = f"{variant}/seed{seed}/retrained-bootstrap{int(bootstrap)}"
+        key = retrained_key(variant, seed, bootstrap)
         if cache.get(key, {}).get("n_labels") != len(mine):
             with tempfile.TemporaryDirectory() as folder:
                 thermal = train_and_test(with_reference(PRESETS["full"]), mine, test, seed,
@@ -267,7 +272,7 @@ def main(argv: list[str] | None = None) -> str:
                 retrained += retrained_points(variant, seed, data_dir, frames, test, cache, save)
         else:  # those computed before
             retrained += [cache[k] for seed in args.seeds for k in
-                          (f"{variant}/seed{seed}/retrained-bootstrap{b}" for b in (0, 1)) if k in cache]
+                          (retrained_key(variant, seed, b) for b in (False, True)) if k in cache]
     random = json.loads((data_dir / RESULTS_NAME).read_text()) if (data_dir / RESULTS_NAME).exists() else {}
     rows += random_rows(random, [25, 50, 100, 200, 300])
     judged = [(f"{v} seed {p.get('seed', 0)}, last generation", p["n_labels"], p["high_energy_judgement"])
