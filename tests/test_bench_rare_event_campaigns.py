@@ -73,3 +73,20 @@ def test_high_energy_judgement_counts_the_window_and_the_bond_filter(tmp_path) -
     assert np.isclose(judged["median_max_force_error"], 0.15 * np.sqrt(3))
     assert np.isclose(judged["median_max_force_dev"], 0.225)
     assert np.isclose(judged["spearman"], 1.0)
+
+
+def test_a_campaign_without_its_folder_is_reported_from_the_cache(tmp_path) -> None:
+    # campaign folders are not committed; their scored generations are, so a fresh checkout still reports them
+    from bench.rare_event_campaigns import campaign_points
+
+    cache = {"al-x/seed1/g1": _point(1, 1, 53, 0.1, 2.0), "al-x/seed1/g0": _point(1, 0, 28, 0.2, 3.0),
+             "al-x/seed1/retrained-bootstrap0": {"bootstrap": False}, "al-x/seed0/g0": _point(0, 0, 28, 0.3, 1.0),
+             "al-xy/seed1/g0": _point(1, 0, 28, 0.4, 1.0)}
+    logged = []
+    points = campaign_points("al-x", tmp_path, frames=[], test=[], cache=cache, stability_ps=0.0,
+                             log=logged.append, seed=1)
+    assert [p["generation"] for p in points] == [0, 1]
+    assert [p["subsets"]["all"]["force_mae_eV_A"] for p in points] == [0.2, 0.1]
+    assert all(p["seed"] == 1 and p["variant"] == "al-x" for p in points)
+    assert "2 generations from the cache" in logged[0]
+    assert campaign_points("al-z", tmp_path, [], [], cache, 0.0, log=logged.append, seed=0) == []
