@@ -216,8 +216,13 @@ def variant_rows(variant: str, points: list[dict]) -> list[list]:
             name += f" ({len(at)} of {len(seeds)} seeds)" if len(at) < len(seeds) else f" ({len(seeds)} seeds)"
         stable = [p for p in at if "stable_seeds_800K" in p]
         if stable:
-            runs = ", ".join(f"{p['stable_seeds_800K']}/5" for p in stable)
-            name += f" (800 K: {runs} stable, {stable[0]['stability_ps']} ps)"
+            durations = {p["stability_ps"] for p in stable}
+            if len(durations) == 1:
+                runs = ", ".join(f"{p['stable_seeds_800K']}/5" for p in stable)
+                name += f" (800 K: {runs} stable, {stable[0]['stability_ps']} ps)"
+            else:  # seeds run for different times: each with its own
+                runs = ", ".join(f"{p['stable_seeds_800K']}/5 over {p['stability_ps']} ps" for p in stable)
+                name += f" (800 K: {runs} stable)"
         rows.append(row(name, labels, at))
     return rows
 

@@ -90,3 +90,10 @@ def test_a_campaign_without_its_folder_is_reported_from_the_cache(tmp_path) -> N
     assert all(p["seed"] == 1 and p["variant"] == "al-x" for p in points)
     assert "2 generations from the cache" in logged[0]
     assert campaign_points("al-z", tmp_path, [], [], cache, 0.0, log=logged.append, seed=0) == []
+
+
+def test_seeds_with_different_stability_runs_each_show_their_own_duration() -> None:
+    points = [_point(0, 3, 103, 0.1, 1.0, stable_seeds_800K=5, stability_ps=100.0),
+              _point(1, 3, 103, 0.1, 1.0, stable_seeds_800K=4, stability_ps=20.0)]
+    (name, *_), = variant_rows("al-x", points)
+    assert name == "al-x generation 3 (2 seeds) (800 K: 5/5 over 100.0 ps, 4/5 over 20.0 ps stable)"
