@@ -149,6 +149,16 @@ PRESETS = {
                           {"loop": XTB_START, "explore": {"temperatures_K": [300, 700, 1200]},
                            "select": {"trust_hi_eV_A": 1.0}, "train": {"warm_start": False}}, seeds=(0,),
                           al_labels=200),
+                  # al-hot-wide with shrink and perturb at every warm start (Ash & Adams 2020):
+                  # each member starts from 0.5 x its predecessor + 0.3 x a fresh draw of its
+                  # own, to keep the warm start's head start without all of the agreement
+                  # the members inherit
+                  Variant("al-hot-sp", "active learning, xTB-MD start, Langevin at 300/700/1200 K, "
+                          "trust_hi 1 eV/Å, shrink-and-perturb warm starts",
+                          {"loop": XTB_START, "explore": {"temperatures_K": [300, 700, 1200]},
+                           "select": {"trust_hi_eV_A": 1.0},
+                           "train": {"warm_start_shrink": 0.5, "warm_start_perturb": 0.3}}, seeds=(0,),
+                          al_labels=200),
                   # issue 20: al-thermal's protocol with frames judged on max_force_dev +
                   # 10 (eV/Å per e·Å) x the members' dipole spread (select.dipole_weight)
                   Variant("al-dipole", "active learning, xTB-MD start, dipole spread in the selection",

@@ -46,6 +46,13 @@ class TrainConfig:
     #: committees were 2.5-3.4x overconfident, their labels retrained from scratch 1.9-2.3x
     #: (``bench.rare_event_campaigns --retrain``)
     warm_start: bool = True
+    #: shrink and perturb (Ash & Adams, NeurIPS 2020) at every warm start: each member's
+    #: parameters become ``warm_start_shrink`` x the previous committee's plus
+    #: ``warm_start_perturb`` x a fresh initialisation of its own (drawn anew for every
+    #: training set size), so the members keep most of what they knew but lose part of
+    #: the agreement they inherited. 1 and 0: a plain warm start
+    warm_start_shrink: float = 1.0
+    warm_start_perturb: float = 0.0
     #: a warm start (training from the previous generation's committee) runs at most this
     #: many epochs instead of ``max_epochs``; None: ``max_epochs``. The previous committee
     #: already fits all but the newest labels, so a MACE campaign can cap its generations'
@@ -76,6 +83,8 @@ class TrainConfig:
         checks = {
             "max_epochs": self.max_epochs >= 1,
             "warm_start_max_epochs": self.warm_start_max_epochs is None or self.warm_start_max_epochs >= 1,
+            "warm_start_shrink": 0 < self.warm_start_shrink <= 1,
+            "warm_start_perturb": self.warm_start_perturb >= 0,
             "batch_size_frames": self.batch_size_frames >= 1,
             "learning_rate": self.learning_rate > 0,
             "warm_start_learning_rate": self.warm_start_learning_rate is None or self.warm_start_learning_rate > 0,

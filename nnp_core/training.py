@@ -450,6 +450,25 @@ def with_dipole_head(model: StackedModel) -> StackedModel:
     return new
 
 
+def shrink_and_perturb(model: StackedModel, shrink: float, perturb: float, seed: int) -> StackedModel:
+    """``model`` with every parameter θ replaced by shrink·θ + perturb·θ₀, θ₀ that of a
+    fresh initialisation of the same architecture and settings seeded by ``seed`` (each
+    member its own draw): Ash & Adams' shrink and perturb (NeurIPS 2020), which keeps a
+    warm start's head start but gives back part of the generalisation, and here of the
+    members' disagreement, that training from scratch has. Buffers (normalisation, E0,
+    the dipole head's fixed charges) are kept. The model is changed in place."""
+    if shrink == 1 and perturb == 0:
+        return model
+    fresh = build_model(model.architecture, n_members=model.n_members, seed=seed, **model.hparams())
+    fresh_parameters = dict(fresh.named_parameters())
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.mul_(shrink)
+            if perturb:
+                parameter.add_(fresh_parameters[name].to(parameter.dtype), alpha=perturb)
+    return model
+
+
 def train_committee(
     frames: Sequence[Atoms],
     config: TrainConfig | None = None,
@@ -478,6 +497,8 @@ def train_committee(
     if initial is not None:
         base = copy.deepcopy(initial.model)
         n_members = base.n_members
+        # a new fresh draw for every training set (a resumed generation draws the same)
+        shrink_and_perturb(base, config.warm_start_shrink, config.warm_start_perturb, seed=config.seed + 1 + len(frames))
     else:
         hparams = dict(model_hparams or {})
         hparams.setdefault("elements", sorted({int(z) for a in frames for z in a.numbers}))

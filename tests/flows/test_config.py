@@ -147,6 +147,8 @@ def test_level_of_theory_is_case_insensitive_and_ignores_solver_settings(tmp_pat
         ("[train]\nmax_epochs = 100\nstage_two_epochs = 100\n", "train", "stage_two_epochs"),
         ("[train]\nstage_two_learning_rate = 0.0\n", "train", "stage_two_learning_rate"),
         ("[train]\nlong_warm_start_every = 0\n", "train", "long_warm_start_every"),
+        ("[train]\nwarm_start_shrink = 0.0\n", "train", "warm_start_shrink"),
+        ("[train]\nwarm_start_perturb = -0.5\n", "train", "warm_start_perturb"),
         ("[train]\nwarm_start = \"no\"\n", "train.warm_start", "valid boolean"),
         ("[train]\nstage_two_epochs = 10\nstage_two_energy_weight = 0.0\nstage_two_force_weight = 0.0\n", "train",
          "stage_two_energy_weight and stage_two_force_weight"),

@@ -3,6 +3,7 @@ members trained one by one."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from nnp_core.committee import Committee
 from nnp_core.train_config import TrainConfig
 from nnp_core.models import build_model
-from nnp_core.training import LabelledSet, fit_normalisation, train_committee, train_members
+from nnp_core.training import LabelledSet, fit_normalisation, shrink_and_perturb, train_committee, train_members
 
 from .conftest import displaced
 
@@ -140,6 +141,54 @@ def test_warm_start_max_epochs_caps_only_warm_starts(ethanol_emt_frames) -> None
         TrainConfig(warm_start_max_epochs=0)
     with pytest.raises(ValueError, match="warm_start_learning_rate"):
         TrainConfig(warm_start_learning_rate=0.0)
+
+
+@pytest.mark.parametrize("architecture", ["bpnn", "painn", "mace"])
+def test_shrink_and_perturb_blends_each_member_with_a_fresh_draw(architecture) -> None:
+    """θ ← 0.5 θ + 0.2 θ₀ parameter by parameter, θ₀ the architecture's own fresh
+    initialisation for that seed (each member a different draw); buffers untouched."""
+    if architecture == "mace":
+        pytest.importorskip("mace")
+    settings = {"bpnn": {}, "painn": {"features": 8, "interactions": 1, "radial_basis": 6},
+                "mace": {"cutoff_A": 4.0, "num_channels": 8, "max_L": 1, "correlation": 2, "num_interactions": 1,
+                         "radial_MLP": [8], "readout_hidden": 4}}[architecture]
+    model = build_model(architecture, n_members=2, seed=3, elements=[1, 6, 8], **settings)
+    model.energy_scale.fill_(0.7)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    fresh = dict(build_model(architecture, n_members=2, seed=9, **model.hparams()).named_parameters())
+    assert shrink_and_perturb(model, 0.5, 0.2, seed=9) is model
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter, 0.5 * before[name] + 0.2 * fresh[name])
+    for name, buffer in model.named_buffers():
+        torch.testing.assert_close(buffer, buffers[name])
+    # the perturbation differs between members: they are pushed apart, not together
+    moved = [name for name, p in fresh.items() if p.dim() >= 2 and p[0].abs().sum() > 0]
+    assert moved and any(not torch.equal(fresh[name][0], fresh[name][1]) for name in moved)
+    unchanged = {k: v.clone() for k, v in model.named_parameters()}
+    shrink_and_perturb(model, 1.0, 0.0, seed=9)  # a plain warm start
+    assert all(torch.equal(v, unchanged[k]) for k, v in model.named_parameters())
+
+
+def test_warm_start_shrinks_and_perturbs_before_training(ethanol_emt_frames) -> None:
+    """``[train] warm_start_shrink/perturb`` act on the previous committee's weights at a
+    warm start (a training that can hardly move them then returns about the blend), are
+    seeded by the training set's size (a resumed generation draws the same), and are
+    checked like every other setting."""
+    config = TrainConfig(max_epochs=3, seed=0, batch_size_frames=16)
+    first, _ = train_committee(ethanol_emt_frames, config, n_members=2, model_hparams={"hidden_layers": [16]})
+    still = dataclasses.replace(config, max_epochs=1, learning_rate=1e-12, min_learning_rate=1e-12,
+                                weight_decay=0.0, warm_start_shrink=0.6, warm_start_perturb=0.3)
+    blended, _ = train_committee(ethanol_emt_frames, still, initial=first)
+    expected = shrink_and_perturb(copy.deepcopy(first.model), 0.6, 0.3, seed=1 + len(ethanol_emt_frames))
+    expected_parameters = dict(expected.named_parameters())
+    for name, parameter in blended.model.named_parameters():
+        torch.testing.assert_close(parameter, expected_parameters[name], rtol=1e-6, atol=1e-8)
+    again, _ = train_committee(ethanol_emt_frames, still, initial=first)
+    assert all(torch.equal(p, dict(again.model.named_parameters())[k]) for k, p in blended.model.named_parameters())
+    for bad in ({"warm_start_shrink": 0.0}, {"warm_start_shrink": 1.5}, {"warm_start_perturb": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainConfig(**bad)
 
 
 def test_ema_members_are_the_moving_average_of_the_weights(ethanol_emt_frames) -> None:
