@@ -5,7 +5,8 @@ Campaigns: ``bench.data_efficiency``'s variants ``al-thermal`` (plain Langevin),
 ``al-udd`` (uncertainty-driven dynamics), ``al-metad`` (torsion metadynamics) and
 ``al-hot`` (plain Langevin at 300/700/1200 K) and ``al-hot-wide`` (al-hot with
 ``trust_hi`` 1 eV/Å instead of 0.5) and ``al-hot-scratch`` (al-hot-wide with every
-generation's committee trained from scratch, ``[train] warm_start = false``), all
+generation's committee trained from scratch, ``[train] warm_start = false``) and
+``al-hot-sp`` (al-hot-wide with shrink-and-perturb warm starts), all
 from the xTB-MD start of the ethanol example, run there (their folders under
 ``bench/data/ethanol-pbe-def2svp/``). Every generation's own committee is scored
 (:func:`bench.rare_events.rare_event_metrics`: per-subset force MAE, relative energies
@@ -37,7 +38,7 @@ import numpy as np
 from bench._report import machine_line, markdown_table, write_section
 
 SECTION = "rare-event-campaigns"
-VARIANTS = ("al-thermal", "al-udd", "al-metad", "al-hot", "al-hot-wide", "al-hot-scratch")
+VARIANTS = ("al-thermal", "al-udd", "al-metad", "al-hot", "al-hot-wide", "al-hot-scratch", "al-hot-sp")
 SUBSETS = ("hydroxyl_scan", "methyl_scan", "high_energy")
 
 
