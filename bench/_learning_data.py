@@ -211,9 +211,17 @@ def labelled_set(spec: DataSpec, which: str, *, workers: int = 2, limit: int | N
 
     Order follows :func:`sample`; frames whose label failed are listed in
     ``<which>-failed.json`` and left out."""
-    frames = sample(spec, which)[:limit]
-    path = spec.folder / f"{which}.extxyz"
-    failed_path = spec.folder / f"{which}-failed.json"
+    return label_cached(spec, sample(spec, which)[:limit], which, workers=workers, progress=progress)
+
+
+def label_cached(spec: DataSpec, frames: Sequence[Atoms], name: str, *, workers: int = 2,
+                 progress: Callable[[int, int], None] | None = None) -> list[Atoms]:
+    """``frames`` (each with an ``info["key"]``) labelled at ``spec``'s reference level
+    in ``workers`` processes, cached in ``<name>.extxyz`` of the data folder (appended
+    label by label) and failures in ``<name>-failed.json``; only what the cache lacks is
+    computed. Returns the labelled frames in the order of ``frames``, failures left out."""
+    path = spec.folder / f"{name}.extxyz"
+    failed_path = spec.folder / f"{name}-failed.json"
     done = read_cache(path)
     failed = json.loads(failed_path.read_text()) if failed_path.exists() else {}
     todo = [f for f in frames if f.info["key"] not in done and f.info["key"] not in failed]

@@ -159,6 +159,14 @@ PRESETS = {
                            "select": {"trust_hi_eV_A": 1.0},
                            "train": {"warm_start_shrink": 0.5, "warm_start_perturb": 0.3}}, seeds=(0,),
                           al_labels=200),
+                  # al-hot-wide with 10 of each generation's 25 picks reserved for the 1200 K
+                  # replicas' frames ([select] hot_share), below trust_lo included: every
+                  # warm-started campaign called half the rare set's hot frames accurate
+                  # (error 2.5-4x the disagreement), so the window alone never labels them
+                  Variant("al-hot-share", "active learning, xTB-MD start, Langevin at 300/700/1200 K, "
+                          "trust_hi 1 eV/Å, 40% of the picks reserved for the 1200 K replicas",
+                          {"loop": XTB_START, "explore": {"temperatures_K": [300, 700, 1200]},
+                           "select": {"trust_hi_eV_A": 1.0, "hot_share": 0.4}}, seeds=(0,), al_labels=200),
                   # issue 20: al-thermal's protocol with frames judged on max_force_dev +
                   # 10 (eV/Å per e·Å) x the members' dipole spread (select.dipole_weight)
                   Variant("al-dipole", "active learning, xTB-MD start, dipole spread in the selection",

@@ -38,7 +38,8 @@ import numpy as np
 from bench._report import machine_line, markdown_table, write_section
 
 SECTION = "rare-event-campaigns"
-VARIANTS = ("al-thermal", "al-udd", "al-metad", "al-hot", "al-hot-wide", "al-hot-scratch", "al-hot-sp")
+VARIANTS = ("al-thermal", "al-udd", "al-metad", "al-hot", "al-hot-wide", "al-hot-scratch", "al-hot-sp",
+            "al-hot-share")
 SUBSETS = ("hydroxyl_scan", "methyl_scan", "high_energy")
 
 

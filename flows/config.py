@@ -469,7 +469,9 @@ class SelectSection(_Section):
     closer than ``min_distance_A`` are dropped. With ``adaptive_trust_lo`` the lower
     edge drops, per generation, until ``max_selected_per_generation`` frames are
     candidates (``nnp_core.selection.adapt_trust_lo``; DP-GEN's model_devi_adapt_trust_lo):
-    the campaign keeps labelling its most uncertain frames after its window empties."""
+    the campaign keeps labelling its most uncertain frames after its window empties.
+    ``hot_share`` reserves round(hot_share x max_selected_per_generation) picks for the
+    hottest replicas' frames, below trust_lo included."""
 
     trust_lo_eV_A: float = Field(0.05, ge=0)
     trust_hi_eV_A: Positive = 0.30
@@ -481,6 +483,11 @@ class SelectSection(_Section):
     min_distance_A: Positive = 0.5
     allow_bond_changes: bool = False
     adaptive_trust_lo: bool = False
+    # the share of each generation's picks reserved for frames of the hottest exploration
+    # replicas (max of [explore] temperatures_K), picked by diversity whatever their
+    # max_force_dev below trust_hi: committees are often confidently wrong where they
+    # extrapolate, so those frames never reach the window (nnp_core.selection.select_frames)
+    hot_share: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
 
     @field_validator("trust_hi_eV_A")
     @classmethod
@@ -630,6 +637,9 @@ class CampaignConfig(_Section):
         if self.select.dipole_weight > 0 and self.train.dipole_weight <= 0:
             raise ValueError("select.dipole_weight needs a committee that learns dipoles: set [train] "
                              "dipole_weight > 0")
+        if self.select.hot_share > 0 and len(set(self.explore.temperatures_K)) < 2:
+            raise ValueError("select.hot_share needs replicas at two or more temperatures ([explore] "
+                             "temperatures_K): it reserves picks for the hottest")
         if self.explore.bias == "metad":
             try:
                 self.torsion_cvs()

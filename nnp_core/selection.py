@@ -13,7 +13,8 @@ The funnel for one generation, each step a public function testable on its own:
    within the batch and against labelled frames: ``duplicate``.
 4. :func:`farthest_point_sampling` — diverse subset on descriptor fingerprints, with
    labelled frames counted as already chosen, up to a cap: ``selected``; candidates
-   left over keep the decision ``candidate``.
+   left over keep the decision ``candidate``. A reserved share of the cap may go first
+   to frames of a given subset (the hottest replicas') even below trust_lo.
 
 :func:`select_frames` runs the whole funnel and returns one :class:`FrameDecision`
 (index, decision, reason) per frame, ready to store; ``SelectionResult.counts()`` adds
@@ -328,6 +329,8 @@ def select_frames(
     energies_eV: np.ndarray | Sequence[float] | None = None,
     scale: np.ndarray | None = None,
     adaptive_trust_lo: bool = False,
+    reserved: np.ndarray | Sequence[bool] | None = None,
+    n_reserved: int = 0,
 ) -> SelectionResult:
     """Run the whole selection funnel on one generation's explored frames.
 
@@ -342,6 +345,16 @@ def select_frames(
     ``allow_bond_changes``; then it may be None. ``energies_eV`` (per frame, eV) are
     checked for finiteness only. ``scale`` (D,) standardises fingerprints for FPS
     (default: :func:`fingerprint_scale` of the unique candidates and labelled rows).
+
+    **Reserved share**: with ``reserved`` (a per-frame mask, e.g. the hottest replicas'
+    frames) and ``n_reserved`` > 0, up to ``n_reserved`` of the ``max_selected`` picks
+    are made first among the reserved frames, *including those below trust_lo*
+    (frames past trust_hi stay rejected), after the same sanity and duplicate filters,
+    by farthest-point sampling from the labelled frames; the remaining picks are made
+    as without it, the reserved picks counted as chosen. A committee that is
+    confidently wrong in a region (its members agree on the same extrapolation) never
+    puts that region's frames in the window; the reserve labels some of them anyway.
+    Reserved frames that were below trust_lo and are not picked stay ``accurate``.
 
     Raises:
         ValueError: array lengths that differ from ``len(frames)``, bad windows (see
@@ -363,6 +376,11 @@ def select_frames(
     decisions = classify_trust(force, trust_lo_eV_A=trust_lo_eV_A, trust_hi_eV_A=trust_hi_eV_A)
     if adaptive_trust_lo:
         adapt_trust_lo(decisions, force, int(max_selected))
+    n_reserved = min(int(n_reserved), int(max_selected))
+    mask = _reserved_mask(reserved, n_frames, n_reserved)
+    accurate_reasons = {d.index: d.reason for d in decisions if mask[d.index] and d.decision == Decision.ACCURATE}
+    for index, reason in accurate_reasons.items():
+        decisions[index] = FrameDecision(index, Decision.CANDIDATE, f"{reason}; in the reserved share")
     candidates = [d.index for d in decisions if d.decision == Decision.CANDIDATE]
     sanity = [
         check_frame(
@@ -379,16 +397,42 @@ def select_frames(
     hashes = [frame_hash(frames[i]) for i in sane]
     duplicates = find_duplicates(hashes, labelled_hashes=labelled_hashes, frame_indices=sane)
     unique = _mark(decisions, sane, Decision.DUPLICATE, duplicates)
+    if unique and scale is None and mask.any():  # one scale for both passes
+        scale = fingerprint_scale(prints[unique], labelled_fingerprints)
+    picked = _apply_diversity(
+        decisions, [i for i in unique if mask[i]], prints, force, max_selected=n_reserved,
+        labelled_fingerprints=labelled_fingerprints, scale=scale, what="reserved-share pick",
+        note_leftovers=False) if mask.any() else []
+    if picked:
+        chosen = prints[picked] if labelled_fingerprints is None or not len(labelled_fingerprints) else (
+            np.concatenate([np.asarray(labelled_fingerprints, dtype=np.float64), prints[picked]]))
+    else:
+        chosen = labelled_fingerprints
     _apply_diversity(
         decisions,
-        unique,
+        [i for i in unique if i not in accurate_reasons and decisions[i].decision == Decision.CANDIDATE],
         prints,
         force,
-        max_selected=int(max_selected),
-        labelled_fingerprints=labelled_fingerprints,
+        max_selected=int(max_selected) - len(picked),
+        labelled_fingerprints=chosen,
         scale=scale,
     )
+    for index, reason in accurate_reasons.items():  # below trust_lo and not picked: still accurate
+        if decisions[index].decision != Decision.SELECTED:
+            decisions[index] = FrameDecision(index, Decision.ACCURATE, f"{reason}; not picked for the reserved share")
     return SelectionResult(tuple(decisions))
+
+
+def _reserved_mask(reserved: np.ndarray | Sequence[bool] | None, n_frames: int, n_reserved: int) -> np.ndarray:
+    """The frames eligible for the reserved share (none when ``n_reserved`` is 0)."""
+    if n_reserved < 0:
+        raise ValueError(f"n_reserved must be a non-negative integer, got {n_reserved}")
+    if reserved is None or n_reserved == 0:
+        return np.zeros(n_frames, dtype=bool)
+    mask = np.asarray(reserved)
+    if mask.shape != (n_frames,) or mask.dtype != bool:
+        raise ValueError(f"reserved must be {n_frames} booleans, got {mask.dtype} of shape {mask.shape}")
+    return mask
 
 
 def _mark(
@@ -429,10 +473,13 @@ def _apply_diversity(
     max_selected: int,
     labelled_fingerprints: np.ndarray | None,
     scale: np.ndarray | None,
-) -> None:
-    """Mark FPS picks among ``unique`` as selected; annotate the rest as left over."""
+    what: str = "FPS pick",
+    note_leftovers: bool = True,
+) -> list[int]:
+    """Mark FPS picks among ``unique`` as selected (returned, in pick order); annotate
+    the rest as left over (unless not ``note_leftovers``: they compete again)."""
     if not unique:
-        return
+        return []
     picks = farthest_point_sampling(
         prints[unique],
         n_select=max_selected,
@@ -443,9 +490,10 @@ def _apply_diversity(
     for rank, (position, distance) in enumerate(zip(picks.indices, picks.distances), start=1):
         index = unique[int(position)]
         how = "highest max_force_dev" if np.isinf(distance) else f"distance {distance:.3g}"
-        reason = f"{decisions[index].reason}; FPS pick {rank}/{len(picks.indices)} ({how})"
+        reason = f"{decisions[index].reason}; {what} {rank}/{len(picks.indices)} ({how})"
         decisions[index] = FrameDecision(index, Decision.SELECTED, reason)
-    for index in unique:
+    for index in unique if note_leftovers else ():
         if decisions[index].decision == Decision.CANDIDATE:
             reason = f"{decisions[index].reason}; not selected: cap of {max_selected} reached"
             decisions[index] = FrameDecision(index, Decision.CANDIDATE, reason)
+    return [unique[int(position)] for position in picks.indices]

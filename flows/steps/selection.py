@@ -51,6 +51,9 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
             production = np.array([s.sampler == storage.PRODUCTION_SAMPLER for s, _ in rows])
             dipole_devs = np.array([np.nan if sc.dipole_dev is None else sc.dipole_dev for _, sc in rows])
             judged = _judged_deviations(scores, production, sel.trust_hi_eV_A, dipole_devs, sel.dipole_weight)
+            hottest = max(ctx.config.explore.temperatures_K)
+            hot = np.array([not is_production and s.temperature_K is not None and s.temperature_K >= hottest
+                            for (s, _), is_production in zip(rows, production)])
             result = select_frames(
                 frames, judged,
                 trust_lo_eV_A=sel.trust_lo_eV_A, trust_hi_eV_A=sel.trust_hi_eV_A,
@@ -60,6 +63,7 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
                 labelled_hashes=[s.content_hash for s in labelled],
                 max_selected=sel.max_selected_per_generation, min_distance_A=sel.min_distance_A,
                 allow_bond_changes=sel.allow_bond_changes, adaptive_trust_lo=sel.adaptive_trust_lo,
+                reserved=hot, n_reserved=round(sel.hot_share * sel.max_selected_per_generation),
                 energies_eV=np.array([sc.energy_mean_eV for _, sc in rows]))
             for (_, score), item, true, used in zip(rows, result.decisions, scores, judged):
                 reason = item.reason if not used < true else (

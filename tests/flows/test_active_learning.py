@@ -96,6 +96,32 @@ def test_adaptive_trust_lo_keeps_labelling_when_the_window_is_empty(prefect_harn
     assert min(promoted) >= max(accurate), "the promoted frames are the most uncertain trusted ones"
 
 
+def test_hot_share_labels_the_hottest_replicas_frames_the_window_passes_over(prefect_harness, tmp_path) -> None:
+    """A window [2.999, 3.0) eV/Å holds (almost) no frame; with ``hot_share`` 2/3 of the 3
+    picks the generation still labels two frames of the 600 K replica, below trust_lo,
+    and they stay the only frames taken from below the window."""
+    config = write_campaign(tmp_path, name="tiny-water-hot")
+    text = config.read_text().replace("trust_lo_eV_A = 0.02", "trust_lo_eV_A = 2.999\nhot_share = 0.67")
+    config.write_text(text.replace("max_generations = 2", "max_generations = 1"))
+    active_learning(config_path=str(config))
+    ctx = open_campaign(config, create=False)
+    with Session(ctx.engine) as s:
+        generation = s.scalars(select(Generation).where(Generation.index == 1)).one()
+        rows = s.execute(select(Score.max_force_dev, Score.decision, Score.reason, Structure.temperature_K).join(
+            Structure, Structure.id == Score.structure_id).where(
+            Structure.generation_id == generation.id, Structure.source == StructureSource.MD)).all()
+        fresh = s.scalars(select(Structure.temperature_K).join(LabelRow, LabelRow.structure_id == Structure.id).where(
+            Structure.generation_id == generation.id, Structure.source == StructureSource.MD)).all()
+    reserved = [(dev, t) for dev, decision, reason, t in rows if decision == "selected" and "reserved-share" in reason]
+    assert len(reserved) == 2 and all(t == 600.0 and dev < 2.999 for dev, t in reserved)
+    others = [dev for dev, decision, reason, _ in rows if decision == "selected" and "reserved-share" not in reason]
+    assert all(2.999 <= dev < 3.0 for dev in others), "without adaptive trust_lo the rest comes from the window"
+    assert len(fresh) == 2 + len(others)
+    # the 600 K frames below trust_lo that were not picked are still counted accurate
+    assert any(d == "accurate" and "not picked for the reserved share" in r for _, d, r, _ in rows)
+    assert not any("reserved" in r for _, d, r, t in rows if t == 300.0)
+
+
 def _check_fresh_calibration(session, campaign_id, generations, committees, work_dir) -> None:
     """Committee g's force scale = RMS(error) / RMS(force_dev) of the committees before
     it on the fresh MD labels of generations g-2..g (generation 0's: the validation fit)."""

@@ -99,6 +99,64 @@ def test_adaptive_trust_lo_fills_the_generation_with_the_most_uncertain_accurate
     assert selection.adapt_trust_lo(decisions, force, 20) == pytest.approx(0.01)  # every accurate frame
 
 
+def test_reserved_share_picks_hot_frames_below_trust_lo_first(ethanol):
+    """Frames 0-3 are the hottest replicas' (all below trust_lo but frame 3, past trust_hi);
+    two of four picks go to them by diversity, the other two to the window's frames as
+    without a reserve, counting the reserved picks as chosen."""
+    frames = _jiggled(ethanol, 8)
+    force = np.array([0.01, 0.02, 0.03, 0.9, 0.2, 0.3, 0.25, 0.04])
+    prints = np.array([[0.0, 0.0], [5.0, 0.0], [0.1, 0.0], [9.0, 9.0],
+                       [0.0, 5.0], [0.1, 5.0], [5.0, 6.0], [2.0, 2.0]])
+    hot = np.array([True, True, True, True, False, False, False, False])
+    common = dict(trust_lo_eV_A=LO, trust_hi_eV_A=HI, fingerprints=prints, reference_structures=ethanol,
+                  max_selected=4)
+    plain = select_frames(frames, force, **common)
+    assert sorted(plain.selected_indices.tolist()) == [4, 5, 6]  # the window holds three
+    result = select_frames(frames, force, reserved=hot, n_reserved=2, **common)
+    picks = result.selected_indices.tolist()
+    # with nothing labelled the reserve starts at the highest max_force_dev of the sane hot
+    # frames below trust_hi (frame 2, 0.03 eV/Å), then takes the farthest from it (frame 1)
+    assert {1, 2} <= set(picks)
+    assert "reserved-share pick 1/2 (highest max_force_dev)" in result.decisions[2].reason
+    assert "in the reserved share; reserved-share pick 2/2" in result.decisions[1].reason
+    # the window's two picks count the reserved ones as chosen: frame 6, then one of the
+    # twins 4 and 5 (the other is left over at the cap)
+    assert "FPS pick 1/2" in result.decisions[6].reason
+    assert len(picks) == 4 and len(set(picks) & {4, 5}) == 1
+    left = ({4, 5} - set(picks)).pop()
+    assert result.decisions[left].decision == Decision.CANDIDATE
+    assert "not selected: cap of 2 reached" in result.decisions[left].reason
+    # a hot frame below trust_lo that was not picked stays accurate; past trust_hi stays rejected
+    assert result.decisions[0].decision == Decision.ACCURATE
+    assert "not picked for the reserved share" in result.decisions[0].reason
+    assert result.decisions[3].decision == Decision.REJECTED
+    assert result.decisions[7].decision == Decision.ACCURATE and "reserved" not in result.decisions[7].reason
+    assert sum(result.counts().values()) == len(frames)
+    # no reserve (n_reserved 0, or no mask): exactly the plain selection
+    for kwargs in (dict(reserved=hot, n_reserved=0), dict(reserved=None, n_reserved=3)):
+        assert select_frames(frames, force, **kwargs, **common).decisions == plain.decisions
+
+
+def test_reserved_share_keeps_the_sanity_filters_and_the_cap(ethanol):
+    frames = _jiggled(ethanol, 6)
+    _break_c_o_bond(frames[0])
+    force = np.array([0.01, 0.01, 0.02, 0.2, 0.3, 0.25])
+    hot = np.array([True, True, True, False, False, False])
+    common = dict(trust_lo_eV_A=LO, trust_hi_eV_A=HI, fingerprints=np.arange(12.0).reshape(6, 2),
+                  reference_structures=ethanol, reserved=hot)
+    result = select_frames(frames, force, n_reserved=3, max_selected=3, **common)
+    # the broken frame is never picked; it stays accurate (the reserve does not relabel it filtered)
+    assert 0 not in result.selected_indices.tolist()
+    assert result.decisions[0].decision == Decision.ACCURATE
+    assert sorted(result.selected_indices.tolist()) == [1, 2, 5]  # two sane hot frames, then the window
+    # a reserve larger than the cap is cut to it
+    assert len(select_frames(frames, force, n_reserved=9, max_selected=2, **common).selected_indices) == 2
+    with pytest.raises(ValueError, match="reserved must be 6 booleans"):
+        select_frames(frames, force, n_reserved=1, max_selected=2, **{**common, "reserved": [1, 0, 0, 0, 0, 0]})
+    with pytest.raises(ValueError, match="n_reserved must be a non-negative integer"):
+        select_frames(frames, force, n_reserved=-1, max_selected=2, **common)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
