@@ -269,24 +269,28 @@ def relaxed_scan(start: Atoms, scan: Scan, make_calc: Callable[[], Any], *, plan
 
 # ------------------------------------------------------------------------------ building
 
-def hot_frames(spec: DataSpec, plan: RarePlan) -> list[Atoms]:
-    """The unlabelled high-energy frames (cheap-level MD from ``geometry.xyz``), cached."""
-    path = spec.folder / FRAMES_NAME
-    if path.exists():
-        return ase.io.read(path, index=":")
+def hot_md_runs(spec: DataSpec, hot: HotMD) -> list[tuple[float, int, list[Atoms]]]:
+    """(temperature, seed, frames) of one cheap-level MD run from ``geometry.xyz`` per
+    temperature and seed of ``hot`` (MD seed 19 000 + 100 × temperature index + seed)."""
     start = optimised_geometry(spec)
-    bonds = bond_graph(start)
-    hot = plan.hot
     runs = [(t, temperature, seed) for t, temperature in enumerate(hot.temperatures_K) for seed in hot.seeds]
     # one single-threaded worker: the cheap level's OpenMP threads crawl on a busy machine
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_single_thread) as pool:
         parts = [pool.submit(md_frames, start, spec.sampler, temperature, hot.frames_per_run,
                              interval_steps=hot.interval_steps, equilibration_steps=hot.equilibration_steps,
                              seed=19_000 + 100 * t + seed) for t, temperature, seed in runs]
-        parts = [part.result() for part in parts]
+        return [(temperature, seed, part.result()) for (_, temperature, seed), part in zip(runs, parts)]
+
+
+def hot_frames(spec: DataSpec, plan: RarePlan) -> list[Atoms]:
+    """The unlabelled high-energy frames (cheap-level MD from ``geometry.xyz``), cached."""
+    path = spec.folder / FRAMES_NAME
+    if path.exists():
+        return ase.io.read(path, index=":")
+    bonds = bond_graph(optimised_geometry(spec))
     frames: list[Atoms] = []
     count: dict[float, int] = {}
-    for (_, temperature, seed), part in zip(runs, parts):
+    for temperature, seed, part in hot_md_runs(spec, plan.hot):
         for frame in part:
             index = count[temperature] = count.get(temperature, -1) + 1
             frame.info.update({"key": _hot_key(temperature, index), "subset": "high_energy",

@@ -24,19 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import ase.io
 import numpy as np
 from ase import Atoms
 
-from bench._learning_data import DataSpec, _single_thread, label_cached, md_frames, optimised_geometry
+from bench._learning_data import DataSpec, label_cached, optimised_geometry
+from bench._rare_events import HotMD, hot_md_runs
 from bench._report import machine_line, markdown_table, write_section
 
 SECTION = "hot-share"
@@ -44,20 +41,12 @@ RESULTS_NAME = "hot-share-results.json"
 POOL_NAME = "hot-pool"
 
 
-@dataclass(frozen=True)
-class HotPool:
-    """Cheap-level MD frames for the hot pool: ``frames_per_run`` every ``interval_steps``
-    (0.5 fs) after ``equilibration_steps``, one run per temperature and seed (seeds other
-    than the rare set's 0-2)."""
-
-    temperatures_K: tuple[float, ...] = (1000.0, 1500.0)
-    seeds: tuple[int, ...] = (10, 11, 12, 13, 14)
-    frames_per_run: int = 12
-    interval_steps: int = 100
-    equilibration_steps: int = 2000
+#: the hot pool's MD: as the rare set's (``HotMD``: 1000 and 1500 K, a frame every 50 fs
+#: after 1 ps) with 12 frames from each of 5 other seeds
+HOT_POOL = HotMD(seeds=(10, 11, 12, 13, 14), frames_per_run=12)
 
 
-def hot_pool_frames(spec: DataSpec, plan: HotPool = HotPool()) -> list[Atoms]:
+def hot_pool_frames(spec: DataSpec, plan: HotMD = HOT_POOL) -> list[Atoms]:
     """The unlabelled hot-pool frames with an intact bond graph (``info``: key,
     temperature_K, md_seed), cached in ``hot-pool-frames.extxyz``."""
     from nnp_core.sanity import bond_graph
@@ -65,16 +54,9 @@ def hot_pool_frames(spec: DataSpec, plan: HotPool = HotPool()) -> list[Atoms]:
     path = spec.folder / f"{POOL_NAME}-frames.extxyz"
     if path.exists():
         return ase.io.read(path, index=":")
-    start = optimised_geometry(spec)
-    bonds = bond_graph(start)
-    runs = [(t, temperature, seed) for t, temperature in enumerate(plan.temperatures_K) for seed in plan.seeds]
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_single_thread) as pool:
-        parts = [pool.submit(md_frames, start, spec.sampler, temperature, plan.frames_per_run,
-                             interval_steps=plan.interval_steps, equilibration_steps=plan.equilibration_steps,
-                             seed=19_000 + 100 * t + seed) for t, temperature, seed in runs]
-        parts = [part.result() for part in parts]
+    bonds = bond_graph(optimised_geometry(spec))
     frames = []
-    for (_, temperature, seed), part in zip(runs, parts):
+    for temperature, seed, part in hot_md_runs(spec, plan):
         for k, frame in enumerate(part):
             if bond_graph(frame) != bonds:
                 continue
