@@ -70,48 +70,44 @@ def test_a_painn_campaign_explores_selects_and_trains(prefect_harness, tmp_path)
     assert not np.allclose(first.predict(frames).member_forces, final.predict(frames).member_forces)
 
 
-def test_adaptive_trust_lo_keeps_labelling_when_the_window_is_empty(prefect_harness, tmp_path) -> None:
-    """A trust window [2.999, 3.0) eV/Å holds (almost) no frame; with
-    ``adaptive_trust_lo`` the generation still labels its cap, taking the most uncertain
-    trusted frames for what the window lacks."""
-    config = write_campaign(tmp_path, name="tiny-water-adaptive")
-    text = config.read_text().replace("trust_lo_eV_A = 0.02", "trust_lo_eV_A = 2.999\nadaptive_trust_lo = true")
+def _one_generation_with_an_empty_window(tmp_path, name: str, select_lines: str):
+    """Generation 1 of the tiny campaign with the trust window [2.999, 3.0) eV/Å (almost
+    no frame in it) and ``select_lines`` added to [select]: its MD frames' (max_force_dev,
+    decision, reason, temperature_K) and the temperatures of those labelled."""
+    config = write_campaign(tmp_path, name=name)
+    text = config.read_text().replace("trust_lo_eV_A = 0.02", f"trust_lo_eV_A = 2.999\n{select_lines}")
     config.write_text(text.replace("max_generations = 2", "max_generations = 1"))
     active_learning(config_path=str(config))
     ctx = open_campaign(config, create=False)
     with Session(ctx.engine) as s:
         generation = s.scalars(select(Generation).where(Generation.index == 1)).one()
-        scores = s.execute(select(Score.max_force_dev, Score.decision, Score.reason).join(
-            Structure, Structure.id == Score.structure_id).where(
-            Structure.generation_id == generation.id, Structure.source == StructureSource.MD)).all()
-        fresh = _count(s, LabelRow, LabelRow.structure_id.in_(select(Structure.id).where(
-            Structure.generation_id == generation.id, Structure.source == StructureSource.MD)))
-    in_window = sum(2.999 <= dev < 3.0 for dev, _, _ in scores)
-    selected = [(dev, reason) for dev, decision, reason in scores if decision == "selected"]
+        of_generation = (Structure.generation_id == generation.id, Structure.source == StructureSource.MD)
+        rows = s.execute(select(Score.max_force_dev, Score.decision, Score.reason, Structure.temperature_K).join(
+            Structure, Structure.id == Score.structure_id).where(*of_generation)).all()
+        fresh = s.scalars(select(Structure.temperature_K).join(
+            LabelRow, LabelRow.structure_id == Structure.id).where(*of_generation)).all()
+    return rows, fresh
+
+
+def test_adaptive_trust_lo_keeps_labelling_when_the_window_is_empty(prefect_harness, tmp_path) -> None:
+    """With ``adaptive_trust_lo`` a generation whose window is (almost) empty still labels
+    its cap, taking the most uncertain trusted frames for what the window lacks."""
+    rows, fresh = _one_generation_with_an_empty_window(tmp_path, "tiny-water-adaptive", "adaptive_trust_lo = true")
+    in_window = sum(2.999 <= dev < 3.0 for dev, _, _, _ in rows)
+    selected = [(dev, reason) for dev, decision, reason, _ in rows if decision == "selected"]
     promoted = [dev for dev, reason in selected if "adaptive trust_lo" in reason]
-    accurate = [dev for dev, decision, _ in scores if decision == "accurate"]
-    assert len(selected) == fresh == 3
+    accurate = [dev for dev, decision, _, _ in rows if decision == "accurate"]
+    assert len(selected) == len(fresh) == 3
     assert len(promoted) == 3 - min(in_window, 3) >= 1
     assert all(dev < 2.999 for dev in promoted)
     assert min(promoted) >= max(accurate), "the promoted frames are the most uncertain trusted ones"
 
 
 def test_hot_share_labels_the_hottest_replicas_frames_the_window_passes_over(prefect_harness, tmp_path) -> None:
-    """A window [2.999, 3.0) eV/Å holds (almost) no frame; with ``hot_share`` 2/3 of the 3
-    picks the generation still labels two frames of the 600 K replica, below trust_lo,
-    and they stay the only frames taken from below the window."""
-    config = write_campaign(tmp_path, name="tiny-water-hot")
-    text = config.read_text().replace("trust_lo_eV_A = 0.02", "trust_lo_eV_A = 2.999\nhot_share = 0.67")
-    config.write_text(text.replace("max_generations = 2", "max_generations = 1"))
-    active_learning(config_path=str(config))
-    ctx = open_campaign(config, create=False)
-    with Session(ctx.engine) as s:
-        generation = s.scalars(select(Generation).where(Generation.index == 1)).one()
-        rows = s.execute(select(Score.max_force_dev, Score.decision, Score.reason, Structure.temperature_K).join(
-            Structure, Structure.id == Score.structure_id).where(
-            Structure.generation_id == generation.id, Structure.source == StructureSource.MD)).all()
-        fresh = s.scalars(select(Structure.temperature_K).join(LabelRow, LabelRow.structure_id == Structure.id).where(
-            Structure.generation_id == generation.id, Structure.source == StructureSource.MD)).all()
+    """With ``hot_share`` 2/3 of the 3 picks a generation whose window is (almost) empty
+    still labels two frames of the 600 K replica, below trust_lo, and they stay the only
+    frames taken from below the window."""
+    rows, fresh = _one_generation_with_an_empty_window(tmp_path, "tiny-water-hot", "hot_share = 0.67")
     reserved = [(dev, t) for dev, decision, reason, t in rows if decision == "selected" and "reserved-share" in reason]
     assert len(reserved) == 2 and all(t == 600.0 and dev < 2.999 for dev, t in reserved)
     others = [dev for dev, decision, reason, _ in rows if decision == "selected" and "reserved-share" not in reason]
