@@ -71,6 +71,19 @@ def hot_pool_frames(spec: DataSpec, plan: HotMD = HOT_POOL) -> list[Atoms]:
     return frames
 
 
+def check_args(sizes: list[int], hots: list[int], seeds: list[int]) -> str | None:
+    """What is wrong with the command line (None if nothing), before any work."""
+    if min(sizes) < 1:
+        return f"--sizes must be positive, got {min(sizes)}"
+    if min(hots) < 0:
+        return f"--hot must be 0 or more, got {min(hots)}"
+    if max(hots) > min(sizes):
+        return f"--hot {max(hots)} is more than N = {min(sizes)} labels"
+    if min(seeds) < 0:
+        return f"--seeds must be 0 or more, got {min(seeds)}"
+    return None
+
+
 def point_key(n: int, hot: int, seed: int) -> str:
     return f"n{n}/hot{hot}/seed{seed}"
 
@@ -94,12 +107,12 @@ def compute_points(sizes: list[int], hots: list[int], seeds: list[int], *, worke
                             progress=lambda i, n: log(f"hot pool: {i}/{n} labelled, "
                                                       f"{time.perf_counter() - start:.0f} s"))
     log(f"hot pool: {len(hot_pool)} labelled frames")
+    if max(hots) > len(hot_pool):
+        raise SystemExit(f"--hot {max(hots)}: more than the hot pool's {len(hot_pool)} frames")
     results = load_results(spec.folder / RESULTS_NAME)
     for seed in seeds:
         for n in sizes:
             for k in hots:
-                if k > n or k > len(hot_pool):
-                    raise SystemExit(f"--hot {k}: more than N = {n} or the hot pool's {len(hot_pool)} frames")
 
                 def compute(n=n, k=k, seed=seed) -> dict:
                     source = pool if preset.draw_from is None else pool[:max(n, preset.draw_from)]
@@ -177,6 +190,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--workers", type=int, default=1, help="PySCF worker processes for the hot pool's labels")
     parser.add_argument("--no-write", action="store_true", help="print, don't touch docs/")
     args = parser.parse_args(argv)
+    bad = check_args(args.sizes, args.hot, args.seeds)
+    if bad:
+        parser.error(bad)
     torch.set_num_threads(1)
     points = compute_points(args.sizes, args.hot, args.seeds, workers=args.workers)
     folder = default_spec().folder

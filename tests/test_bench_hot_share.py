@@ -56,3 +56,17 @@ def test_report_averages_the_seeds_of_each_mix() -> None:
     text = hot_share.report(points, {}, 100, "cmd")
     assert "| 100 thermal + 50 hot (2 seeds) | 150 | 80.0 ± 10.0 | 80.0 ± 10.0 |" in text
     assert "| 100 thermal + 50 hot | 150 | 0.50 | 0.10 | 2.0 | 0.70 |" in text
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--sizes", "0"], "--sizes must be positive, got 0"),
+    (["--hot", "-5"], "--hot must be 0 or more, got -5"),
+    (["--sizes", "20", "--hot", "25"], "--hot 25 is more than N = 20 labels"),
+    (["--seeds", "-1"], "--seeds must be 0 or more, got -1"),
+])
+def test_bad_options_are_refused_in_one_line_before_any_work(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        hot_share.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
