@@ -92,6 +92,11 @@ class Preset:
 MACE_COMMITTEE = {"architecture": "mace", "cutoff_A": 5.0, "num_channels": 32, "max_L": 1, "correlation": 3,
                   "num_interactions": 2}
 
+#: al-mace's committee and training (2 float32 members, MACE's recipe lr 1e-2 + EMA), and
+#: the random draws retrained with them (``--architecture mace``)
+MACE_CAMPAIGN = {"committee": {**MACE_COMMITTEE, "members": 2, "dtype": "float32"},
+                 "train": {"learning_rate": 1e-2, "ema_decay": 0.99, "max_epochs": 100}}
+
 #: generation 0 from GFN2-xTB MD at 500 K (the ethanol example's start)
 XTB_START = {"initial_sampler": "md", "initial_md_backend": "xtb", "initial_temperature_K": 500,
              "initial_md_interval_steps": 100}
@@ -177,9 +182,7 @@ PRESETS = {
                           {"loop": {**XTB_START, "convergence": {
                               "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
                            "select": {"adaptive_trust_lo": True},
-                           "committee": {**MACE_COMMITTEE, "members": 2, "dtype": "float32"},
-                           "train": {"learning_rate": 1e-2, "ema_decay": 0.99, "max_epochs": 100},
-                           "explore": {"dtype": "float32"}},
+                           **MACE_CAMPAIGN, "explore": {"dtype": "float32"}},
                           seeds=(0, 1, 2), al_labels=200)),
         # dipole_weight: the example's until 2026-12-02 (0.1 since), kept so that every cached
         # campaign and random point was made, and resumes, with the same training
@@ -193,7 +196,8 @@ PRESETS = {
             "committee": {"architecture": "painn", "cutoff_A": 5.0, "features": 32, "interactions": 2,
                           "radial_basis": 16, "dtype": "float32"},
             "train": {"learning_rate": 1e-3, "lr_plateau_patience_epochs": 25,
-                      "early_stopping_patience_epochs": 100, "max_epochs": 600}}},
+                      "early_stopping_patience_epochs": 100, "max_epochs": 600}},
+            "mace": MACE_CAMPAIGN},
     ),
     "tiny": Preset(
         example="examples/water.toml",

@@ -12,14 +12,15 @@ committee.
 With ``--random``: BPNN committees trained, exactly as ``bench.data_efficiency``'s
 random curve (``full`` preset: same draws of the thermal pool, same training settings,
 ``train_and_test``), on N labels per seed, scored on the rare-event set and on the
-thermal ``test.extxyz``. Points are cached in
+thermal ``test.extxyz``; with ``--architecture mace`` the same draws train the ``full``
+preset's MACE committee (al-mace's: 2 float32 members, lr 1e-2, EMA). Points are cached in
 ``bench/data/ethanol-pbe-def2svp/rare-events-results.json`` (resumable); the committees
 stay in ``committees/rare-events/`` there (not committed), and every run rescores the
 cached points whose committee is on disk when the rare-event set has changed. The section
 ``rare-events`` of docs/benchmarks.md holds the reference barriers and the tables.
 
-    .venv/bin/python -m bench.rare_events [--random] [--sizes 25 50 100 200 300]
-        [--seeds 0 1 2] [--threads N] [--no-write]
+    .venv/bin/python -m bench.rare_events [--random] [--architecture mace]
+        [--sizes 25 50 100 200 300] [--seeds 0 1 2] [--threads N] [--no-write]
 """
 
 from __future__ import annotations
@@ -141,13 +142,33 @@ def _committees_folder() -> Path:
     return default_spec().folder / "committees" / "rare-events"
 
 
+#: committee name in the report per architecture key (None: the example's BPNN)
+ARCHITECTURES = {None: "BPNN", "mace": "MACE"}
+
+
+def _prefix(architecture: str | None) -> str:
+    """The results keys' prefix of an architecture (``mace:``; none for the BPNN)."""
+    return f"{architecture}:" if architecture else ""
+
+
+def _architecture_of(key: str) -> str | None:
+    return key.split(":", 1)[0] if ":" in key.split("/", 1)[0] else None
+
+
+def _committee_path(committees: Path, architecture: str | None, seed: int, n: int) -> Path:
+    return committees / f"{architecture + '-' if architecture else ''}random-seed{seed}-n{n}"
+
+
 def random_points(frames: list[Atoms], results, sizes: tuple[int, ...], seeds: tuple[int, ...],
-                  log: Callable[[str], None] = print, committees: Path | None = None) -> None:
+                  log: Callable[[str], None] = print, committees: Path | None = None,
+                  architecture: str | None = None) -> None:
     """Committees on random pool draws (``bench.data_efficiency``'s random curve:
     same draws, settings and seeds), each scored on the thermal test set and on
     ``frames``; one cached point per seed and size. The committees are kept in
     ``committees`` (default: ``committees/rare-events/`` of the data folder, not
-    committed), so that :func:`rescore` can score them on a newer version of the set."""
+    committed), so that :func:`rescore` can score them on a newer version of the set.
+    ``architecture``: a key of the preset's ``architectures`` (``mace``) instead of the
+    example's committee; its points are keyed ``mace:random/...``."""
     from bench._learning_data import labelled_set, take
     from bench.data_efficiency import PRESETS, train_and_test, with_reference
     from nnp_core.committee import load_committee
@@ -160,18 +181,21 @@ def random_points(frames: list[Atoms], results, sizes: tuple[int, ...], seeds: t
     version = rare_set_id(frames)
     for seed in seeds:
         for n in sizes:
-            key, path = f"random/seed{seed}/n{n}", committees / f"random-seed{seed}-n{n}"
+            key = f"{_prefix(architecture)}random/seed{seed}/n{n}"
+            path = _committee_path(committees, architecture, seed, n)
 
             def compute(n=n, seed=seed, path=path) -> dict:
                 source = pool if preset.draw_from is None else pool[:max(n, preset.draw_from)]
-                thermal = train_and_test(preset, take(source, n, seed), test, seed, save_to=path)
+                thermal = train_and_test(preset, take(source, n, seed), test, seed, save_to=path,
+                                         architecture=architecture)
                 return {"n_labels": n, "seed": seed, "thermal": thermal, "rare_set": version,
                         **rare_event_metrics(load_committee(path), frames)}
 
             start = time.perf_counter()
             status = "cached" if key in results.data else "trained"
             point = results.get_or_compute(key, compute)
-            log(f"random seed {seed} N={n}: {_summary(point)} ({status}, {time.perf_counter() - start:.0f} s)")
+            log(f"{_prefix(architecture)}random seed {seed} N={n}: {_summary(point)} ({status}, "
+                f"{time.perf_counter() - start:.0f} s)")
 
 
 def rescore(frames: list[Atoms], results, log: Callable[[str], None] = print,
@@ -185,10 +209,10 @@ def rescore(frames: list[Atoms], results, log: Callable[[str], None] = print,
     version = rare_set_id(frames)
     for key in sorted(results.data):
         point = results.data[key]
-        if not key.startswith("random/") or point.get("rare_set") == version:
+        if "random/" not in key or point.get("rare_set") == version:
             continue
         old = results.data.pop(key)
-        path = committees / f"random-seed{old['seed']}-n{old['n_labels']}"
+        path = _committee_path(committees, _architecture_of(key), old["seed"], old["n_labels"])
         if not path.is_dir():
             results.drop(key)
             log(f"{key}: scored on another rare-event set and its committee is gone: dropped")
@@ -212,12 +236,14 @@ def _pm(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
 
 
-def random_rows(results: dict[str, dict]) -> tuple[tuple[list[str], list[list]], tuple[list[str], list[list]]]:
+def random_rows(results: dict[str, dict], architecture: str | None = None
+                ) -> tuple[tuple[list[str], list[list]], tuple[list[str], list[list]]]:
     """Two tables, mean ± std over seeds per label count: force (and hot-frame energy)
-    errors per subset, and the scan errors (barrier, relative energies)."""
+    errors per subset, and the scan errors (barrier, relative energies), of one
+    architecture's points."""
     groups: dict[int, list[dict]] = defaultdict(list)
     for key, value in results.items():
-        if key.startswith("random/"):
+        if key.startswith(f"{_prefix(architecture)}random/"):
             groups[int(value["n_labels"])].append(value)
     scans = sorted({s for points in groups.values() for p in points for s in p["scans"]})
     forces = (["labels", "seeds", "thermal test", *(f"{s}" for s in SUBSETS), "high_energy energy MAE meV/atom"], [])
@@ -240,16 +266,18 @@ def random_rows(results: dict[str, dict]) -> tuple[tuple[list[str], list[list]],
 
 
 def random_commands(results: dict[str, dict]) -> list[str]:
-    """The ``--random`` runs that give the cached points: sizes grouped by their seeds."""
-    seeds: dict[int, set[int]] = defaultdict(set)
+    """The ``--random`` runs that give the cached points: per architecture, sizes
+    grouped by their seeds."""
+    seeds: dict[tuple[str, int], set[int]] = defaultdict(set)
     for key, value in results.items():
-        if key.startswith("random/"):
-            seeds[int(value["n_labels"])].add(int(value["seed"]))
-    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for n, mine in sorted(seeds.items()):
-        groups[tuple(sorted(mine))].append(n)
-    return [f".venv/bin/python -m bench.rare_events --random --sizes {' '.join(map(str, sizes))} "
-            f"--seeds {' '.join(map(str, group))}" for group, sizes in groups.items()]
+        if "random/" in key:
+            seeds[(_architecture_of(key) or "", int(value["n_labels"]))].add(int(value["seed"]))
+    groups: dict[tuple[str, tuple[int, ...]], list[int]] = defaultdict(list)
+    for (architecture, n), mine in sorted(seeds.items()):
+        groups[(architecture, tuple(sorted(mine)))].append(n)
+    return [f".venv/bin/python -m bench.rare_events --random" + (f" --architecture {arch}" if arch else "")
+            + f" --sizes {' '.join(map(str, sizes))} --seeds {' '.join(map(str, group))}"
+            for (arch, group), sizes in groups.items()]
 
 
 def report(frames: list[Atoms], results: dict[str, dict], command: str) -> str:
@@ -286,8 +314,10 @@ def report(frames: list[Atoms], results: dict[str, dict], command: str) -> str:
                        [[f"{t:g}°", *(f"{c['reference_meV'][k]:.1f}" for c in barriers.values())]
                         for k, t in enumerate(next(iter(barriers.values()))["target_deg"])] if barriers else []), "",
     ]
-    (force_header, force_rows), (scan_header, scan_rows) = random_rows(results)
-    if force_rows:
+    for architecture, name in ARCHITECTURES.items():
+        (force_header, force_rows), (scan_header, scan_rows) = random_rows(results, architecture)
+        if not force_rows:
+            continue
         lines += [
             "`--random`: BPNN committees trained from scratch on N random thermal pool labels (the draws and "
             "seeds of `bench.data_efficiency`'s random curve, trained by its `train_and_test` with the current "
@@ -295,17 +325,20 @@ def report(frames: list[Atoms], results: dict[str, dict], command: str) -> str:
             "rather than copied from the data-efficiency table), mean ± std over seeds. Force MAE per component "
             "(thermal test: `test.extxyz`). Scan columns: the committee's barrier (max − min along the scan), "
             "its error against the reference barrier, and the RMS and largest error of the relative energies "
-            "along the scan (each curve relative to its own minimum).", "",
-            "Force MAE (meV/Å) by subset:", "",
+            "along the scan (each curve relative to its own minimum)." if architecture is None else
+            f"`--random --architecture {architecture}`: the same draws, seeds and columns with the {name} "
+            "committee of `bench.data_efficiency`'s al-mace campaigns (2 float32 members, 32 channels, max_L 1, "
+            "r_max 5 Å, correlation 3, 2 interactions; lr 1e-2, EMA 0.99, at most 100 epochs), from scratch.", "",
+            f"{name} force MAE (meV/Å) by subset:", "",
             markdown_table(force_header, force_rows), "",
-            "Torsion scans (meV; reference barriers above):", "",
+            f"{name} torsion scans (meV; reference barriers above):", "",
             markdown_table(scan_header, scan_rows), "",
         ]
     return "\n".join(lines)
 
 
 def run(*, random: bool = False, sizes: tuple[int, ...] = SIZES, seeds: tuple[int, ...] = SEEDS,
-        write: bool = True, benchmarks_md: Path | None = None, log: Callable[[str], None] = print,
+        architecture: str | None = None, write: bool = True, benchmarks_md: Path | None = None, log: Callable[[str], None] = print,
         command: str = ".venv/bin/python -m bench.rare_events") -> str:
     spec = default_spec()
     frames = rare_event_set(spec)
@@ -314,7 +347,7 @@ def run(*, random: bool = False, sizes: tuple[int, ...] = SIZES, seeds: tuple[in
     results = load_results(spec.folder / RESULTS_NAME)
     rescore(frames, results, log)
     if random:
-        random_points(frames, results, sizes, seeds, log)
+        random_points(frames, results, sizes, seeds, log, architecture=architecture)
     text = report(frames, results.data, command)
     if write:
         write_section("rare-events", text, **({"path": benchmarks_md} if benchmarks_md else {}))
@@ -326,19 +359,25 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--random", action="store_true", help="train (or read) the random-draw committees")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--architecture", choices=[a for a in ARCHITECTURES if a],
+                        help="train the random draws' committees with this architecture (default: the example's)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--no-write", action="store_true", help="print, don't touch docs/")
     args = parser.parse_args(argv)
     if min(args.sizes) < 2:
         parser.error(f"--sizes: a committee needs at least 2 frames (got {args.sizes})")
+    if args.architecture and not args.random:
+        parser.error("--architecture: only with --random (it picks the random draws' committee)")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     command = ".venv/bin/python -m bench.rare_events" + (
-        f" --random --sizes {' '.join(map(str, args.sizes))} --seeds {' '.join(map(str, args.seeds))}"
+        " --random" + (f" --architecture {args.architecture}" if args.architecture else "")
+        + f" --sizes {' '.join(map(str, args.sizes))} --seeds {' '.join(map(str, args.seeds))}"
         if args.random else "")
-    text = run(random=args.random, sizes=tuple(args.sizes), seeds=tuple(args.seeds), write=not args.no_write,
+    text = run(random=args.random, sizes=tuple(args.sizes), seeds=tuple(args.seeds),
+               architecture=args.architecture, write=not args.no_write,
                log=lambda line: print(line, flush=True), command=command)
     print(text)
     return text

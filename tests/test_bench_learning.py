@@ -190,3 +190,27 @@ def test_scratch_generations_pick_the_first_generation_past_each_size() -> None:
     assert data_efficiency.scratch_generations(labels, (25, 50, 100, 200)) == {0, 1, 3, 5}
     assert data_efficiency.scratch_generations({0: 4}, (4, 8)) == {0}
     assert data_efficiency.scratch_generations({}, (4,)) == set()
+
+
+@pytest.mark.parametrize("preset_name", sorted(data_efficiency.PRESETS))
+def test_every_variant_and_architecture_makes_a_valid_campaign(preset_name, tmp_path) -> None:
+    """Each protocol a preset can run (its variants; its architectures' committee and
+    train overrides) is a config alflow accepts, with the overrides in effect."""
+    from flows.config import CommitteeSection, load_config
+
+    preset = data_efficiency.PRESETS[preset_name]
+    for variant in preset.variants:
+        config = load_config(data_efficiency.campaign_config(preset, 0, tmp_path / variant.name, variant))
+        for section, values in variant.overrides.items():
+            model = getattr(config, section)
+            for name, value in values.items():
+                if not isinstance(value, dict):
+                    assert getattr(model, name) == (list(value) if isinstance(value, tuple) else value), (
+                        variant.name, section, name)
+    base = load_config(data_efficiency.ROOT / preset.example)
+    for name, architecture in preset.architectures.items():
+        committee = CommitteeSection.model_validate({**base.committee.model_dump(), **architecture["committee"]})
+        assert committee.architecture == architecture["committee"]["architecture"], name
+        train = base.train_config()
+        for key, value in architecture.get("train", {}).items():
+            assert hasattr(train, key), (name, key)

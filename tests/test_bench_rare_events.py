@@ -180,3 +180,40 @@ def test_cached_points_are_rescored_on_a_new_set_and_reported(frames, tmp_path) 
     assert "`.venv/bin/python -m bench.rare_events --random --sizes 25 --seeds 0`" in text
     assert "| hydroxyl C–C–O–H |" in text and "| methyl O–C–C–H |" in text
     assert "| 25 | 1 | 200.0 ± 0.0 |" in text
+
+
+def test_mace_points_have_their_own_committees_commands_and_tables(frames, tmp_path) -> None:
+    """``--architecture mace`` points are keyed ``mace:random/...``, rescored from their own
+    committee folder (never the BPNN's of the same draw), and reported in their own tables
+    next to the BPNN's, with the command that makes them."""
+    bpnn = Committee.create(n_members=2, seed=0, elements=[1, 6, 8], hidden_layers=[8])
+    other = Committee.create(n_members=2, seed=5, elements=[1, 6, 8], hidden_layers=[8])
+    bpnn.save(tmp_path / "committees" / "random-seed0-n25")
+    other.save(tmp_path / "committees" / "mace-random-seed0-n25")
+    stale = {"n_labels": 25, "seed": 0, "thermal": {"force_mae_eV_A": 0.2}, "rare_set": "old",
+             **rare_events.rare_event_metrics(bpnn, frames[:3])}
+    results = rare_events.load_results(tmp_path / "results.json")
+    results.get_or_compute("random/seed0/n25", lambda: stale)
+    results.get_or_compute("mace:random/seed0/n25", lambda: {**stale, "thermal": {"force_mae_eV_A": 0.1}})
+    rare_events.rescore(frames, results, log=lambda line: None, committees=tmp_path / "committees")
+    on_disk = rare_events.load_results(tmp_path / "results.json").data
+    assert set(on_disk) == {"random/seed0/n25", "mace:random/seed0/n25"}
+    for key, committee in (("random/seed0/n25", bpnn), ("mace:random/seed0/n25", other)):
+        fresh = rare_events.rare_event_metrics(committee, frames)["subsets"]["all"]["force_mae_eV_A"]
+        assert on_disk[key]["subsets"]["all"]["force_mae_eV_A"] == pytest.approx(fresh)
+    assert (on_disk["random/seed0/n25"]["subsets"]["all"]["force_mae_eV_A"]
+            != pytest.approx(on_disk["mace:random/seed0/n25"]["subsets"]["all"]["force_mae_eV_A"]))
+
+    text = rare_events.report(frames, on_disk, "cmd")
+    assert "`.venv/bin/python -m bench.rare_events --random --sizes 25 --seeds 0`" in text
+    assert "`.venv/bin/python -m bench.rare_events --random --architecture mace --sizes 25 --seeds 0`" in text
+    bpnn_table, mace_table = text.split("BPNN force MAE")[1], text.split("MACE force MAE")[1]
+    assert "| 25 | 1 | 200.0 ± 0.0 |" in bpnn_table.split("MACE force MAE")[0]
+    assert "| 25 | 1 | 100.0 ± 0.0 |" in mace_table
+
+
+def test_architecture_needs_random(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        rare_events.main(["--architecture", "mace"])
+    assert exit_info.value.code == 2
+    assert "--architecture: only with --random" in capsys.readouterr().err
