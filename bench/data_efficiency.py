@@ -183,6 +183,17 @@ PRESETS = {
                               "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
                            "select": {"adaptive_trust_lo": True},
                            **MACE_CAMPAIGN, "explore": {"dtype": "float32"}},
+                          seeds=(0, 1, 2), al_labels=200),
+                  # issue 19 with the MACE committee: al-mace reaches 52 meV/Å on the rare set at
+                  # 153 labels, 73 on its hot frames (the scans: 10-12); al-mace with al-hot-share's
+                  # exploration (1200 K replicas, trust_hi 1 eV/Å, 40% of the picks reserved for them)
+                  Variant("al-mace-hot-share", "active learning, MACE committee, xTB-MD start, adaptive "
+                          "trust_lo, Langevin at 300/700/1200 K, trust_hi 1 eV/Å, 40% of the picks reserved "
+                          "for the 1200 K replicas",
+                          {"loop": {**XTB_START, "convergence": {
+                              "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
+                           "select": {"adaptive_trust_lo": True, "trust_hi_eV_A": 1.0, "hot_share": 0.4},
+                           **MACE_CAMPAIGN, "explore": {"dtype": "float32", "temperatures_K": [300, 700, 1200]}},
                           seeds=(0, 1, 2), al_labels=200)),
         # dipole_weight: the example's until 2026-12-02 (0.1 since), kept so that every cached
         # campaign and random point was made, and resumes, with the same training
