@@ -246,12 +246,14 @@ def random_rows(results: dict[str, dict], architecture: str | None = None
         if key.startswith(f"{_prefix(architecture)}random/"):
             groups[int(value["n_labels"])].append(value)
     scans = sorted({s for points in groups.values() for p in points for s in p["scans"]})
-    forces = (["labels", "seeds", "thermal test", *(f"{s}" for s in SUBSETS), "high_energy energy MAE meV/atom"], [])
+    forces = (["labels", "seeds", "thermal test", "rare set (all)", *(f"{s}" for s in SUBSETS),
+               "high_energy energy MAE meV/atom"], [])
     barriers = (["labels", "seeds"] + [f"{SCAN_NAMES.get(s, s)} {what}" for s in scans
                                        for what in ("barrier", "barrier error", "rel. E RMSE", "rel. E max error")],
                 [])
     for n, points in sorted(groups.items()):
         row = [n, len(points), _pm([p["thermal"]["force_mae_eV_A"] for p in points], 1000)]
+        row.append(_pm([p["subsets"]["all"]["force_mae_eV_A"] for p in points], 1000))
         row += [_pm([p["subsets"][s]["force_mae_eV_A"] for p in points], 1000) if all(s in p["subsets"] for p in points)
                 else "" for s in SUBSETS]
         row.append(_pm([p["subsets"]["high_energy"]["energy_mae_eV_atom"] for p in points], 1000)
