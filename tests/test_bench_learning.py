@@ -175,7 +175,7 @@ def test_bad_benchmark_arguments_are_refused_with_the_reason(tmp_path, capsys) -
     for main, argv, words in ((data_efficiency.main, ["--sizes", "1", "10"], "at least 2 frames"),
                               (data_efficiency.main, ["--al-labels", "0"], "--al-labels"),
                               (data_efficiency.main, ["--variants", "al", "nope"], "--variants: unknown ['nope']"),
-                              (data_efficiency.main, ["--architecture", "mace"], "--architecture: unknown 'mace'"),
+                              (data_efficiency.main, ["--architecture", "nequip"], "--architecture: unknown 'nequip'"),
                               (stability.main, ["--ps", "0"], "--ps must be > 0")):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
