@@ -9,7 +9,9 @@ curve) on N labels of which K come from a **hot pool** and N − K from the ther
 (the random curve's draws). The hot pool is GFN2-xTB Langevin MD at 1000 and 1500 K, as
 the rare set's high-energy frames (``bench._rare_events.HotMD``) but from other MD seeds,
 relabelled at the reference level; only frames whose bond graph is the start's are kept,
-as alflow's selection filter would. Drawing from the very process that made the rare
+as alflow's selection filter would. With ``--architecture mace`` the same mixes train the
+``full`` preset's MACE committee (al-mace's: 2 float32 members, lr 1e-2, EMA; keys
+``mace:n…``), compared with ``bench.rare_events --random --architecture mace``. Drawing from the very process that made the rare
 set's hot frames makes this an upper bound for a sampler that reaches that region (a
 reserved hot share of each generation, a hot cheap-level start), not a campaign result.
 
@@ -17,7 +19,8 @@ Points are cached in ``bench/data/ethanol-pbe-def2svp/hot-share-results.json`` a
 hot pool's labels in ``hot-pool.extxyz`` there (resumable); the section ``hot-share`` of
 docs/benchmarks.md holds the table.
 
-    .venv/bin/python -m bench.hot_share [--sizes 150] [--hot 0 25 50 75] [--seeds 0 1 2] [--no-write]
+    .venv/bin/python -m bench.hot_share [--architecture mace] [--sizes 150] [--hot 0 25 50 75]
+        [--seeds 0 1 2] [--no-write]
 """
 
 from __future__ import annotations
@@ -84,13 +87,23 @@ def check_args(sizes: list[int], hots: list[int], seeds: list[int]) -> str | Non
     return None
 
 
-def point_key(n: int, hot: int, seed: int) -> str:
-    return f"n{n}/hot{hot}/seed{seed}"
+#: committee name in the report per architecture key (None: the example's BPNN)
+ARCHITECTURES = {None: "BPNN", "mace": "MACE"}
+
+
+def _prefix(architecture: str | None) -> str:
+    return f"{architecture}:" if architecture else ""
+
+
+def point_key(n: int, hot: int, seed: int, architecture: str | None = None) -> str:
+    return f"{_prefix(architecture)}n{n}/hot{hot}/seed{seed}"
 
 
 def compute_points(sizes: list[int], hots: list[int], seeds: list[int], *, workers: int = 1,
-                   log: Callable[[str], None] = print) -> dict:
-    """Train and score every missing (N, K, seed) point; returns the cache's points."""
+                   architecture: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train and score every missing (N, K, seed) point; returns the cache's points.
+    ``architecture``: a key of the ``full`` preset's ``architectures`` (``mace``) instead
+    of the example's committee."""
     from bench._learning_data import labelled_set, take
     from bench._rare_events import rare_event_set
     from bench.data_efficiency import PRESETS, train_and_test, with_reference
@@ -117,8 +130,9 @@ def compute_points(sizes: list[int], hots: list[int], seeds: list[int], *, worke
                 def compute(n=n, k=k, seed=seed) -> dict:
                     source = pool if preset.draw_from is None else pool[:max(n, preset.draw_from)]
                     frames = take(source, n - k, seed) + take(hot_pool, k, seed)
-                    path = spec.folder / "committees" / "hot-share" / f"n{n}-hot{k}-seed{seed}"
-                    thermal = train_and_test(preset, frames, test, seed, save_to=path)
+                    name = f"{architecture + '-' if architecture else ''}n{n}-hot{k}-seed{seed}"
+                    path = spec.folder / "committees" / "hot-share" / name
+                    thermal = train_and_test(preset, frames, test, seed, save_to=path, architecture=architecture)
                     from nnp_core.committee import load_committee
 
                     committee = load_committee(path)
@@ -127,25 +141,44 @@ def compute_points(sizes: list[int], hots: list[int], seeds: list[int], *, worke
                             "high_energy_judgement": high_energy_judgement(committee, rare, spec.folder)}
 
                 t0 = time.perf_counter()
-                point = results.get_or_compute(point_key(n, k, seed), compute)
-                log(f"N={n} hot={k} seed {seed}: thermal {1000 * point['thermal']['force_mae_eV_A']:.1f}, "
+                point = results.get_or_compute(point_key(n, k, seed, architecture), compute)
+                log(f"{_prefix(architecture)}N={n} hot={k} seed {seed}: thermal {1000 * point['thermal']['force_mae_eV_A']:.1f}, "
                     f"rare {1000 * point['subsets']['all']['force_mae_eV_A']:.1f}, high-energy "
                     f"{1000 * point['subsets']['high_energy']['force_mae_eV_A']:.1f} meV/Å "
                     f"({time.perf_counter() - t0:.0f} s)")
     return results.data
 
 
-def report(points: dict, random: dict, n_hot_pool: int, command: str) -> str:
-    """The section: mean ± std over seeds per (N, K), with random sampling's rows."""
+def _architecture_of(key: str) -> str | None:
+    head = key.split("/", 1)[0]
+    return head.split(":", 1)[0] if ":" in head else None
+
+
+def command(points: dict, architecture: str | None) -> str:
+    """The run that gives an architecture's cached points (sizes, mixes, seeds)."""
+    mine = [p for key, p in points.items() if _architecture_of(key) == architecture]
+
+    def values(name: str) -> str:
+        return " ".join(str(v) for v in sorted({int(p[name]) for p in mine}))
+
+    return (".venv/bin/python -m bench.hot_share" + (f" --architecture {architecture}" if architecture else "")
+            + f" --sizes {values('n_labels')} --hot {values('hot')} --seeds {values('seed')}")
+
+
+def _tables(points: dict, random: dict, architecture: str | None) -> tuple[str, str]:
+    """An architecture's two tables: errors per mix (with random sampling's rows) and how
+    its committees judge the high-energy frames."""
     from bench.rare_event_campaigns import row
 
     groups: dict[tuple[int, int], list[dict]] = defaultdict(list)
     for key, point in points.items():
-        if key.startswith("n"):
+        if _architecture_of(key) == architecture:
             groups[(point["n_labels"], point["hot"])].append(point)
     rows = [row(f"{n - k} thermal + {k} hot ({len(ps)} seeds)", n, ps) for (n, k), ps in sorted(groups.items())]
-    for n in (200, 300):
-        ps = [p for k, p in random.items() if k.startswith("random/") and p.get("n_labels") == n]
+    # random thermal draws (bench.rare_events --random): the K = 0 mix where it was not run here
+    random_sizes = sorted({200, 300} | {n for n, _ in groups if (n, 0) not in groups})
+    for n in random_sizes:
+        ps = [p for k, p in random.items() if k.startswith(f"{_prefix(architecture)}random/") and p.get("n_labels") == n]
         if ps:
             rows.append(row(f"random thermal sampling ({len(ps)} seeds)", n, ps))
     judged = []
@@ -158,23 +191,37 @@ def report(points: dict, random: dict, n_hot_pool: int, command: str) -> str:
                        f"{np.mean([x['spearman'] for x in j]):.2f}"])
     headers = ["training labels", "labels", "thermal test", "rare: all", "O-H scan", "CH3 scan", "high-energy",
                "O-H barrier error (meV)", "CH3 barrier error (meV)", "O-H scan RMSE (meV)", "CH3 scan RMSE (meV)"]
-    return "\n".join([
-        "## Rare events: what labels from the hot region would buy (ethanol, issue 19)", "",
-        f"`{command}`", "", machine_line(), "",
-        "BPNN committees (the example's, trained from scratch as `bench.data_efficiency`'s random curve) on N "
-        "labels: N − K random thermal pool frames (the random curve's draws) and K random frames of a **hot "
-        f"pool** ({n_hot_pool} frames of GFN2-xTB Langevin MD at 1000 and 1500 K with an intact bond graph, "
-        "relabelled at PBE/def2-SVP; the process that made the rare set's high-energy frames, other MD seeds). "
-        "Force MAE per component (meV/Å) on `test.extxyz` (thermal) and on the rare-event set; mean ± std over "
-        "seeds. An upper bound for exploration that reaches that region (a hot cheap-level start, a reserved "
-        "hot share of each generation), not a campaign.", "",
-        markdown_table(headers, rows), "",
-        "How these committees judge the rare set's high-energy frames (as in `rare-event-campaigns`: share "
-        "below trust_lo 0.2 eV/Å, share past trust_hi 0.5 eV/Å, median largest force error over median "
-        "max_force_dev, Spearman), mean over seeds:", "",
-        markdown_table(["training labels", "labels", "below trust_lo", "past trust_hi", "error / dev", "Spearman"],
-                       judged),
-    ])
+    return (markdown_table(headers, rows),
+            markdown_table(["training labels", "labels", "below trust_lo", "past trust_hi", "error / dev",
+                            "Spearman"], judged))
+
+
+def report(points: dict, random: dict, n_hot_pool: int) -> str:
+    """The section: per architecture with cached points, mean ± std over seeds per
+    (N, K), with random sampling's rows, and the commands that give them."""
+    out = ["## Rare events: what labels from the hot region would buy (ethanol, issue 19)", ""]
+    present = [a for a in ARCHITECTURES if any(_architecture_of(k) == a for k in points)]
+    out += [f"`{command(points, a)}`" for a in present]
+    out += ["", machine_line(), "",
+            "Committees trained from scratch as `bench.data_efficiency`'s random curve on N labels: N − K random "
+            "thermal pool frames (the random curve's draws) and K random frames of a **hot pool** "
+            f"({n_hot_pool} frames of GFN2-xTB Langevin MD at 1000 and 1500 K with an intact bond graph, "
+            "relabelled at PBE/def2-SVP; the process that made the rare set's high-energy frames, other MD "
+            "seeds). Force MAE per component (meV/Å) on `test.extxyz` (thermal) and on the rare-event set; mean "
+            "± std over seeds. An upper bound for exploration that reaches that region (a hot cheap-level start, "
+            "a reserved hot share of each generation), not a campaign. Random thermal sampling's rows are "
+            "`bench.rare_events --random` (same draws, same committee)."]
+    for architecture in present:
+        errors, judged = _tables(points, random, architecture)
+        name = ARCHITECTURES[architecture]
+        what = ("the example's BPNN committee" if architecture is None else
+                f"the {name} committee of `bench.data_efficiency`'s al-mace campaigns (2 float32 members, 32 "
+                "channels, max_L 1, r_max 5 Å; lr 1e-2, EMA 0.99, ≤ 100 epochs)")
+        out += ["", f"### {name} ({what})", "", errors, "",
+                "How these committees judge the rare set's high-energy frames (as in `rare-event-campaigns`: "
+                "share below trust_lo 0.2 eV/Å, share past trust_hi 0.5 eV/Å, median largest force error over "
+                "median max_force_dev, Spearman), mean over seeds:", "", judged]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -184,6 +231,8 @@ def main(argv: list[str] | None = None) -> str:
     from bench.rare_events import RESULTS_NAME as RANDOM_NAME
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--architecture", choices=[a for a in ARCHITECTURES if a],
+                        help="train the mixes' committees with this architecture (default: the example's)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[150], help="label counts N")
     parser.add_argument("--hot", type=int, nargs="+", default=[0, 25, 50, 75], help="hot-pool labels K of the N")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -194,15 +243,13 @@ def main(argv: list[str] | None = None) -> str:
     if bad:
         parser.error(bad)
     torch.set_num_threads(1)
-    points = compute_points(args.sizes, args.hot, args.seeds, workers=args.workers)
+    points = compute_points(args.sizes, args.hot, args.seeds, workers=args.workers,
+                            architecture=args.architecture)
     folder = default_spec().folder
     random_path = folder / RANDOM_NAME
     random = json.loads(random_path.read_text()) if random_path.exists() else {}
     n_hot = len(ase.io.read(folder / f"{POOL_NAME}.extxyz", index=":"))
-    command = ".venv/bin/python -m bench.hot_share " + " ".join(
-        [f"--sizes {' '.join(map(str, args.sizes))}", f"--hot {' '.join(map(str, args.hot))}",
-         f"--seeds {' '.join(map(str, args.seeds))}"])
-    text = report(points, random, n_hot, command)
+    text = report(points, random, n_hot)
     if not args.no_write:
         write_section(SECTION, text)
     print(text)

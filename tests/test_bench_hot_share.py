@@ -43,19 +43,41 @@ def test_a_point_draws_k_hot_frames_and_the_rest_from_the_thermal_pool(hot_pool)
     assert len({a.info["key"] for a in frames}) == 30
 
 
-def test_report_averages_the_seeds_of_each_mix() -> None:
-    def point(n, k, seed, value):
-        subsets = {s: {"force_mae_eV_A": value} for s in ("all", "hydroxyl_scan", "methyl_scan", "high_energy")}
-        scans = {s: {"barrier_error_meV": 1.0, "relative_rmse_meV": 2.0} for s in ("hydroxyl_scan", "methyl_scan")}
-        judged = {"below_trust_lo": 0.5, "past_trust_hi": 0.1, "median_max_force_error": 0.4,
-                  "median_max_force_dev": 0.2, "spearman": 0.7}
-        return {"n_labels": n, "hot": k, "seed": seed, "thermal": {"force_mae_eV_A": value},
-                "subsets": subsets, "scans": scans, "high_energy_judgement": judged}
+def _point(n, k, seed, value):
+    subsets = {s: {"force_mae_eV_A": value} for s in ("all", "hydroxyl_scan", "methyl_scan", "high_energy")}
+    scans = {s: {"barrier_error_meV": 1.0, "relative_rmse_meV": 2.0} for s in ("hydroxyl_scan", "methyl_scan")}
+    judged = {"below_trust_lo": 0.5, "past_trust_hi": 0.1, "median_max_force_error": 0.4,
+              "median_max_force_dev": 0.2, "spearman": 0.7}
+    return {"n_labels": n, "hot": k, "seed": seed, "thermal": {"force_mae_eV_A": value},
+            "subsets": subsets, "scans": scans, "high_energy_judgement": judged}
 
-    points = {hot_share.point_key(150, 50, s): point(150, 50, s, v) for s, v in ((0, 0.07), (1, 0.09))}
-    text = hot_share.report(points, {}, 100, "cmd")
+
+def test_report_averages_the_seeds_of_each_mix() -> None:
+    points = {hot_share.point_key(150, 50, s): _point(150, 50, s, v) for s, v in ((0, 0.07), (1, 0.09))}
+    text = hot_share.report(points, {}, 100)
+    assert "`.venv/bin/python -m bench.hot_share --sizes 150 --hot 50 --seeds 0 1`" in text
     assert "| 100 thermal + 50 hot (2 seeds) | 150 | 80.0 ± 10.0 | 80.0 ± 10.0 |" in text
     assert "| 100 thermal + 50 hot | 150 | 0.50 | 0.10 | 2.0 | 0.70 |" in text
+    assert "### MACE" not in text
+
+
+def test_mace_mixes_are_their_own_table_next_to_mace_random_draws() -> None:
+    """A MACE point never joins the BPNN's mean, and its table's random rows are MACE's
+    (``mace:random/``, with N = 150 shown since the K = 0 mix was not run for MACE)."""
+    points = {hot_share.point_key(150, 25, 0): _point(150, 25, 0, 0.10),
+              hot_share.point_key(150, 25, 0, "mace"): _point(150, 25, 0, 0.04),
+              hot_share.point_key(150, 25, 1, "mace"): _point(150, 25, 1, 0.05)}
+    assert hot_share.point_key(150, 25, 1, "mace") == "mace:n150/hot25/seed1"
+    random = {"random/seed0/n200": _point(200, 0, 0, 0.09), "mace:random/seed0/n150": _point(150, 0, 0, 0.06),
+              "mace:random/seed1/n150": _point(150, 0, 1, 0.05), "mace:random/seed0/n300": _point(300, 0, 0, 0.03)}
+    text = hot_share.report(points, random, 100)
+    bpnn, mace = text.split("### MACE")
+    assert "`.venv/bin/python -m bench.hot_share --architecture mace --sizes 150 --hot 25 --seeds 0 1`" in text
+    assert "| 125 thermal + 25 hot (1 seeds) | 150 | 100.0 | 100.0 |" in bpnn
+    assert "| random thermal sampling (1 seeds) | 200 | 90.0 |" in bpnn and "sampling (2 seeds) | 150" not in bpnn
+    assert "| 125 thermal + 25 hot (2 seeds) | 150 | 45.0 ± 5.0 | 45.0 ± 5.0 |" in mace
+    assert "| random thermal sampling (2 seeds) | 150 | 55.0 ± 5.0 |" in mace
+    assert "| random thermal sampling (1 seeds) | 300 | 30.0 |" in mace and "| 200 |" not in mace
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -63,6 +85,7 @@ def test_report_averages_the_seeds_of_each_mix() -> None:
     (["--hot", "-5"], "--hot must be 0 or more, got -5"),
     (["--sizes", "20", "--hot", "25"], "--hot 25 is more than N = 20 labels"),
     (["--seeds", "-1"], "--seeds must be 0 or more, got -1"),
+    (["--architecture", "nequip"], "invalid choice: 'nequip'"),
 ])
 def test_bad_options_are_refused_in_one_line_before_any_work(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
