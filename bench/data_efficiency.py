@@ -189,10 +189,12 @@ PRESETS = {
                   # exploration (1200 K replicas, trust_hi 1 eV/Å, 40% of the picks reserved for them)
                   Variant("al-mace-hot-share", "active learning, MACE committee, xTB-MD start, adaptive "
                           "trust_lo, Langevin at 300/700/1200 K, trust_hi 1 eV/Å, 40% of the picks reserved "
-                          "for the 1200 K replicas",
+                          "for the 1200 K replicas, the last intact frame before a replica comes apart labelled "
+                          "(break_precursors; from generation 4 of seed 0 on, added when that campaign starved)",
                           {"loop": {**XTB_START, "convergence": {
                               "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
-                           "select": {"adaptive_trust_lo": True, "trust_hi_eV_A": 1.0, "hot_share": 0.4},
+                           "select": {"adaptive_trust_lo": True, "trust_hi_eV_A": 1.0, "hot_share": 0.4,
+                                      "break_precursors": True},
                            **MACE_CAMPAIGN, "explore": {"dtype": "float32", "temperatures_K": [300, 700, 1200]}},
                           seeds=(0, 1, 2), al_labels=200)),
         # dipole_weight: the example's until 2026-12-02 (0.1 since), kept so that every cached

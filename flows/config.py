@@ -471,7 +471,8 @@ class SelectSection(_Section):
     candidates (``nnp_core.selection.adapt_trust_lo``; DP-GEN's model_devi_adapt_trust_lo):
     the campaign keeps labelling its most uncertain frames after its window empties.
     ``hot_share`` reserves round(hot_share x max_selected_per_generation) picks for the
-    hottest replicas' frames, below trust_lo included."""
+    hottest replicas' frames, below trust_lo included. ``break_precursors`` labels the
+    last sane frame before each replica's molecule came apart."""
 
     trust_lo_eV_A: float = Field(0.05, ge=0)
     trust_hi_eV_A: Positive = 0.30
@@ -488,6 +489,11 @@ class SelectSection(_Section):
     # max_force_dev below trust_hi: committees are often confidently wrong where they
     # extrapolate, so those frames never reach the window (nnp_core.selection.select_frames)
     hot_share: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
+    # label the last sane frame of each replica before its molecule came apart (bond graph
+    # changed or atoms collided, which the sanity filters drop): picked first, whatever its
+    # max_force_dev below trust_hi; a committee whose members agree on a spurious
+    # dissociation (a hole) otherwise never gets a label at the hole's entrance
+    break_precursors: bool = False
 
     @field_validator("trust_hi_eV_A")
     @classmethod

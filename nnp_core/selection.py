@@ -331,6 +331,7 @@ def select_frames(
     adaptive_trust_lo: bool = False,
     reserved: np.ndarray | Sequence[bool] | None = None,
     n_reserved: int = 0,
+    precursors: np.ndarray | Sequence[bool] | None = None,
 ) -> SelectionResult:
     """Run the whole selection funnel on one generation's explored frames.
 
@@ -356,6 +357,13 @@ def select_frames(
     puts that region's frames in the window; the reserve labels some of them anyway.
     Reserved frames that were below trust_lo and are not picked stay ``accurate``.
 
+    **Bond-break precursors**: ``precursors`` (a per-frame mask: the last sane frame of a
+    replica before its molecule came apart, found by the caller) are candidates whatever
+    their max_force_dev below trust_hi and are picked before anything else (all of them
+    that pass the filters, up to ``max_selected``, most distant first). A committee with a
+    hole pulls a hot replica apart while its members agree; the broken frames fail the
+    bond-graph filter, so without this the hole's entrance is never labelled.
+
     Raises:
         ValueError: array lengths that differ from ``len(frames)``, bad windows (see
             :func:`classify_trust`), negative ``max_selected``, missing references
@@ -378,9 +386,12 @@ def select_frames(
         adapt_trust_lo(decisions, force, int(max_selected))
     n_reserved = min(int(n_reserved), int(max_selected))
     mask = _reserved_mask(reserved, n_frames, n_reserved)
-    accurate_reasons = {d.index: d.reason for d in decisions if mask[d.index] and d.decision == Decision.ACCURATE}
+    before_break = _reserved_mask(precursors, n_frames, 1, "precursors")
+    accurate_reasons = {d.index: d.reason for d in decisions
+                        if (mask[d.index] or before_break[d.index]) and d.decision == Decision.ACCURATE}
     for index, reason in accurate_reasons.items():
-        decisions[index] = FrameDecision(index, Decision.CANDIDATE, f"{reason}; in the reserved share")
+        why = "the last sane frame before a bond broke" if before_break[index] else "in the reserved share"
+        decisions[index] = FrameDecision(index, Decision.CANDIDATE, f"{reason}; {why}")
     candidates = [d.index for d in decisions if d.decision == Decision.CANDIDATE]
     sanity = [
         check_frame(
@@ -397,17 +408,18 @@ def select_frames(
     hashes = [frame_hash(frames[i]) for i in sane]
     duplicates = find_duplicates(hashes, labelled_hashes=labelled_hashes, frame_indices=sane)
     unique = _mark(decisions, sane, Decision.DUPLICATE, duplicates)
-    if unique and scale is None and mask.any():  # one scale for both passes
+    if unique and scale is None and (mask.any() or before_break.any()):  # one scale for every pass
         scale = fingerprint_scale(prints[unique], labelled_fingerprints)
-    picked = _apply_diversity(
-        decisions, [i for i in unique if mask[i]], prints, force, max_selected=n_reserved,
-        labelled_fingerprints=labelled_fingerprints, scale=scale, what="reserved-share pick",
-        note_leftovers=False) if mask.any() else []
-    if picked:
-        chosen = prints[picked] if labelled_fingerprints is None or not len(labelled_fingerprints) else (
-            np.concatenate([np.asarray(labelled_fingerprints, dtype=np.float64), prints[picked]]))
-    else:
-        chosen = labelled_fingerprints
+    first = _apply_diversity(
+        decisions, [i for i in unique if before_break[i]], prints, force, max_selected=int(max_selected),
+        labelled_fingerprints=labelled_fingerprints, scale=scale, what="bond-break precursor",
+        note_leftovers=False) if before_break.any() else []
+    chosen = _with_rows(labelled_fingerprints, prints[first])
+    picked = first + (_apply_diversity(
+        decisions, [i for i in unique if mask[i] and decisions[i].decision == Decision.CANDIDATE], prints, force,
+        max_selected=min(n_reserved, int(max_selected) - len(first)), labelled_fingerprints=chosen, scale=scale,
+        what="reserved-share pick", note_leftovers=False) if mask.any() and len(first) < max_selected else [])
+    chosen = _with_rows(labelled_fingerprints, prints[picked])
     _apply_diversity(
         decisions,
         [i for i in unique if i not in accurate_reasons and decisions[i].decision == Decision.CANDIDATE],
@@ -419,11 +431,13 @@ def select_frames(
     )
     for index, reason in accurate_reasons.items():  # below trust_lo and not picked: still accurate
         if decisions[index].decision != Decision.SELECTED:
-            decisions[index] = FrameDecision(index, Decision.ACCURATE, f"{reason}; not picked for the reserved share")
+            share = "bond-break precursors" if before_break[index] else "reserved share"
+            decisions[index] = FrameDecision(index, Decision.ACCURATE, f"{reason}; not picked for the {share}")
     return SelectionResult(tuple(decisions))
 
 
-def _reserved_mask(reserved: np.ndarray | Sequence[bool] | None, n_frames: int, n_reserved: int) -> np.ndarray:
+def _reserved_mask(reserved: np.ndarray | Sequence[bool] | None, n_frames: int, n_reserved: int,
+                   name: str = "reserved") -> np.ndarray:
     """The frames eligible for the reserved share (none when ``n_reserved`` is 0)."""
     if n_reserved < 0:
         raise ValueError(f"n_reserved must be a non-negative integer, got {n_reserved}")
@@ -431,8 +445,17 @@ def _reserved_mask(reserved: np.ndarray | Sequence[bool] | None, n_frames: int, 
         return np.zeros(n_frames, dtype=bool)
     mask = np.asarray(reserved)
     if mask.shape != (n_frames,) or mask.dtype != bool:
-        raise ValueError(f"reserved must be {n_frames} booleans, got {mask.dtype} of shape {mask.shape}")
+        raise ValueError(f"{name} must be {n_frames} booleans, got {mask.dtype} of shape {mask.shape}")
     return mask
+
+
+def _with_rows(labelled: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    """Labelled fingerprints with ``rows`` (picks made in an earlier pass) appended."""
+    if not len(rows):
+        return labelled
+    if labelled is None or not len(labelled):
+        return rows
+    return np.concatenate([np.asarray(labelled, dtype=np.float64), rows])
 
 
 def _mark(

@@ -28,6 +28,7 @@ from flows.steps.training import load_latest
 from flows.storage import Decision, StructureSource
 from nnp_core.md import Replica, run_md
 from nnp_core.md_results import FrameStatus, MDFrame
+from nnp_core.sanity import check_frame
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int, int], None]
@@ -37,7 +38,9 @@ def explore(ctx, generation_index: int, *, progress: ProgressCallback | None = N
     """Run the replicas with the latest committee and store every recorded frame + score.
 
     Each replica goes on from its last trusted frame of earlier generations (with its
-    momenta), or starts at the reference geometry."""
+    momenta) that passes the selection's sanity filters (atoms not too close, and the
+    reference's bond graph unless ``allow_bond_changes``), or starts at the reference
+    geometry."""
     start = time.perf_counter()
     cfg = ctx.config.explore
     committee_id, committee = load_latest(ctx)
@@ -46,7 +49,13 @@ def explore(ctx, generation_index: int, *, progress: ProgressCallback | None = N
     bias = ctx.config.exploration_bias()
     with storage.reading(ctx.engine) as session:
         reference = storage.reference_structure(session, ctx.campaign_id)
-        points = storage.last_md_frames(session, ctx.campaign_id, cfg.replicas)
+        sel = ctx.config.select
+        bonds_from = None if sel.allow_bond_changes else reference
+
+        def sane(atoms) -> bool:
+            return check_frame(atoms, reference=bonds_from, min_distance_A=sel.min_distance_A) is None
+
+        points = storage.last_md_frames(session, ctx.campaign_id, cfg.replicas, sane=sane)
         hills = storage.replica_hills(session, ctx.campaign_id, cfg.replicas) if bias is not None else []
     for replica, values in enumerate(hills):
         if values is not None and values.size % (bias.n_cvs + 1) == 0:

@@ -51,6 +51,7 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
             production = np.array([s.sampler == storage.PRODUCTION_SAMPLER for s, _ in rows])
             dipole_devs = np.array([np.nan if sc.dipole_dev is None else sc.dipole_dev for _, sc in rows])
             judged = _judged_deviations(scores, production, sel.trust_hi_eV_A, dipole_devs, sel.dipole_weight)
+            reference = storage.reference_structure(session, ctx.campaign_id)
             hottest = max(ctx.config.explore.temperatures_K)
             hot = np.array([not is_production and s.temperature_K is not None and s.temperature_K >= hottest
                             for (s, _), is_production in zip(rows, production)])
@@ -58,12 +59,14 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
                 frames, judged,
                 trust_lo_eV_A=sel.trust_lo_eV_A, trust_hi_eV_A=sel.trust_hi_eV_A,
                 fingerprints=committee.fingerprints(frames),
-                reference_structures=storage.reference_structure(session, ctx.campaign_id),
+                reference_structures=reference,
                 labelled_fingerprints=committee.fingerprints(labelled_atoms) if labelled_atoms else None,
                 labelled_hashes=[s.content_hash for s in labelled],
                 max_selected=sel.max_selected_per_generation, min_distance_A=sel.min_distance_A,
                 allow_bond_changes=sel.allow_bond_changes, adaptive_trust_lo=sel.adaptive_trust_lo,
                 reserved=hot, n_reserved=round(sel.hot_share * sel.max_selected_per_generation),
+                precursors=(break_precursors(rows, frames, production, reference, sel)
+                            if sel.break_precursors else None),
                 energies_eV=np.array([sc.energy_mean_eV for _, sc in rows]))
             for (_, score), item, true, used in zip(rows, result.decisions, scores, judged):
                 reason = item.reason if not used < true else (
@@ -79,6 +82,28 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
         storage.record_selection(generation, counts)
     log.info("generation %d selection: %s", generation_index, counts)
     return counts
+
+
+def break_precursors(rows, frames, production: np.ndarray, reference, sel) -> np.ndarray:
+    """Per frame: is it the last sane frame of its replica's run before a frame that fails
+    the sanity filters (bond graph of ``reference`` unless ``sel.allow_bond_changes``,
+    closest distance ``sel.min_distance_A``)? Frames of one replica are in time order by
+    id; production frames are never precursors."""
+    from nnp_core.sanity import check_frame
+
+    bonds_from = None if sel.allow_bond_changes else reference
+    sane = np.array([check_frame(atoms, reference=bonds_from, min_distance_A=sel.min_distance_A) is None
+                     for atoms in frames])
+    out = np.zeros(len(frames), dtype=bool)
+    previous: dict[int, int] = {}  # replica -> index of its latest frame so far
+    for i, (structure, _) in enumerate(rows):
+        if production[i] or structure.replica is None:
+            continue
+        j = previous.get(structure.replica)
+        if j is not None and sane[j] and not sane[i]:
+            out[j] = True
+        previous[structure.replica] = i
+    return out
 
 
 def _judged_deviations(max_force_dev: np.ndarray, production: np.ndarray, trust_hi: float,

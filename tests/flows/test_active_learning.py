@@ -29,6 +29,7 @@ from flows.storage import (
     Score,
     Structure,
     StructureSource,
+    atoms_from_structure,
     labelled_atoms,
 )
 from nnp_core.committee import load_committee
@@ -237,3 +238,32 @@ def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> Non
     # running it again does nothing new: the campaign is finished
     again = active_learning(config_path=str(tiny_campaign))
     assert again["labels"] == summary["labels"] and again["generations"] == 3
+
+
+def test_break_precursors_label_the_last_sane_frame_before_a_replica_fails_the_filters(prefect_harness,
+                                                                                       tmp_path) -> None:
+    """With ``break_precursors`` (and ``min_distance_A`` 0.95 Å, so that water's O-H
+    vibration takes its frames in and out of the sanity filters) a generation whose window
+    is (almost) empty labels the frames just before a replica's frame failed a filter,
+    whatever their max_force_dev."""
+    rows, fresh = _one_generation_with_an_empty_window(
+        tmp_path, "tiny-water-precursors", "break_precursors = true\nmin_distance_A = 0.95")
+    picked = [(dev, r) for dev, d, r, _ in rows if d == "selected" and "bond-break precursor" in r]
+    assert picked and all(dev < 2.999 and "the last sane frame before a bond broke" in r for dev, r in picked)
+    assert len(fresh) == len([d for _, d, _, _ in rows if d == "selected"]) <= 3
+    from nnp_core.sanity import check_frame
+
+    ctx = open_campaign(tmp_path / "tiny-water-precursors.toml", create=False)
+    with Session(ctx.engine) as s:
+        generation = s.scalars(select(Generation).where(Generation.index == 1)).one()
+        frames = s.execute(select(Structure, Score).join(Score, Score.structure_id == Structure.id).where(
+            Structure.generation_id == generation.id, Structure.source == StructureSource.MD
+        ).order_by(Structure.id)).all()
+        reference = atoms_from_structure(s.scalars(select(Structure).where(
+            Structure.sampler == "reference-geometry")).one())
+        for i, (structure, score) in enumerate(frames):
+            if "bond-break precursor" not in (score.reason or ""):
+                continue
+            after = next(st for st, _ in frames[i + 1:] if st.replica == structure.replica)
+            assert check_frame(atoms_from_structure(structure), reference=reference, min_distance_A=0.95) is None
+            assert check_frame(atoms_from_structure(after), reference=reference, min_distance_A=0.95) is not None

@@ -157,6 +157,45 @@ def test_reserved_share_keeps_the_sanity_filters_and_the_cap(ethanol):
         select_frames(frames, force, n_reserved=-1, max_selected=2, **common)
 
 
+def test_bond_break_precursors_are_picked_first_even_below_trust_lo(ethanol):
+    """Frame 1 is the last sane frame before a replica came apart (frames 2-3 broken, in the
+    window but filtered); it is picked first though the committee calls it accurate, the
+    reserve and the window fill the rest of the cap, and a precursor that is past
+    trust_hi or a duplicate of a labelled frame is not labelled."""
+    frames = _jiggled(ethanol, 7)
+    for i in (2, 3):
+        _break_c_o_bond(frames[i])
+    force = np.array([0.01, 0.02, 0.3, 0.3, 0.2, 0.25, 0.9])
+    prints = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [0.0, 5.0], [5.0, 5.0], [9.0, 9.0]])
+    before = np.array([False, True, False, False, False, False, True])
+    common = dict(trust_lo_eV_A=LO, trust_hi_eV_A=HI, fingerprints=prints, reference_structures=ethanol)
+    plain = select_frames(frames, force, max_selected=2, **common)
+    assert sorted(plain.selected_indices.tolist()) == [4, 5] and plain.decisions[1].decision == Decision.ACCURATE
+    assert plain.decisions[2].decision == Decision.FILTERED  # the broken frames never reach the reference
+    result = select_frames(frames, force, max_selected=2, precursors=before, **common)
+    assert 1 in result.selected_indices.tolist()
+    assert "the last sane frame before a bond broke; bond-break precursor 1/1" in result.decisions[1].reason
+    assert len(result.selected_indices) == 2 and "cap of 1 reached" in " ".join(d.reason for d in result.decisions)
+    assert result.decisions[6].decision == Decision.REJECTED  # past trust_hi: the MD engine's judgement stands
+    # with a reserve, the precursor comes first and the reserve gets what is left of the cap
+    hot = np.array([True, True, False, False, False, False, False])
+    both = select_frames(frames, force, max_selected=2, precursors=before, reserved=hot, n_reserved=2, **common)
+    assert sorted(both.selected_indices.tolist()) == [0, 1]
+    assert "bond-break precursor 1/1" in both.decisions[1].reason
+    assert "reserved-share pick 1/1" in both.decisions[0].reason
+    # already labelled: a duplicate, not picked, and called accurate again as before
+    labelled = select_frames(frames, force, max_selected=2, precursors=before,
+                             labelled_hashes=[frame_hash(frames[1])], **common)
+    assert 1 not in labelled.selected_indices.tolist()
+    assert labelled.decisions[1].decision == Decision.ACCURATE
+    assert "not picked for the bond-break precursors" in labelled.decisions[1].reason
+    # no precursors: exactly the plain selection
+    assert select_frames(frames, force, max_selected=2, precursors=np.zeros(7, bool), **common).decisions \
+        == plain.decisions
+    with pytest.raises(ValueError, match="precursors must be 7 booleans"):
+        select_frames(frames, force, max_selected=2, precursors=[0, 1, 0, 0, 0, 0, 0], **common)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
