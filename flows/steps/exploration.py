@@ -24,11 +24,11 @@ import numpy as np
 
 from flows import storage
 from flows.pipeline import finishing
+from flows.steps.selection import passes_filters
 from flows.steps.training import load_latest
 from flows.storage import Decision, StructureSource
 from nnp_core.md import Replica, run_md
 from nnp_core.md_results import FrameStatus, MDFrame
-from nnp_core.sanity import check_frame
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int, int], None]
@@ -49,13 +49,8 @@ def explore(ctx, generation_index: int, *, progress: ProgressCallback | None = N
     bias = ctx.config.exploration_bias()
     with storage.reading(ctx.engine) as session:
         reference = storage.reference_structure(session, ctx.campaign_id)
-        sel = ctx.config.select
-        bonds_from = None if sel.allow_bond_changes else reference
-
-        def sane(atoms) -> bool:
-            return check_frame(atoms, reference=bonds_from, min_distance_A=sel.min_distance_A) is None
-
-        points = storage.last_md_frames(session, ctx.campaign_id, cfg.replicas, sane=sane)
+        points = storage.last_md_frames(session, ctx.campaign_id, cfg.replicas,
+                                        sane=lambda atoms: passes_filters(atoms, reference, ctx.config.select))
         hills = storage.replica_hills(session, ctx.campaign_id, cfg.replicas) if bias is not None else []
     for replica, values in enumerate(hills):
         if values is not None and values.size % (bias.n_cvs + 1) == 0:

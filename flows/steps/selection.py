@@ -84,16 +84,22 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
     return counts
 
 
+def passes_filters(atoms, reference, sel) -> bool:
+    """Whether a frame passes the selection's sanity filters: closest distance
+    ``sel.min_distance_A`` and, unless ``sel.allow_bond_changes``, the bond graph of
+    ``reference`` (``nnp_core.sanity.check_frame``)."""
+    from nnp_core.sanity import check_frame
+
+    bonds_from = None if sel.allow_bond_changes else reference
+    return check_frame(atoms, reference=bonds_from, min_distance_A=sel.min_distance_A) is None
+
+
 def break_precursors(rows, frames, production: np.ndarray, reference, sel) -> np.ndarray:
     """Per frame: is it the last sane frame of its replica's run before a frame that fails
     the sanity filters (bond graph of ``reference`` unless ``sel.allow_bond_changes``,
     closest distance ``sel.min_distance_A``)? Frames of one replica are in time order by
     id; production frames are never precursors."""
-    from nnp_core.sanity import check_frame
-
-    bonds_from = None if sel.allow_bond_changes else reference
-    sane = np.array([check_frame(atoms, reference=bonds_from, min_distance_A=sel.min_distance_A) is None
-                     for atoms in frames])
+    sane = np.array([passes_filters(atoms, reference, sel) for atoms in frames])
     out = np.zeros(len(frames), dtype=bool)
     previous: dict[int, int] = {}  # replica -> index of its latest frame so far
     for i, (structure, _) in enumerate(rows):
