@@ -490,7 +490,8 @@ class SelectSection(_Section):
     # extrapolate, so those frames never reach the window (nnp_core.selection.select_frames)
     hot_share: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
     # label the last sane frame of each replica before its molecule came apart (bond graph
-    # changed or atoms collided, which the sanity filters drop): picked first, whatever its
+    # changed or atoms collided, which the sanity filters drop), one per replica per
+    # generation (before its longest broken run): picked first, whatever its
     # max_force_dev below trust_hi; a committee whose members agree on a spurious
     # dissociation (a hole) otherwise never gets a label at the hole's entrance
     break_precursors: bool = False

@@ -95,20 +95,34 @@ def passes_filters(atoms, reference, sel) -> bool:
 
 
 def break_precursors(rows, frames, production: np.ndarray, reference, sel) -> np.ndarray:
-    """Per frame: is it the last sane frame of its replica's run before a frame that fails
-    the sanity filters (bond graph of ``reference`` unless ``sel.allow_bond_changes``,
-    closest distance ``sel.min_distance_A``)? Frames of one replica are in time order by
-    id; production frames are never precursors."""
+    """Per frame: is it its replica's bond-break precursor this generation? A replica's
+    precursor is its last sane frame (bond graph of ``reference`` unless
+    ``sel.allow_bond_changes``, closest distance ``sel.min_distance_A``) before the longest
+    run of frames that fail the sanity filters (the earliest such run on a tie): at most
+    one per replica per generation, the entrance to where it came apart. A hot bond that
+    flickers across the bond cutoff and back crosses it many times; each crossing is not
+    a new hole. Frames of one replica are in time order by id; production frames are
+    never precursors."""
     sane = np.array([passes_filters(atoms, reference, sel) for atoms in frames])
     out = np.zeros(len(frames), dtype=bool)
     previous: dict[int, int] = {}  # replica -> index of its latest frame so far
+    entrance: dict[int, int] = {}  # replica -> precursor of its current broken run
+    run: dict[int, int] = {}  # replica -> length of its current broken run
+    best: dict[int, tuple[int, int]] = {}  # replica -> (longest run, its precursor)
     for i, (structure, _) in enumerate(rows):
-        if production[i] or structure.replica is None:
+        replica = structure.replica
+        if production[i] or replica is None:
             continue
-        j = previous.get(structure.replica)
-        if j is not None and sane[j] and not sane[i]:
-            out[j] = True
-        previous[structure.replica] = i
+        j = previous.get(replica)
+        if not sane[i] and j is not None and sane[j]:
+            entrance[replica], run[replica] = j, 0
+        if not sane[i] and replica in entrance:
+            run[replica] += 1
+            if run[replica] > best.get(replica, (0, -1))[0]:
+                best[replica] = (run[replica], entrance[replica])
+        previous[replica] = i
+    for _, index in best.values():
+        out[index] = True
     return out
 
 

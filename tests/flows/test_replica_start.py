@@ -109,9 +109,12 @@ def test_with_bond_changes_allowed_the_fragments_are_a_start(tmp_path, monkeypat
     np.testing.assert_array_equal(started["replicas"][0].atoms.positions, broken.positions)
 
 
-def test_break_precursors_are_the_last_sane_frame_of_each_replica_before_a_break(tmp_path) -> None:
-    """Frames of two replicas interleaved by id: replica 0 breaks twice (after its frames 1
-    and 4), replica 1 never; a production frame is never a precursor."""
+def test_break_precursors_are_one_per_replica_before_its_longest_break(tmp_path) -> None:
+    """Frames of three replicas interleaved by id: replica 0 breaks for two frames (after its
+    frame at index 2), comes back and breaks for one (after 7): one precursor, before the
+    longer break; replica 2 flickers for one frame, then breaks for two (after 12): its
+    precursor is before the later, longer break; replica 1 never breaks; a production frame
+    is never a precursor."""
     from types import SimpleNamespace
 
     from flows.config import load_config
@@ -119,12 +122,18 @@ def test_break_precursors_are_the_last_sane_frame_of_each_replica_before_a_break
 
     sel = load_config(write_campaign(tmp_path, name="precursors")).select
     plan = [(0, False), (1, False), (0, False), (1, False), (0, True), (0, True), (1, False), (0, False),
-            (0, True), (None, True)]
+            (0, True), (None, True), (2, False), (2, True), (2, False), (2, True), (2, True), (0, False)]
     frames = [_water(i, broken=broken) for i, (_, broken) in enumerate(plan)]
     rows = [(SimpleNamespace(replica=replica), None) for replica, _ in plan]
     production = np.array([replica is None for replica, _ in plan])
     out = break_precursors(rows, frames, production, molecule("H2O"), sel)
-    assert np.flatnonzero(out).tolist() == [2, 7]
+    assert np.flatnonzero(out).tolist() == [2, 12]
+    # a tie between two breaks of one length: the earliest
+    tie = [(0, False), (0, True), (0, False), (0, True)]
+    out = break_precursors([(SimpleNamespace(replica=r), None) for r, _ in tie],
+                           [_water(i, broken=b) for i, (_, b) in enumerate(tie)],
+                           np.zeros(len(tie), dtype=bool), molecule("H2O"), sel)
+    assert np.flatnonzero(out).tolist() == [0]
     # bonds allowed to change: only collisions count, and these fragments do not collide
     allowed = sel.model_copy(update={"allow_bond_changes": True})
     assert not break_precursors(rows, frames, production, molecule("H2O"), allowed).any()
