@@ -193,14 +193,139 @@ def summary(point: dict) -> str:
     return text
 
 
-def random_rows(random: dict, sizes: list[int]) -> list[list]:
-    """Mean ± std over seeds of the random points of ``bench.rare_events --random``."""
+def random_rows(random: dict, sizes: list[int], architecture: str = "bpnn") -> list[list]:
+    """Mean ± std over seeds of the random points of ``bench.rare_events --random``
+    (``--architecture mace``: keys ``mace:random/...``)."""
     rows = []
     for n in sizes:
-        points = [p for k, p in random.items() if k.startswith("random/") and p.get("n_labels") == n]
+        points = random_points(random, n, architecture)
         if points:
-            rows.append(row(f"random sampling ({len(points)} seeds)", n, points))
+            name = "random sampling" + (", MACE" if architecture == "mace" else "")
+            rows.append(row(f"{name} ({len(points)} seeds)", n, points))
     return rows
+
+
+def random_points(random: dict, n_labels: int, architecture: str = "bpnn") -> list[dict]:
+    """The random-draw points of ``n_labels`` labels for ``architecture``."""
+    prefix = "random/" if architecture == "bpnn" else f"{architecture}:random/"
+    return [p for k, p in random.items() if k.startswith(prefix) and p.get("n_labels") == n_labels]
+
+
+def architecture(variant: str) -> str:
+    """The committee architecture of ``bench.data_efficiency``'s variant ``variant``."""
+    from bench.data_efficiency import PRESETS
+
+    for preset in PRESETS.values():
+        for candidate in getattr(preset, "variants", ()):
+            if candidate.name == variant:
+                return candidate.overrides.get("committee", {}).get("architecture", "bpnn")
+    return "bpnn"
+
+
+#: label counts the campaigns are compared with random draws at (issue 19: 25-300)
+EQUAL_LABELS = (50, 100, 150, 200)
+
+
+def at_labels(points: list[dict], n_labels: int, tolerance: float = 0.1) -> list[dict]:
+    """Per seed, the generation whose label count is nearest ``n_labels`` (within
+    ``tolerance`` of it; none for a seed that never came that near)."""
+    chosen = []
+    for seed in sorted({p.get("seed", 0) for p in points}):
+        mine = [p for p in points if p.get("seed", 0) == seed and abs(p["n_labels"] - n_labels) <= tolerance * n_labels]
+        if mine:
+            chosen.append(min(mine, key=lambda p: (abs(p["n_labels"] - n_labels), -p["generation"])))
+    return chosen
+
+
+def _mean(points: list[dict], get) -> float:
+    return float(np.mean([get(p) for p in points]))
+
+
+def _rare(p: dict) -> float:
+    return 1000 * p["subsets"]["all"]["force_mae_eV_A"]
+
+
+def _thermal(p: dict) -> float:
+    return 1000 * p["thermal"]["force_mae_eV_A"]
+
+
+def equal_label_rows(points_by_variant: dict[str, list[dict]], random: dict,
+                     sizes: tuple[int, ...] = EQUAL_LABELS) -> list[list]:
+    """Each campaign variant against random draws of its architecture at equal label counts:
+    per size, each seed's generation nearest it (±10%), mean ± std over seeds, and the
+    rare-set and thermal errors relative to random's mean at that size."""
+    rows = []
+    for n in sizes:
+        for variant, points in points_by_variant.items():
+            at = at_labels(points, n)
+            if not at:
+                continue
+            counts = sorted({p["n_labels"] for p in at})
+            labels = counts[0] if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+            base = random_points(random, n, architecture(variant))
+            ratios = ([f"{_mean(at, get) / _mean(base, get) - 1:+.0%}" for get in (_rare, _thermal)]
+                      if base else ["", ""])
+            rows.append([n, variant, len(at), labels, *row("", labels, at)[2:4], *ratios,
+                         *row("", labels, at)[6:9]])
+        for arch in ("bpnn", "mace"):
+            base = random_points(random, n, arch)
+            if base and any(architecture(v) == arch for v in points_by_variant):
+                name = "random sampling" + (", MACE" if arch == "mace" else "")
+                rows.append([n, name, len(base), n, *row("", n, base)[2:4], "", "", *row("", n, base)[6:9]])
+    return rows
+
+
+def target_rows(points_by_variant: dict[str, list[dict]], random: dict) -> list[list]:
+    """Issue 19's targets per campaign variant, on the seeds' means at each generation:
+    (1) the rare-set error of random's 300 labels (same architecture) reached at <= 150
+    labels; (2) the thermal error within 10% of random's at 50/100/200 labels; (3) both
+    barriers within 10 meV of PBE at some generation of <= 200 labels on every seed;
+    (4) 800 K stability of the last committees."""
+    rows = []
+    for variant, points in points_by_variant.items():
+        arch = architecture(variant)
+        seeds = sorted({p.get("seed", 0) for p in points})
+        goal = random_points(random, 300, arch)
+        reached = None
+        if goal:
+            goal_mae = _mean(goal, _rare)
+            for generation in sorted({p["generation"] for p in points}):
+                at = [p for p in points if p["generation"] == generation]
+                if len(at) == len(seeds) and _mean(at, _rare) <= goal_mae:
+                    reached = max(p["n_labels"] for p in at)
+                    break
+            best = min(((_mean([p for p in points if p["generation"] == g], _rare), g)
+                        for g in {p["generation"] for p in points}
+                        if max(p["n_labels"] for p in points if p["generation"] == g) <= 150
+                        and len([p for p in points if p["generation"] == g]) == len(seeds)), default=None)
+            if reached is not None and reached <= 150:
+                first = f"yes, at {reached} labels ({goal_mae:.1f})"
+            else:
+                first = ((f"no: best at ≤ 150 labels {best[0]:.1f} vs {goal_mae:.1f}; " if best else "no: ")
+                         + (f"reached at {reached} labels" if reached is not None else "never reached"))
+        else:
+            first = "no random 300-label committee"
+        thermal = []
+        for n in (50, 100, 200):
+            at, base = at_labels(points, n), random_points(random, n, arch)
+            if at and base:
+                thermal.append(f"{n}: {_mean(at, _thermal) / _mean(base, _thermal) - 1:+.0%}")
+        barrier, held = [], 0
+        for seed in seeds:
+            mine = sorted((p for p in points if p.get("seed", 0) == seed and p["n_labels"] <= 200),
+                          key=lambda p: p["generation"])
+            ok = [p["n_labels"] for p in mine if _barriers_within(p, 10.0)]
+            barrier.append(f"{ok[0]}" if ok else "never")
+            held += bool(mine) and _barriers_within(mine[-1], 10.0)
+        last = [max((p for p in points if p.get("seed", 0) == seed), key=lambda p: p["generation"]) for seed in seeds]
+        stable = [f"{p['stable_seeds_800K']}/5 ({p['stability_ps']} ps)" for p in last if "stable_seeds_800K" in p]
+        rows.append([variant, len(seeds), first, ", ".join(thermal) or "not measured",
+                     f"{' / '.join(barrier)}; {held}/{len(seeds)} at the last", ", ".join(stable) or "not measured"])
+    return rows
+
+
+def _barriers_within(point: dict, meV: float) -> bool:
+    return all(abs(point["scans"][s]["barrier_error_meV"]) <= meV for s in ("hydroxyl_scan", "methyl_scan"))
 
 
 def variant_rows(variant: str, points: list[dict]) -> list[list]:
@@ -270,13 +395,14 @@ def main(argv: list[str] | None = None) -> str:
         on_disk = json.loads(cache_path.read_text()) if cache_path.exists() else {}
         cache_path.write_text(json.dumps({**on_disk, key: cache[key]}, indent=1, sort_keys=True))
 
-    rows, last_points, retrained = [], {}, []
+    rows, last_points, retrained, points_by_variant = [], {}, [], {}
     for variant in args.variants:
         points = []
         for seed in args.seeds:
             points += campaign_points(variant, data_dir, frames, test, cache, args.stability_ps, seed=seed,
                                       save=save)
         rows += variant_rows(variant, points)
+        points_by_variant[variant] = points
         # each seed's last generation (a point scored while its campaign ran on keeps its judgement)
         last_points[variant] = [max((p for p in points if p.get("seed", 0) == seed), key=lambda p: p["generation"])
                                 for seed in sorted({p.get("seed", 0) for p in points})]
@@ -287,7 +413,9 @@ def main(argv: list[str] | None = None) -> str:
             retrained += [cache[k] for seed in args.seeds for k in
                           (retrained_key(variant, seed, b) for b in (False, True)) if k in cache]
     random = json.loads((data_dir / RESULTS_NAME).read_text()) if (data_dir / RESULTS_NAME).exists() else {}
-    rows += random_rows(random, [25, 50, 100, 200, 300])
+    rows += random_rows(random, [25, 50, 100, 150, 200, 300])
+    if any(architecture(v) == "mace" for v in args.variants):
+        rows += random_rows(random, [25, 50, 100, 150, 200, 300], "mace")
     judged = [(f"{v} seed {p.get('seed', 0)}, last generation", p["n_labels"], p["high_energy_judgement"])
               for v, points in last_points.items() for p in points]
     judged += [(f"{p['variant']} seed {p['seed']}, its labels retrained from scratch"
@@ -308,6 +436,20 @@ def main(argv: list[str] | None = None) -> str:
         "the seeds' committees of the same generation); random sampling: "
         "`bench.rare_events --random` (mean ± std over seeds).", "",
         markdown_table(headers, rows), "",
+        "At equal label counts: each seed's generation nearest the count (±10%), mean ± std over the seeds, "
+        "against random draws of the same architecture (BPNN campaigns against BPNN draws, MACE against MACE); "
+        "'vs random' is the campaigns' mean error over random's mean minus one.", "",
+        markdown_table(["labels", "committee", "seeds", "labels used", "thermal test", "rare: all",
+                        "rare vs random", "thermal vs random", "high-energy", "O-H barrier error (meV)",
+                        "CH3 barrier error (meV)"], equal_label_rows(points_by_variant, random)), "",
+        "Issue 19's targets per variant (means over the seeds at each generation): (1) the rare-set error of random's "
+        "300 labels reached at ≤ 150 labels; (2) the thermal error within 10% of random's at equal labels; (3) the "
+        "first label count at which both torsion barriers are within 10 meV of PBE, per seed, and how many seeds' "
+        "last generation of ≤ 200 labels has them there; "
+        "(4) the last committees' 800 K stability.", "",
+        markdown_table(["variant", "seeds", "(1) random-300 rare error at ≤ 150 labels",
+                        "(2) thermal vs random", "(3) barriers within 10 meV: first at (labels, per seed)",
+                        "(4) 800 K stable seeds"], target_rows(points_by_variant, random)), "",
         "How the last committees judge the rare set's high-energy frames (the example's window: "
         "max_force_dev below trust_lo 0.2 eV/Å is called accurate, past trust_hi 0.5 eV/Å is not labelled): "
         "the shares of frames below, in and past the window, the medians of max_force_dev and of the largest "

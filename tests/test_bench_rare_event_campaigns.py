@@ -97,3 +97,38 @@ def test_seeds_with_different_stability_runs_each_show_their_own_duration() -> N
               _point(1, 3, 103, 0.1, 1.0, stable_seeds_800K=4, stability_ps=20.0)]
     (name, *_), = variant_rows("al-x", points)
     assert name == "al-x generation 3 (2 seeds) (800 K: 5/5 over 100.0 ps, 4/5 over 20.0 ps stable)"
+
+
+def test_equal_label_counts_take_each_seeds_nearest_generation_against_random_of_its_architecture() -> None:
+    from bench.rare_event_campaigns import equal_label_rows
+
+    points = [_point(0, 1, 53, 0.2, 5.0), _point(0, 2, 78, 0.15, 5.0), _point(0, 3, 103, 0.1, 5.0),
+              _point(1, 1, 53, 0.3, 5.0), _point(1, 3, 98, 0.12, 5.0)]
+    random = {"random/seed0/n100": _point(0, 0, 100, 0.1, 0.0), "random/seed1/n100": _point(1, 0, 100, 0.14, 0.0),
+              "mace:random/seed0/n100": _point(0, 0, 100, 0.01, 0.0)}
+    rows = equal_label_rows({"al-thermal": points}, random, sizes=(100, 200))
+    campaign, base = rows  # nothing within 10% of 200 labels
+    assert campaign[:4] == [100, "al-thermal", 2, "98-103"]
+    assert campaign[5] == "110.0 ± 10.0"  # rare set: 100 and 120 meV/Å
+    assert campaign[6] == "-8%"  # against the BPNN draws' 120, never the MACE draw's 10
+    assert base[:4] == [100, "random sampling", 2, 100] and base[5] == "120.0 ± 20.0"
+
+
+def test_targets_are_judged_on_the_seeds_means_and_the_random_300_draws() -> None:
+    from bench.rare_event_campaigns import target_rows
+
+    points = [_point(0, 1, 53, 0.2, 20.0), _point(1, 1, 53, 0.2, 5.0),
+              _point(0, 2, 128, 0.09, 5.0), _point(1, 2, 128, 0.13, -12.0),  # mean 110: not yet 100
+              _point(0, 3, 153, 0.08, 5.0, stable_seeds_800K=5, stability_ps=20.0),
+              _point(1, 3, 150, 0.1, 5.0, stable_seeds_800K=3, stability_ps=20.0)]
+    random = {f"random/seed{s}/n300": _point(s, 0, 300, 0.1, 0.0) for s in (0, 1)}
+    random["random/seed0/n50"] = _point(0, 0, 50, 0.16, 0.0)
+    [row] = target_rows({"al-x": points}, random)
+    assert row[:3] == ["al-x", 2, "no: best at ≤ 150 labels 110.0 vs 100.0; reached at 153 labels"]
+    assert row[3] == "50: +25%"  # thermal 100 against 80 meV/Å
+    assert row[4] == "128 / 53; 2/2 at the last"  # seed 1 within 10 meV at 53, out at 128, back at 150
+    assert row[5] == "5/5 (20.0 ps), 3/5 (20.0 ps)"
+    [row] = target_rows({"al-x": points[:4]}, random)
+    assert row[2] == "no: best at ≤ 150 labels 110.0 vs 100.0; never reached" and row[5] == "not measured"
+    early = [{**p, "n_labels": 140} if p["generation"] == 3 else p for p in points]
+    assert target_rows({"al-x": early}, random)[0][2] == "yes, at 140 labels (100.0)"
