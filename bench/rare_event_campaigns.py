@@ -61,6 +61,9 @@ def campaign_points(variant: str, data_dir: Path, frames: list, test: list, cach
             + (f"; {len(cached)} generations from the cache" if cached else ""))
         return [{**point, "variant": variant, "seed": seed} for point in cached]
     labelled, committees = campaign_frames(config_path)
+    if not committees:  # a campaign that has just started: nothing to score yet
+        log(f"{variant}: no committee yet at {config_path.parent}")
+        return []
     points = []
     last = max(committees)
     for generation, committee in sorted(committees.items()):

@@ -132,3 +132,16 @@ def test_targets_are_judged_on_the_seeds_means_and_the_random_300_draws() -> Non
     assert row[2] == "no: best at ≤ 150 labels 110.0 vs 100.0; never reached" and row[5] == "not measured"
     early = [{**p, "n_labels": 140} if p["generation"] == 3 else p for p in points]
     assert target_rows({"al-x": early}, random)[0][2] == "yes, at 140 labels (100.0)"
+
+
+def test_a_campaign_that_has_just_started_has_no_points_yet(tmp_path, monkeypatch) -> None:
+    import bench.data_efficiency
+    from bench.rare_event_campaigns import campaign_points
+
+    folder = tmp_path / "al-x-seed1"
+    folder.mkdir()
+    (folder / "alflow.db").write_bytes(b"")
+    monkeypatch.setattr(bench.data_efficiency, "campaign_frames", lambda path: ([], {}))
+    logged = []
+    assert campaign_points("al-x", tmp_path, [], [], {}, 0.0, log=logged.append, seed=1) == []
+    assert "no committee yet" in logged[0]
