@@ -268,13 +268,14 @@ def equal_label_rows(points_by_variant: dict[str, list[dict]], random: dict,
             base = random_points(random, n, architecture(variant))
             ratios = ([f"{_mean(at, get) / _mean(base, get) - 1:+.0%}" for get in (_rare, _thermal)]
                       if base else ["", ""])
-            rows.append([n, variant, len(at), labels, *row("", labels, at)[2:4], *ratios,
-                         *row("", labels, at)[6:9]])
+            cells = row("", labels, at)
+            rows.append([n, variant, len(at), labels, *cells[2:4], *ratios, *cells[6:9]])
         for arch in ("bpnn", "mace"):
             base = random_points(random, n, arch)
             if base and any(architecture(v) == arch for v in points_by_variant):
                 name = "random sampling" + (", MACE" if arch == "mace" else "")
-                rows.append([n, name, len(base), n, *row("", n, base)[2:4], "", "", *row("", n, base)[6:9]])
+                cells = row("", n, base)
+                rows.append([n, name, len(base), n, *cells[2:4], "", "", *cells[6:9]])
     return rows
 
 
