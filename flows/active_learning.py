@@ -16,6 +16,7 @@ from flows.dashboard import publish_campaign
 from flows.pipeline import done_steps, run_generation
 from flows.runner import CampaignBusy, busy, campaign_runner
 from flows.status import campaign_status
+from flows.steps.decide import stop_holds
 from flows.steps.labelling import reset_dead_workers
 from flows.steps.training import load_latest
 from flows.tasks import context, label_all, pending_labels, prefect_steps, task_runner_for, train_locked
@@ -32,8 +33,10 @@ def active_learning(config_path: str, max_new_generations: int | None = None, ex
 
     ``max_new_generations`` stops after that many more generations (scheduled cycles).
     ``extend`` (``alflow run --generations N``): run exactly ``max_new_generations`` more
-    generations even if the campaign had stopped (converged or at its limit). A campaign
-    stopped at ``[loop] max_generations`` goes on by itself once the limit is raised.
+    generations even if the campaign had stopped (converged or at its limit), though
+    never past its label budget (``[loop] max_labels``: raise it to label more). A campaign
+    stopped at ``[loop] max_generations`` or ``max_labels`` goes on by itself once that
+    limit is raised.
     """
     ctx = context(str(config_path))
     with campaign_runner(ctx):
@@ -53,6 +56,10 @@ def _run_loop(ctx: CampaignContext, max_new_generations: int | None, extend: boo
         published = True
     ran = 0
     stop, reason = _finished(ctx)
+    if extend and max_new_generations and _budget_spent(ctx):
+        logger.warning("not extending: the label budget is spent (%s); raise [loop] max_labels to label more",
+                       reason or f"max_labels = {ctx.config.loop.max_labels}")
+        extend, stop = False, True
     if stop and extend and max_new_generations:
         logger.info("campaign had stopped (%s); extending it by %d generation(s) as asked", reason,
                     max_new_generations)
@@ -83,16 +90,29 @@ def preflight(ctx: CampaignContext) -> None:
 
 def _finished(ctx: CampaignContext) -> tuple[bool, str | None]:
     """Whether the campaign has stopped, and why, under its *current* config: a stop at
-    the generation limit no longer holds once ``[loop] max_generations`` was raised."""
+    the generation limit or the label budget no longer holds once ``[loop] max_generations``
+    or ``max_labels`` was raised (``flows.steps.decide.stop_holds``)."""
     with storage.reading(ctx.engine) as session:
         status = campaign_status(session, ctx.campaign_id)
+        asked = storage.count_labels(session, ctx.campaign_id)
     decided = [row for row in status["generations"] if row["status"] == "done"]
     last = decided[-1] if decided else None
+    budget = ctx.config.loop.max_labels
+    if decided and budget is not None and asked >= budget:  # also a budget lowered below what was spent
+        return True, last["stop_reason"] or f"label budget {budget} reached ({asked} labels)"
     if last is None or not last["stop_reason"]:
         return False, None
-    if last["stop_reason"].startswith("generation limit") and last["generation"] < ctx.config.loop.max_generations:
+    if not stop_holds(last["stop_reason"], last["generation"], ctx.config.loop, asked):
         return False, None
     return True, last["stop_reason"]
+
+
+def _budget_spent(ctx: CampaignContext) -> bool:
+    budget = ctx.config.loop.max_labels
+    if budget is None:
+        return False
+    with storage.reading(ctx.engine) as session:
+        return storage.count_labels(session, ctx.campaign_id) >= budget
 
 
 def _next_generation_index(ctx: CampaignContext) -> int:

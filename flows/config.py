@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import math
 import os
 import stat
 import tomllib
@@ -567,6 +568,11 @@ class LoopSection(_Section):
     initial_md_interval_steps: PositiveInt = 100
     optimise_first: bool = True
     max_generations: PositiveInt = 10
+    #: label budget: QM calculations the campaign may spend, the initial samples and
+    #: failed labels included. The generation that reaches it selects only what is
+    #: left, and the campaign stops there ("label budget N reached"); raise it to go on.
+    #: None: no budget (max_generations and the convergence rule stop the campaign)
+    max_labels: PositiveInt | None = None
     #: fraction of the initial frames held out as the fixed validation set
     validation_fraction_frames: float = Field(0.1, ge=0, lt=1)
     #: a new committee's uncertainty scale is fitted on the errors its predecessors made
@@ -583,6 +589,21 @@ class LoopSection(_Section):
         if name.strip().lower() not in available_backends():
             raise ValueError(f"unknown backend {name!r}; available: {available_backends()}")
         return name.strip().lower()
+
+    @property
+    def initial_labels(self) -> int:
+        """Labels generation 0 computes: the reference geometry, the initial samples and
+        the validation frames (``ceil(validation_fraction_frames x initial_samples)``)."""
+        return 1 + self.initial_samples + math.ceil(self.validation_fraction_frames * self.initial_samples)
+
+    @model_validator(mode="after")
+    def _budget_beyond_initial(self) -> LoopSection:
+        if self.max_labels is not None and self.max_labels <= self.initial_labels:
+            n_validation = self.initial_labels - 1 - self.initial_samples
+            raise ValueError(f"max_labels ({self.max_labels}) leaves nothing for active learning: generation 0 "
+                             f"alone labels {self.initial_labels} (the reference geometry, {self.initial_samples} "
+                             f"initial and {n_validation} validation frames)")
+        return self
 
 
 class ExecutionSection(_Section):

@@ -284,7 +284,9 @@ def publish_campaign(ctx: Any) -> None:
     publish_summary(ctx.name, "\n".join([
         f"# alflow campaign {ctx.name}", "",
         f"**Status** {status['stop_reason'] or 'running'}  ",
-        f"**Labels** {status['labels']} done, {status['failed_labels']} failed, {status['pending_labels']} pending  ",
+        f"**Labels** {status['labels']} done, {status['failed_labels']} failed, {status['pending_labels']} pending"
+        + (f"; label budget {status['labels'] + status['failed_labels'] + status['pending_labels']} of "
+           f"{ctx.config.loop.max_labels} spent  " if ctx.config.loop.max_labels else "  "),
         f"**Target** fresh-label force MAE {target * 1000:g} meV/Å; trust window "
         f"{select_cfg.trust_lo_eV_A:g}-{select_cfg.trust_hi_eV_A:g} eV/Å  ",
         f"**Latest committee** `{status['latest_committee']}`", "",

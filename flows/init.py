@@ -448,6 +448,9 @@ def render(plan: Plan, estimate: Estimate | None) -> str:
         *initial,
         "optimise_first = true            # BFGS at the reference level first (fmax 0.05 eV/Å)",
         f"max_generations = {d.max_generations}",
+        f"# max_labels = {d.max_labels}            # a label budget (every QM label, generation 0's "
+        "included):",
+        "#                                 # the generation reaching it picks only what is left",
         f"validation_fraction_frames = {VALIDATION_FRACTION}",
         "calibration_generations = 3",
         "",

@@ -45,6 +45,7 @@ from flows import storage
 from flows.campaign import CampaignContext, open_campaign
 from flows.config import CampaignConfig
 from flows.runner import CampaignBusy, busy, campaign_runner
+from flows.steps.decide import stop_holds
 from flows.steps.training import load_latest
 from nnp_core.committee import Committee
 from nnp_core.md import (
@@ -361,9 +362,14 @@ def run_hint(ctx: CampaignContext, index: int, config_path: str | Path) -> str:
     with storage.reading(ctx.engine) as session:
         decided = [g for g in storage.generations(session, ctx.campaign_id)
                    if g.status == storage.GenerationStatus.DONE]
+        asked = storage.count_labels(session, ctx.campaign_id)
     last = decided[-1] if decided else None
-    stopped = last is not None and last.stop_reason and not (
-        last.stop_reason.startswith("generation limit") and last.index < ctx.config.loop.max_generations)
+    stopped = last is not None and bool(last.stop_reason) and stop_holds(
+        last.stop_reason, last.index, ctx.config.loop, asked)
+    budget = ctx.config.loop.max_labels
+    if budget is not None and asked >= budget:
+        return (f"the campaign has spent its label budget ({asked} of [loop] max_labels = {budget}): raise "
+                f"max_labels, then `alflow run {config_path}` labels them in generation {index}")
     if stopped:
         return (f"the campaign had stopped ({last.stop_reason}): `alflow run {config_path} --generations 1` "
                 f"runs generation {index} and labels them")

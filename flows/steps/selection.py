@@ -10,6 +10,7 @@ import numpy as np
 
 from flows import storage
 from flows.pipeline import finishing
+from flows.steps.decide import budget_left
 from flows.steps.training import load_latest
 from flows.storage import Decision, StructureSource
 
@@ -33,13 +34,18 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
     (Explored frames beyond ``trust_hi`` stay rejected: the MD engine already judged them.)
     Production frames the latest committee has not scored (fed back before a newer
     committee was trained) are scored by it first. They count in the generation's
-    selection counts, so a generation they joined has a lower accurate fraction."""
+    selection counts, so a generation they joined has a lower accurate fraction.
+
+    Under a label budget (``[loop] max_labels``) the generation picks at most what is
+    left of it (the hot share's reserved picks first, as always)."""
     from nnp_core.selection import select_frames
 
     start = time.perf_counter()
     sel = ctx.config.select
     committee_id, committee = load_latest(ctx)
     with finishing(ctx, generation_index, "select", start) as (session, generation):
+        left = budget_left(session, ctx)
+        cap = sel.max_selected_per_generation if left is None else min(sel.max_selected_per_generation, left)
         _score_production_frames(session, generation.id, committee_id, committee)
         rows = storage.scored_frames(session, generation.id, committee_id)
         counts = {d.value: 0 for d in Decision}
@@ -62,9 +68,9 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
                 reference_structures=reference,
                 labelled_fingerprints=committee.fingerprints(labelled_atoms) if labelled_atoms else None,
                 labelled_hashes=[s.content_hash for s in labelled],
-                max_selected=sel.max_selected_per_generation, min_distance_A=sel.min_distance_A,
+                max_selected=cap, min_distance_A=sel.min_distance_A,
                 allow_bond_changes=sel.allow_bond_changes, adaptive_trust_lo=sel.adaptive_trust_lo,
-                reserved=hot, n_reserved=round(sel.hot_share * sel.max_selected_per_generation),
+                reserved=hot, n_reserved=min(round(sel.hot_share * sel.max_selected_per_generation), cap),
                 precursors=(break_precursors(rows, frames, production, reference, sel)
                             if sel.break_precursors else None),
                 energies_eV=np.array([sc.energy_mean_eV for _, sc in rows]))

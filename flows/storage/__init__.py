@@ -41,6 +41,7 @@ from flows.storage.labels import (
     LabelStateError,
     claim_pending_labels,
     complete_label,
+    count_labels,
     enqueue_labels,
     fail_label,
     generation_labels,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from flows.storage.campaigns import check_level_of_theory, normalise_level_of_theory
@@ -208,3 +208,10 @@ def generation_labels(session: Session, campaign_id: int, generation_index: int)
     return list(session.scalars(select(LabelRow).join(Structure, LabelRow.structure_id == Structure.id).join(
         Generation, Generation.id == Structure.generation_id).where(
         Structure.campaign_id == campaign_id, Generation.index == generation_index).order_by(LabelRow.id)))
+
+
+def count_labels(session: Session, campaign_id: int) -> int:
+    """Labels the campaign has asked for, in any state (pending, running, done or
+    failed): what counts against ``[loop] max_labels``."""
+    return session.scalar(select(func.count()).select_from(LabelRow).join(
+        Structure, LabelRow.structure_id == Structure.id).where(Structure.campaign_id == campaign_id))

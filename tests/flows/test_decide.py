@@ -77,3 +77,22 @@ def test_the_generation_limit_stops_an_unconverged_campaign(ctx) -> None:
 def test_pooled_fresh_mae_weights_generations_by_their_labels() -> None:
     assert pooled_fresh_mae([(3, 0.1), (1, 0.5)]) == (pytest.approx(0.2), 4)
     assert pooled_fresh_mae([(0, float("nan"))]) == (None, 0)
+
+
+def test_a_limit_stop_is_lifted_only_once_no_limit_is_reached() -> None:
+    from types import SimpleNamespace
+
+    from flows.steps.decide import stop_holds
+
+    loop = SimpleNamespace(max_generations=5, max_labels=150)
+    assert stop_holds("label budget 150 reached (150 labels)", 3, loop, 150)
+    assert not stop_holds("label budget 150 reached (150 labels)", 3, SimpleNamespace(max_generations=5,
+                                                                                     max_labels=200), 150)
+    assert not stop_holds("label budget 150 reached (150 labels)", 3, SimpleNamespace(max_generations=5,
+                                                                                     max_labels=None), 150)
+    # the budget raised but the generation limit reached meanwhile: still stopped
+    assert stop_holds("label budget 150 reached (150 labels)", 5, SimpleNamespace(max_generations=5,
+                                                                                 max_labels=200), 150)
+    assert stop_holds("generation limit 5 reached", 5, SimpleNamespace(max_generations=8, max_labels=150), 150)
+    assert not stop_holds("generation limit 5 reached", 5, SimpleNamespace(max_generations=8, max_labels=None), 150)
+    assert stop_holds("converged: accurate fraction >= 0.9", 2, SimpleNamespace(max_generations=8, max_labels=None), 0)

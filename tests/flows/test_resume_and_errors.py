@@ -198,6 +198,8 @@ def _digest(path: Path) -> str:
     ('backend = "pyscf"', 'backend = "nope"', "backend"),
     ("max_epochs = 40", "max_epochs = forty", "line"),
     ('molecule = "H2O"', 'structure_file = "overlap.xyz"', "overlap"),
+    ("max_generations = 2", "max_generations = 2\nmax_labels = 10", "generation 0 alone labels 10"),
+    ("max_generations = 2", "max_generations = 2\nmax_labels = 0", "max_labels"),
 ])
 def test_bad_config_fails_clearly_and_leaves_the_database_unchanged(tmp_path, capsys, old, new, words) -> None:
     good = write_campaign(tmp_path, "guarded")

@@ -11,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -18,7 +20,7 @@ from flows.campaign import open_campaign
 from flows.cli import main
 from flows.runner import STALE_AFTER_S, CampaignBusy, acquire, busy, campaign_runner, release
 from flows.steps.labelling import worker_name
-from flows.storage import CommitteeRow, Generation, LabelRow, Runner
+from flows.storage import CommitteeRow, Generation, LabelRow, Runner, Structure
 from tests.flows.conftest import write_campaign
 
 
@@ -185,3 +187,45 @@ def test_two_campaigns_never_share_a_work_dir(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "campaign.work_dir" in err and "another campaign (first-water" in err
     open_campaign(first)  # its own folder: fine, also when opened again
+
+
+def test_a_label_budget_trims_the_last_generation_stops_and_goes_on_once_raised(
+        prefect_harness, tmp_path, capsys) -> None:
+    """``[loop] max_labels``: every label asked for counts (generation 0's 10 included); the
+    generation that reaches the budget picks only what is left; ``--generations`` does not
+    spend past it; raising it lets the next run go on by itself."""
+    config = write_campaign(tmp_path, "budgeted")
+    text = config.read_text().replace("max_generations = 2", "max_generations = 6\nmax_labels = 12")
+    config.write_text(text)
+    assert main(["run", str(config)]) == 0
+    ctx = open_campaign(config, create=False)
+    assert _generations(ctx) == [0, 1]  # 10 + 2 of generation 1's 3 picks
+    assert _labels_per_generation(ctx) == {0: 10, 1: 2}
+    with Session(ctx.engine) as session:
+        reason = session.scalar(select(Generation.stop_reason).where(Generation.index == 1))
+    assert reason == "label budget 12 reached (12 labels)"
+    with get_client(sync_client=True) as client:  # the dashboard's summary says how much is spent
+        (summary,) = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
+            key=ArtifactCollectionFilterKey(any_=["budgeted-summary"])))
+    assert "**Status** label budget 12 reached (12 labels)" in summary.data
+    assert "; label budget 12 of 12 spent" in summary.data
+
+    capsys.readouterr()
+    assert main(["run", str(config), "--generations", "1"]) == 0  # no generation past the budget
+    assert _generations(ctx) == [0, 1]
+    assert "not extending: the label budget is spent" in capsys.readouterr().err
+
+    config.write_text(text.replace("max_labels = 12", "max_labels = 16"))
+    assert main(["run", str(config)]) == 0
+    assert _labels_per_generation(ctx) == {0: 10, 1: 2, 2: 3, 3: 1}
+    with Session(ctx.engine) as session:
+        assert session.scalar(select(func.count()).select_from(LabelRow)) == 16
+
+
+def _labels_per_generation(ctx) -> dict[int, int]:
+    with Session(ctx.engine) as session:
+        rows = session.execute(select(Generation.index, func.count(LabelRow.id)).join(
+            Structure, Structure.generation_id == Generation.id).join(
+            LabelRow, LabelRow.structure_id == Structure.id).where(
+            Generation.campaign_id == ctx.campaign_id).group_by(Generation.index)).all()
+    return dict(rows)
