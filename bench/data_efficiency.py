@@ -258,12 +258,15 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
 
 def campaign_config(preset: Preset, seed: int, folder: Path, variant: Variant | None = None) -> Path:
     """The example campaign with the preset's and the variant's overrides, seeded,
-    living in ``folder``."""
+    living in ``folder``, its label budget (``[loop] max_labels``) the variant's: the
+    generation that reaches it picks only what is left (campaigns run before this was
+    set ended up to 24 labels past it)."""
     variant = variant or preset.variants[0]
     data = tomllib.loads((ROOT / preset.example).read_text())
     for overrides in (preset.overrides, variant.overrides):
         for section, values in overrides.items():
             data.setdefault(section, {}).update(values)
+    data.setdefault("loop", {})["max_labels"] = preset.budget_of(variant)
     data["campaign"] = {"name": f"{data['campaign']['name']}-{variant.name}-seed{seed}", "work_dir": str(folder)}
     data["train"]["seed"] = seed
     folder.mkdir(parents=True, exist_ok=True)

@@ -201,6 +201,7 @@ def test_every_variant_and_architecture_makes_a_valid_campaign(preset_name, tmp_
     preset = data_efficiency.PRESETS[preset_name]
     for variant in preset.variants:
         config = load_config(data_efficiency.campaign_config(preset, 0, tmp_path / variant.name, variant))
+        assert config.loop.max_labels == preset.budget_of(variant)
         for section, values in variant.overrides.items():
             model = getattr(config, section)
             for name, value in values.items():
