@@ -206,3 +206,37 @@ def test_refusals_are_one_line_exit_2_and_change_nothing(campaign, trajectory, t
         release(ctx, "other-host:123:run")
         ctx.engine.dispose()
     assert output.read_bytes() == content and _rows(campaign) == before
+
+
+def test_the_feed_back_hint_says_how_the_fed_back_frames_get_labelled(tmp_path) -> None:
+    """A running campaign labels them in its next generation; a stopped one with
+    ``--generations 1``; one at its label budget only once the budget is raised."""
+    from ase.build import molecule
+
+    from flows import storage
+    from flows.production import run_hint
+    from flows.storage import StructureSource
+    from tests.flows.conftest import write_campaign
+
+    config = write_campaign(tmp_path, "hinted")
+    text = config.read_text()
+    config.write_text(text.replace("max_generations = 2", "max_generations = 2\nmax_labels = 12"))
+    ctx = open_campaign(config)
+    with storage.transaction(ctx.engine) as session:
+        generation = storage.generation(session, ctx.campaign_id, 1)
+        frames = [molecule("H2O") for _ in range(12)]
+        for i, atoms in enumerate(frames):  # twelve different frames (identical ones are stored once)
+            atoms.rattle(0.01, seed=i)
+        ids = storage.add_structures(session, ctx.campaign_id, frames, source=StructureSource.INITIAL,
+                                     generation_id=generation.id)
+        assert len(set(ids)) == 12
+        storage.enqueue_labels(session, ids[:11])
+    assert run_hint(ctx, 2, config) == f"`alflow run {config}` labels them in generation 2"
+    with storage.transaction(ctx.engine) as session:
+        generation = storage.generation(session, ctx.campaign_id, 1)
+        storage.finish_generation(session, generation, "converged: test", converged=True)
+    assert run_hint(ctx, 2, config).startswith("the campaign had stopped (converged: test): `alflow run")
+    with storage.transaction(ctx.engine) as session:
+        storage.enqueue_labels(session, ids[11:])
+    assert run_hint(ctx, 2, config).startswith(
+        "the campaign has spent its label budget (12 of [loop] max_labels = 12): raise max_labels")
