@@ -72,8 +72,9 @@ def al_cycle(config_path: str, generations: NonNegativeInt = 1) -> Any:
     message = f"campaign {ctx.name} has stopped: {summary['stop_reason']}"
     paused = pause_own_deployment()
     if paused:
+        limit = "max_labels" if summary["stop_reason"].startswith("label budget") else "max_generations"
         message += (f"; paused deployment {paused} so its schedule stops (to go on, raise [loop] "
-                    f"max_generations, then run alflow deploy again or switch the deployment on in the dashboard)")
+                    f"{limit}, then run alflow deploy again or switch the deployment on in the dashboard)")
     logger.warning(message)
     return Completed(name="Stopped", message=message, data=summary)
 
