@@ -382,7 +382,10 @@ def run_campaign(config_path: Path, label_budget: int, log=print) -> None:
                 log(f"{config_path.parent.name}: {status['labels']} labels, {len(status['generations'])} generations, "
                     f"{status['stop_reason'] or ('window empty' if stalled else 'budget spent')}")
                 return
-        active_learning(config_path=str(config_path), max_new_generations=1)
+        summary = active_learning(config_path=str(config_path), max_new_generations=1)
+        if summary.get("stop_reason"):  # stopped by a rule the status above does not know (a spent budget)
+            log(f"{config_path.parent.name}: {summary['labels']} labels, {summary['stop_reason']}")
+            return
 
 
 def campaign_frames(config_path: Path) -> tuple[list, dict[int, Any]]:

@@ -98,7 +98,8 @@ def _finished(ctx: CampaignContext) -> tuple[bool, str | None]:
     decided = [row for row in status["generations"] if row["status"] == "done"]
     last = decided[-1] if decided else None
     budget = ctx.config.loop.max_labels
-    if decided and budget is not None and asked >= budget:  # also a budget lowered below what was spent
+    between = all(row["status"] == "done" for row in status["generations"])  # none half-done to resume
+    if decided and between and budget is not None and asked >= budget:  # also a budget lowered below it
         return True, last["stop_reason"] or f"label budget {budget} reached ({asked} labels)"
     if last is None or not last["stop_reason"]:
         return False, None

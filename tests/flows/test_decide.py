@@ -96,3 +96,31 @@ def test_a_limit_stop_is_lifted_only_once_no_limit_is_reached() -> None:
     assert stop_holds("generation limit 5 reached", 5, SimpleNamespace(max_generations=8, max_labels=150), 150)
     assert not stop_holds("generation limit 5 reached", 5, SimpleNamespace(max_generations=8, max_labels=None), 150)
     assert stop_holds("converged: accurate fraction >= 0.9", 2, SimpleNamespace(max_generations=8, max_labels=None), 0)
+
+
+def test_a_half_done_generation_is_finished_on_resume_even_past_the_label_budget(tmp_path) -> None:
+    """Only a new generation waits on the budget: one whose picks were queued before the
+    run died (or before the budget was lowered) is labelled, trained and decided."""
+    from ase.build import molecule
+
+    from flows.active_learning import _finished
+    from flows.storage import StructureSource
+
+    config = write_campaign(tmp_path, name="over")
+    config.write_text(config.read_text().replace("max_generations = 2", "max_generations = 5\nmax_labels = 12"))
+    ctx = open_campaign(config)
+    frames = [molecule("H2O") for _ in range(13)]
+    for i, atoms in enumerate(frames):
+        atoms.rattle(0.01, seed=i)
+    with storage.transaction(ctx.engine) as session:
+        first = storage.generation(session, ctx.campaign_id, 0)
+        storage.enqueue_labels(session, storage.add_structures(
+            session, ctx.campaign_id, frames[:10], source=StructureSource.INITIAL, generation_id=first.id))
+        storage.finish_generation(session, first, None, converged=False)
+        second = storage.generation(session, ctx.campaign_id, 1)
+        storage.enqueue_labels(session, storage.add_structures(
+            session, ctx.campaign_id, frames[10:], source=StructureSource.MD, generation_id=second.id))
+    assert _finished(ctx) == (False, None)  # 13 labels asked for, but generation 1 is not done
+    with storage.transaction(ctx.engine) as session:
+        storage.finish_generation(session, storage.generation(session, ctx.campaign_id, 1), None, converged=False)
+    assert _finished(ctx) == (True, "label budget 12 reached (13 labels)")
