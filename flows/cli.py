@@ -93,6 +93,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             console.print(f"latest committee: {status['latest_committee']}")
         if status["stop_reason"]:
             console.print(f"stopped: {status['stop_reason']}")
+        if ctx.config.loop.max_labels:
+            asked = status["labels"] + status["failed_labels"] + status["pending_labels"]
+            console.print(f"label budget: {asked} of {ctx.config.loop.max_labels} spent ([loop] max_labels)",
+                          markup=False)
     return 0
 
 

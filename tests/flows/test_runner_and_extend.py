@@ -209,6 +209,9 @@ def test_a_label_budget_trims_the_last_generation_stops_and_goes_on_once_raised(
             key=ArtifactCollectionFilterKey(any_=["budgeted-summary"])))
     assert "**Status** label budget 12 reached (12 labels)" in summary.data
     assert "; label budget 12 of 12 spent" in summary.data
+    capsys.readouterr()
+    assert main(["status", str(config)]) == 0
+    assert "label budget: 12 of 12 spent ([loop] max_labels)" in capsys.readouterr().out
 
     capsys.readouterr()
     assert main(["run", str(config), "--generations", "1"]) == 0  # no generation past the budget
