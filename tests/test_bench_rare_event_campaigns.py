@@ -132,12 +132,18 @@ def test_targets_are_judged_on_label_counts_not_generation_index() -> None:
     assert row[4] == "128 / 53; 2/2 at the last"  # seed 1 within 10 meV at 53, out at 128, back at 150
     assert row[5] == "5/5 (20.0 ps), 3/5 (20.0 ps)"
     [row] = target_rows({"al-x": points[:4]}, random)
-    assert row[2] == "no: 110.0 at ≤ 150 labels (128/128) vs 100.0; never reached" and row[5] == "not measured"
+    assert row[2] == "no seed's campaign has come to 135 labels yet: seed 0 at 128, seed 1 at 128"
+    assert row[5] == "not measured"
     late = [{**p, "n_labels": 153} if p["generation"] == 3 else p for p in points]
     assert target_rows({"al-x": late}, random)[0][2] == "no: 110.0 at ≤ 150 labels (128/128) vs 100.0; reached at 153 labels"
     # a seed that stopped early only counts at budgets its generations come near
     short = [p for p in late if not (p["seed"] == 0 and p["generation"] == 3)]
-    assert target_rows({"al-x": short}, random)[0][2].endswith("never reached")
+    assert target_rows({"al-x": short}, random)[0][2] == (
+        "no: 130.0 at ≤ 150 labels (128) vs 100.0; never reached; not counted: seed 0 at 128 labels")
+    # a seed that has only just started is named, never averaged in
+    started = points + [_point(2, 0, 28, 0.5, 50.0)]
+    assert target_rows({"al-x": started}, random)[0][2] == (
+        "yes: 95.0 at ≤ 150 labels (128/150) vs 100.0; not counted: seed 2 at 28 labels")
 
 
 def test_a_campaign_that_has_just_started_has_no_points_yet(tmp_path, monkeypatch) -> None:
