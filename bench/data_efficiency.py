@@ -451,7 +451,8 @@ def existing_campaigns(preset: Preset):
 
 def campaign_outcomes(preset: Preset, results: Results) -> None:
     """Record on each campaign's last generation point why it ended: ``stop_reason`` is
-    the campaign's own (converged, generation limit) or "label budget"."""
+    the campaign's own (converged, generation limit) or "label budget" (its ``[loop]
+    max_labels``, or the bench's stop for campaigns run before that was set)."""
     from flows.campaign import open_campaign
     from flows.status import campaign_status
     from flows.storage import reading
@@ -463,7 +464,9 @@ def campaign_outcomes(preset: Preset, results: Results) -> None:
         last = max(row["generation"] for row in status["generations"])
         key = f"{variant.name}/seed{seed}/g{last}/campaign"
         if key in results.data:
-            results.amend(key, lambda: {"stop_reason": status["stop_reason"] or "label budget"}, ("stop_reason",))
+            reason = status["stop_reason"] or "label budget"  # the bench's own stop, or [loop] max_labels
+            results.amend(key, lambda: {"stop_reason": "label budget" if reason.startswith("label budget")
+                                        else reason}, ("stop_reason",))
 
 
 def subset_points(preset: Preset, results: Results, test: list, log=print) -> None:

@@ -215,8 +215,8 @@ def test_a_label_budget_trims_the_last_generation_stops_and_goes_on_once_raised(
 
     capsys.readouterr()
     assert main(["run", str(config), "--generations", "1"]) == 0  # no generation past the budget
-    assert _generations(ctx) == [0, 1]
-    assert "not extending: the label budget is spent" in capsys.readouterr().err
+    assert _generations(ctx) == [0, 1] and _labels_per_generation(ctx) == {0: 10, 1: 2}
+    assert "stopped: label budget 12 reached (12 labels)" in capsys.readouterr().out
 
     config.write_text(text.replace("max_labels = 12", "max_labels = 16"))
     assert main(["run", str(config)]) == 0
