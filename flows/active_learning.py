@@ -16,7 +16,7 @@ from flows.dashboard import publish_campaign
 from flows.pipeline import done_steps, run_generation
 from flows.runner import CampaignBusy, busy, campaign_runner
 from flows.status import campaign_status
-from flows.steps.decide import stop_holds
+from flows.steps.decide import budget_left, stop_holds
 from flows.steps.labelling import reset_dead_workers
 from flows.steps.training import load_latest
 from flows.tasks import context, label_all, pending_labels, prefect_steps, task_runner_for, train_locked
@@ -109,11 +109,8 @@ def _finished(ctx: CampaignContext) -> tuple[bool, str | None]:
 
 
 def _budget_spent(ctx: CampaignContext) -> bool:
-    budget = ctx.config.loop.max_labels
-    if budget is None:
-        return False
     with storage.reading(ctx.engine) as session:
-        return storage.count_labels(session, ctx.campaign_id) >= budget
+        return budget_left(session, ctx) == 0
 
 
 def _next_generation_index(ctx: CampaignContext) -> int:
