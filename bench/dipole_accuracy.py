@@ -213,10 +213,12 @@ def spectrum_lines(committee, harmonic, reference: dict, replicas: int, ps: floa
         index = int(np.argmin(np.abs(spectrum.wavenumbers_cm1 - wavenumber)))
         band = (f"{spectrum.band_low[index]:.2f}-{spectrum.band_high[index]:.2f}"
                 if spectrum.band_low is not None else "-")
-        rows.append([round(wavenumber, 1), round(height, 2), band, round(harmonic.frequencies_cm1[k], 1),
+        sampling = (f"{spectrum.sampling_low[index]:.2f} to {spectrum.sampling_high[index]:.2f}"
+                    if spectrum.sampling_low is not None else "-")
+        rows.append([round(wavenumber, 1), round(height, 2), band, sampling, round(harmonic.frequencies_cm1[k], 1),
                      round(wavenumber - harmonic.frequencies_cm1[k], 1)])
-    table = markdown_table(["MD peak (cm⁻¹)", "height", "member band", "nearest committee harmonic (cm⁻¹)",
-                            "MD − harmonic (cm⁻¹)"], rows)
+    table = markdown_table(["MD peak (cm⁻¹)", "height", "member band", f"replicas' 95% interval ({replicas})",
+                            "nearest committee harmonic (cm⁻¹)", "MD − harmonic (cm⁻¹)"], rows)
     lines = [
         f"{replicas} replicas x {ps:g} ps NVE at 0.5 fs after 2 ps Langevin at 300 K (seed 0), committee of "
         f"{committee.n_members}: mean kinetic temperature {run.mean_temperature_K:.0f} K, NVE drift "

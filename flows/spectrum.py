@@ -4,8 +4,9 @@ The numerics are ``nnp_core``'s: :func:`nnp_core.dipole_md.dipole_md` runs R rep
 from the campaign's reference geometry (Langevin equilibration at the temperature, then
 NVE, every member's dipole at every production step, all replicas batched);
 :func:`nnp_core.ir.committee_ir_spectrum` turns the dipoles into the spectrum of the
-committee-mean dipole with the members' min–max band (the honest error bar: how much
-the dipole models disagree along these trajectories); and
+committee-mean dipole with two error bars, the members' min–max band (how much the
+dipole models disagree along these trajectories) and the replicas' 95% confidence
+interval (how much trajectories this long leave the lineshape uncertain); and
 :func:`nnp_core.vibrations.committee_harmonic_ir` gives the committee's harmonic sticks
 at its minimum nearest the reference geometry. ``--reference-harmonic`` adds the
 reference backend's own harmonic IR (``.vibrations(atoms, ir=True)``) at its own
@@ -15,7 +16,8 @@ small molecule at DFT (ethanol PBE/def2-SVP: about 5 min on 2 cores), hence off 
 Files, in ``<work_dir>/report`` or ``--output DIR``, named by the stored spectrum's id
 ``N`` so that no run ever writes onto another's (or onto any existing file: a taken
 name is refused): ``ir-spectrum-N.csv`` (``IRSpectrum.to_csv``: a ``# settings`` line,
-then ``wavenumber_cm1,intensity,band_low,band_high``), ``ir-spectrum-N.png``
+then ``wavenumber_cm1,intensity,band_low,band_high,sampling_low,sampling_high``),
+``ir-spectrum-N.png``
 (``nnp_core.ir.plot_ir``) and ``ir-harmonic-N.csv`` (``source,frequency_cm1,
 intensity_km_mol``: the committee's sticks, and the reference's with
 ``--reference-harmonic``). The run is a row of ``spectra`` (``flows.storage.spectra``)
@@ -52,13 +54,16 @@ from nnp_core.ir import CORRECTIONS, MIN_STEPS, WINDOWS, IRSpectrum, nyquist_wav
 
 #: how the committee-band and the correction are explained, once, at the end of the summary
 BAND_MEANING = (
-    "the band is the range of the committee members' spectra along the same trajectories: where it is wide, "
-    "the dipole models disagree and the intensity there is uncertain (it does not include the error of the "
-    "trajectories themselves)")
+    "two error bars: the shaded band is the range of the committee members' spectra along the same trajectories "
+    "(where it is wide the dipole models disagree); the dashed lines are the 95% confidence interval of the "
+    "spectrum over the independent replicas (where they are far apart the trajectories are too short or too "
+    "few: add --replicas or --ps). Peak heights carry both, as 'members' and 'replicas' ranges")
 NO_DIPOLE_HEAD = ("this campaign's committee has no dipole head: set [train] dipole_weight > 0 (default 0.01) "
                   "and run `alflow retrain` or the next generation")
 #: MD peaks compared with the harmonic sticks in the summary
 SUMMARY_PEAKS = 6
+#: warn when the replicas' 95% half-width at a summary peak exceeds this fraction of its height
+SAMPLING_WARNING = 0.25
 
 
 class SpectrumError(ValueError):
@@ -149,6 +154,18 @@ class SpectrumRun:
     files: list[Path] = field(default_factory=list)
     published: bool = False
 
+    def peak_ranges(self, wavenumber: float) -> str:
+        """The members' range and the replicas' 95% interval of the spectrum at a peak,
+        as text ('' when neither exists)."""
+        spectrum = self.spectrum
+        index = int(np.argmin(np.abs(spectrum.wavenumbers_cm1 - wavenumber)))
+        parts = []
+        if spectrum.band_low is not None and spectrum.band_high is not None:
+            parts.append(f"members {spectrum.band_low[index]:.2f} to {spectrum.band_high[index]:.2f}")
+        if spectrum.sampling_low is not None and spectrum.sampling_high is not None:
+            parts.append(f"replicas {spectrum.sampling_low[index]:.2f} to {spectrum.sampling_high[index]:.2f}")
+        return ", ".join(parts)
+
     def peak_shifts(self) -> list[tuple[float, float | None, float, float | None]]:
         """The MD spectrum's highest peaks: (MD wavenumber, nearest committee harmonic
         frequency, its intensity in km/mol, MD − harmonic), cm⁻¹, by wavenumber."""
@@ -180,10 +197,13 @@ class SpectrumRun:
         ]
         shifts = self.peak_shifts()
         if shifts:
-            lines.append("peaks (MD -> nearest committee harmonic line, shift):")
+            lines.append("peaks (MD height [members, replicas 95%] -> nearest committee harmonic line, shift):")
+            heights = dict(self.spectrum.peaks(SUMMARY_PEAKS))
             for md, harmonic, intensity, shift in shifts:
-                lines.append(f"  {md:7.1f} cm-1 -> " + ("none" if harmonic is None else
-                             f"{harmonic:7.1f} cm-1 ({intensity:.3g} km/mol), shift {shift:+.1f} cm-1"))
+                ranges = self.peak_ranges(md)
+                lines.append(f"  {md:7.1f} cm-1 height {heights[md]:.2f}" + (f" [{ranges}]" if ranges else "")
+                             + " -> " + ("none" if harmonic is None else
+                                         f"{harmonic:7.1f} cm-1 ({intensity:.3g} km/mol), shift {shift:+.1f} cm-1"))
         else:
             lines.append("no peak above 400 cm-1 in the MD spectrum")
         if self.reference_harmonic is not None:
@@ -194,8 +214,24 @@ class SpectrumRun:
             lines.append("wrote " + ", ".join(str(p) for p in self.files))
         return lines
 
+    def sampling_spread(self) -> float | None:
+        """The largest half-width of the replicas' interval at the summary's peaks, as a
+        fraction of the peak's height (None: one replica, or no peak)."""
+        spectrum = self.spectrum
+        if spectrum.sampling_low is None or spectrum.sampling_high is None:
+            return None
+        spreads = []
+        for wavenumber, height in spectrum.peaks(SUMMARY_PEAKS):
+            index = int(np.argmin(np.abs(spectrum.wavenumbers_cm1 - wavenumber)))
+            spreads.append((spectrum.sampling_high[index] - spectrum.sampling_low[index]) / 2 / height)
+        return max(spreads) if spreads else None
+
     def warnings(self) -> list[str]:
         lines = []
+        spread = self.sampling_spread()
+        if spread is not None and spread > SAMPLING_WARNING:
+            lines.append(f"the replicas' 95% interval at a peak is ±{spread:.0%} of its height: the peak heights are "
+                         f"not settled; add --replicas (the interval narrows as 1/sqrt(replicas)) or --ps")
         if self.minimum_max_force_eV_A > 1e-3:
             lines.append(f"the committee's minimum was not reached (largest force {self.minimum_max_force_eV_A:.2g} "
                          f"eV/Å): its harmonic lines are approximate")
@@ -385,6 +421,7 @@ def store(ctx: CampaignContext, run: SpectrumRun, folder: Path, protected: list[
                           "reference": run.reference_name},
                 wavenumbers_cm1=spectrum.wavenumbers_cm1, intensity=spectrum.intensity,
                 band_low=spectrum.band_low, band_high=spectrum.band_high,
+                sampling_low=spectrum.sampling_low, sampling_high=spectrum.sampling_high,
                 harmonic_frequencies_cm1=run.committee_harmonic[0],
                 harmonic_intensities_km_mol=run.committee_harmonic[1],
                 reference_frequencies_cm1=None if run.reference_harmonic is None else run.reference_harmonic[0],

@@ -2,7 +2,9 @@
 
 :func:`ir_spectrum` turns dipole time series (e·Å) from NVE runs into an IR lineshape;
 :func:`committee_ir_spectrum` does it for every committee member and the committee-mean
-dipole and returns an :class:`IRSpectrum` with the members' band; :func:`stick_spectrum`
+dipole and returns an :class:`IRSpectrum` with two error bars: the members' band (how
+much the dipole models disagree) and the replicas' 95% confidence interval (how much a
+finite trajectory leaves the lineshape uncertain); :func:`stick_spectrum`
 broadens harmonic frequencies and intensities (km/mol, e.g. from
 ``qm_backends.vibrations``) onto a wavenumber axis; :func:`plot_ir` draws both.
 
@@ -34,6 +36,13 @@ Conventions chosen here:
 - normalisation: intensities are in arbitrary units (β and the other constant
   prefactors are dropped), scaled so that the maximum over the whole returned axis
   (0 … ``max_wavenumber_cm1``) is 1.0.
+- sampling error: every step above is linear in the correlation function, so the
+  spectrum is exactly the mean of the R replicas' own spectra. With R ≥ 2 independent
+  replicas the 95% confidence interval of that mean at each wavenumber is
+  mean ± t₀.₉₇₅,R−1 · s/√R (s the replicas' sample standard deviation; Student's t,
+  ``scipy.stats.t``). It says how far another set of R trajectories of the same length
+  could move a line; the committee band says how far another dipole model could. With
+  one replica there is no sampling interval (None).
 
 Units: e·Å, fs, K, cm⁻¹ (wavenumbers ν̃ = ω / (2π c)), km/mol for harmonic intensities.
 """
@@ -67,11 +76,14 @@ CORRECTIONS = ("harmonic", "none")
 LINE_SHAPES = ("lorentzian", "gaussian")
 #: fewest time samples accepted per trajectory
 MIN_STEPS = 4
+#: confidence level of the replicas' sampling interval
+SAMPLING_CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True, eq=False)
 class IRSpectrum:
-    """An IR spectrum from committee MD, with the spread over committee members.
+    """An IR spectrum from committee MD, with the spread over committee members and
+    the sampling error over replicas.
 
     Attributes:
         wavenumbers_cm1: (K,) axis, cm⁻¹, from 0 to the requested maximum on the FFT grid.
@@ -84,8 +96,13 @@ class IRSpectrum:
             unnormalised maximum), so they are comparable with it.
         settings: how it was computed: window, zero_padding, correction, derivative,
             temperature_K, timestep_fs, n_members, n_replicas, n_steps, length_ps
-            (T·dt) and resolution_cm1 (1 / (T·dt·c), the spacing the trajectory length
-            resolves; the plotted grid is ``zero_padding`` times finer).
+            (T·dt), resolution_cm1 (1 / (T·dt·c), the spacing the trajectory length
+            resolves; the plotted grid is ``zero_padding`` times finer) and
+            sampling_confidence (0.95, or None with one replica).
+        sampling_low, sampling_high: (K,) the 95% confidence interval of ``intensity``
+            over the R replicas (Student's t on their spectra; see the module doc), or
+            None with one replica. Same scale as ``intensity``; the low side can dip
+            below 0 where a line is barely resolved.
     """
 
     wavenumbers_cm1: np.ndarray
@@ -94,24 +111,28 @@ class IRSpectrum:
     band_high: np.ndarray | None
     member_intensities: np.ndarray | None
     settings: dict[str, Any]
+    sampling_low: np.ndarray | None = None
+    sampling_high: np.ndarray | None = None
 
     def to_csv(self, path: str | Path) -> None:
-        """Write ``wavenumber_cm1,intensity,band_low,band_high`` to a new file.
+        """Write ``wavenumber_cm1,intensity,band_low,band_high,sampling_low,sampling_high``
+        to a new file.
 
         The first line is a comment with the settings (``# window=hann, ...``), the
-        second the column names. Without a band (one member) its columns hold ``nan``.
+        second the column names. Without a committee band (one member) or a sampling
+        interval (one replica) those columns hold ``nan``.
 
         Raises:
             FileExistsError: ``path`` already exists (it is never overwritten).
         """
         nan = np.full_like(self.intensity, np.nan)
-        low = nan if self.band_low is None else self.band_low
-        high = nan if self.band_high is None else self.band_high
-        table = np.column_stack([self.wavenumbers_cm1, self.intensity, low, high])
+        columns = [self.band_low, self.band_high, self.sampling_low, self.sampling_high]
+        table = np.column_stack([self.wavenumbers_cm1, self.intensity,
+                                 *(nan if column is None else column for column in columns)])
         header = ", ".join(f"{key}={value}" for key, value in self.settings.items())
         with open(path, "x", encoding="utf-8") as handle:  # "x": refuse an existing file
             handle.write(f"# {header}\n")
-            handle.write("wavenumber_cm1,intensity,band_low,band_high\n")
+            handle.write("wavenumber_cm1,intensity,band_low,band_high,sampling_low,sampling_high\n")
             np.savetxt(handle, table, delimiter=",", fmt="%.10g")
 
     def peaks(
@@ -321,11 +342,14 @@ def committee_ir_spectrum(
     derivative: bool = True,
     correlation_ps: float | None = None,
 ) -> IRSpectrum:
-    """Spectrum of the committee-mean dipole, with the members' min–max band.
+    """Spectrum of the committee-mean dipole, with the members' min–max band and the
+    replicas' 95% sampling interval.
 
     Args:
         member_dipoles_eA: (M, R, T, 3) dipoles predicted by each of M members along the
-            same R trajectories of T samples, e·Å. A single model is M = 1 (no band).
+            same R trajectories of T samples, e·Å. A single model is M = 1 (no band);
+            a single trajectory is R = 1 (no sampling interval). The R trajectories
+            must be independent (different seeds) for the interval to mean anything.
         timestep_fs, temperature_K, window, zero_padding, correction,
         max_wavenumber_cm1, derivative, correlation_ps: as for :func:`ir_spectrum`.
 
@@ -349,6 +373,7 @@ def committee_ir_spectrum(
     if members.shape[0] > 1:
         member_intensities = np.stack([_raw_spectrum(member, *options)[1] for member in members]) / scale
         band_low, band_high = member_intensities.min(axis=0), member_intensities.max(axis=0)
+    sampling_low, sampling_high = _sampling_interval(mean_dipoles, options, scale, intensity / scale)
     n_steps = members.shape[2]
     n_lags = _n_lags(n_steps, timestep_fs, correlation_ps)
     settings: dict[str, Any] = {
@@ -364,6 +389,7 @@ def committee_ir_spectrum(
         "length_ps": n_steps * timestep_fs / 1000.0,
         "correlation_ps": (n_lags - 1) * timestep_fs / 1000.0,
         "resolution_cm1": 1.0 / (n_lags * timestep_fs * C_CM_PER_FS),
+        "sampling_confidence": None if sampling_low is None else SAMPLING_CONFIDENCE,
     }
     return IRSpectrum(
         wavenumbers_cm1=wavenumbers,
@@ -372,7 +398,24 @@ def committee_ir_spectrum(
         band_high=band_high,
         member_intensities=member_intensities,
         settings=settings,
+        sampling_low=sampling_low,
+        sampling_high=sampling_high,
     )
+
+
+def _sampling_interval(
+    dipoles: np.ndarray, options: tuple, scale: float, intensity: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The ``SAMPLING_CONFIDENCE`` interval of the replica-mean spectrum ``intensity``
+    (already divided by ``scale``) from the (R, T, 3) replicas' own spectra; (None, None)
+    for R = 1."""
+    n_replicas = dipoles.shape[0]
+    if n_replicas < 2:
+        return None, None
+    spectra = np.stack([_raw_spectrum(replica[None], *options)[1] for replica in dipoles]) / scale
+    t = scipy.stats.t.ppf(0.5 + SAMPLING_CONFIDENCE / 2.0, df=n_replicas - 1)
+    half_width = t * spectra.std(axis=0, ddof=1) / math.sqrt(n_replicas)
+    return intensity - half_width, intensity + half_width
 
 
 def stick_spectrum(
@@ -428,7 +471,8 @@ def plot_ir(
     harmonic: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     title: str | None = None,
 ) -> Figure:
-    """Plot an MD spectrum with its committee band, and harmonic sticks below it.
+    """Plot an MD spectrum with its committee band and its replicas' sampling interval
+    (dashed outline), and harmonic sticks below it.
 
     Each harmonic set (label → (frequencies_cm1, intensities_km_mol)) is drawn as
     downward sticks in its own colour, scaled so that its largest stick reaches −1.0.
@@ -451,6 +495,11 @@ def plot_ir(
             lw=0,
             label=f"committee range ({settings.get('n_members')} members)",
         )
+    if spectrum.sampling_low is not None and spectrum.sampling_high is not None:
+        confidence = settings.get("sampling_confidence") or SAMPLING_CONFIDENCE
+        for edge, edge_label in ((spectrum.sampling_low, f"{confidence:.0%} interval over "
+                                  f"{settings.get('n_replicas')} replicas (sampling)"), (spectrum.sampling_high, None)):
+            axes.plot(spectrum.wavenumbers_cm1, edge, color="0.35", lw=0.7, ls="--", label=edge_label)
     x_max = float(spectrum.wavenumbers_cm1[-1])
     for colour_index, (name, (frequencies, intensities)) in enumerate((harmonic or {}).items(), start=1):
         frequencies = np.asarray(frequencies, dtype=float)

@@ -401,6 +401,10 @@ class SpectrumRow(Base):
     intensity: Mapped[np.ndarray] = mapped_column(NumpyArray("f8", (-1,)))
     band_low: Mapped[np.ndarray | None] = mapped_column(NumpyArray("f8", (-1,)))
     band_high: Mapped[np.ndarray | None] = mapped_column(NumpyArray("f8", (-1,)))
+    #: the 95% interval of the spectrum over the replicas (sampling error; None: one replica,
+    #: or a spectrum stored before revision 0007)
+    sampling_low: Mapped[np.ndarray | None] = mapped_column(NumpyArray("f8", (-1,)))
+    sampling_high: Mapped[np.ndarray | None] = mapped_column(NumpyArray("f8", (-1,)))
     #: the committee's harmonic frequencies (cm⁻¹) and IR intensities (km/mol) at its minimum
     harmonic_frequencies_cm1: Mapped[np.ndarray] = mapped_column(NumpyArray("f8", (-1,)))
     harmonic_intensities_km_mol: Mapped[np.ndarray] = mapped_column(NumpyArray("f8", (-1,)))

@@ -21,6 +21,7 @@ def _array(values: Any) -> np.ndarray | None:
 
 def add_spectrum(session: Session, campaign_id: int, committee_id: int, *, settings: dict[str, Any],
                  wavenumbers_cm1: Any, intensity: Any, band_low: Any | None, band_high: Any | None,
+                 sampling_low: Any | None = None, sampling_high: Any | None = None,
                  harmonic_frequencies_cm1: Any, harmonic_intensities_km_mol: Any,
                  reference_frequencies_cm1: Any | None = None, reference_intensities_km_mol: Any | None = None,
                  mean_temperature_K: float, energy_drift_meV_per_atom_ps: float, wall_s: float,
@@ -28,15 +29,18 @@ def add_spectrum(session: Session, campaign_id: int, committee_id: int, *, setti
     """A new spectrum row (flushed); its id, which names its files (the caller sets their
     paths with :func:`set_spectrum_files` once written).
 
-    Raises ``ValueError`` for arrays of different lengths along the axis, or a band or
-    reference given by half."""
+    Raises ``ValueError`` for arrays of different lengths along the axis, or a band, a
+    sampling interval or a reference given by half."""
     axis = _array(wavenumbers_cm1)
-    spectrum = {"intensity": _array(intensity), "band_low": _array(band_low), "band_high": _array(band_high)}
+    spectrum = {"intensity": _array(intensity), "band_low": _array(band_low), "band_high": _array(band_high),
+                "sampling_low": _array(sampling_low), "sampling_high": _array(sampling_high)}
     for name, values in spectrum.items():
         if values is not None and values.shape != axis.shape:
             raise ValueError(f"{name} has shape {values.shape}, the wavenumber axis {axis.shape}")
     if (band_low is None) != (band_high is None):
         raise ValueError("band_low and band_high go together")
+    if (sampling_low is None) != (sampling_high is None):
+        raise ValueError("sampling_low and sampling_high go together")
     if (reference_frequencies_cm1 is None) != (reference_intensities_km_mol is None):
         raise ValueError("reference_frequencies_cm1 and reference_intensities_km_mol go together")
     row = SpectrumRow(

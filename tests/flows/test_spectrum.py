@@ -153,7 +153,7 @@ def test_a_spectrum_writes_its_files_and_one_row(campaign, first) -> None:
     assert {f"ir-spectrum-{n}.csv", f"ir-spectrum-{n}.png", f"ir-harmonic-{n}.csv"} <= set(files)
     lines = (report / f"ir-spectrum-{n}.csv").read_text().splitlines()
     assert lines[0].startswith("# ") and "window=hann" in lines[0] and "correction=harmonic" in lines[0]
-    assert lines[1] == "wavenumber_cm1,intensity,band_low,band_high"
+    assert lines[1] == "wavenumber_cm1,intensity,band_low,band_high,sampling_low,sampling_high"
     table = np.loadtxt(report / f"ir-spectrum-{n}.csv", delimiter=",", skiprows=2)
     png = (report / f"ir-spectrum-{n}.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
@@ -167,6 +167,12 @@ def test_a_spectrum_writes_its_files_and_one_row(campaign, first) -> None:
     assert row.band_low is not None and row.band_high is not None  # two members: a band
     assert row.band_low.shape == row.band_high.shape == row.intensity.shape
     assert np.all(row.band_low <= row.band_high) and row.intensity.max() == pytest.approx(1.0)
+    # two replicas: their 95% interval, stored as written, centred on the spectrum
+    assert row.sampling_low is not None and row.sampling_high is not None
+    np.testing.assert_allclose(table[:, 4], row.sampling_low, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(table[:, 5], row.sampling_high, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose((row.sampling_low + row.sampling_high) / 2, row.intensity, rtol=1e-9, atol=1e-12)
+    assert np.any(row.sampling_high > row.sampling_low) and row.settings["sampling_confidence"] == 0.95
     assert row.reference_frequencies_cm1 is None and row.reference_intensities_km_mol is None
     assert row.settings["window"] == "hann" and row.settings["replicas"] == 2 and row.settings["n_replicas"] == 2
     assert row.settings["ps"] == 0.2 and row.settings["n_steps"] == 401 and row.settings["reference_harmonic"] is False
@@ -176,6 +182,10 @@ def test_a_spectrum_writes_its_files_and_one_row(campaign, first) -> None:
     # the summary states the correction and the window, the NVE run and the files
     assert "correction: harmonic" in out and "window: hann" in out
     assert "mean temperature" in out and "energy drift" in out and f"ir-spectrum-{n}.png" in out
+    # each peak's height with the members' range and the replicas' interval at it
+    peak_lines = [line for line in out.splitlines() if "cm-1 height " in line]
+    assert peak_lines and all("[members " in line and ", replicas " in line for line in peak_lines)
+    assert "95% confidence interval" in out
 
 
 def test_a_second_spectrum_writes_new_files_and_keeps_the_first(campaign, first, monkeypatch) -> None:
@@ -339,3 +349,35 @@ def test_the_spectrum_artifact_reaches_a_real_prefect_server(prefect_harness) ->
     assert artifact.type == "markdown"
     assert artifact.data.startswith("# IR spectrum 7 of campaign Harness Water")
     assert "](data:image/png;base64," in artifact.data
+
+
+def _run_of(replicas: int) -> "SpectrumRun":
+    """A SpectrumRun around a spectrum of ``replicas`` trajectories: a 3000 cm⁻¹ line with a
+    random phase and amplitude 0.8-1.2 per replica, plus white noise, 2 members."""
+    from flows.spectrum import SpectrumRun, SpectrumSettings
+    from nnp_core.ir import C_CM_PER_FS, committee_ir_spectrum
+
+    rng = np.random.default_rng(replicas)
+    t_fs = np.arange(4000) * 0.5
+    dipoles = 0.02 * rng.standard_normal((replicas, t_fs.size, 3))
+    amplitude, phase = rng.uniform(0.8, 1.2, replicas), rng.uniform(0, 2 * np.pi, replicas)
+    dipoles[..., 0] += amplitude[:, None] * np.cos(2 * np.pi * C_CM_PER_FS * 3000.0 * t_fs + phase[:, None])
+    spectrum = committee_ir_spectrum(np.stack([dipoles, 1.05 * dipoles]), 0.5, temperature_K=300.0,
+                                     correlation_ps=0.5)
+    return SpectrumRun(spectrum_id=1, committee_id=1, campaign="c", settings=SpectrumSettings(replicas=replicas),
+                       spectrum=spectrum, committee_harmonic=(np.array([3000.0]), np.array([10.0])),
+                       reference_harmonic=None, reference_name=None, mean_temperature_K=300.0,
+                       energy_drift_meV_per_atom_ps=0.0, minimum_max_force_eV_A=0.0, wall_s=1.0)
+
+
+def test_too_few_replicas_for_settled_peak_heights_is_a_warning() -> None:
+    """Replicas whose line heights differ by ±20% around the mean: with 3 of them the 95%
+    interval of the mean height is wide (t₂ = 4.3) and the run says so; with 64 it is a few
+    percent and it does not. The peak line shows both error bars."""
+    few, many = _run_of(3), _run_of(64)
+    assert few.sampling_spread() > 0.25 and many.sampling_spread() < 0.1
+    assert any("replicas' 95% interval" in line and "add --replicas" in line for line in few.warnings())
+    assert not any("replicas' 95% interval" in line for line in many.warnings())
+    peak = next(line for line in many.summary_lines()
+                if "cm-1 height" in line and abs(float(line.split()[0]) - 3000.0) < 20.0)
+    assert "[members " in peak and ", replicas " in peak and " to " in peak

@@ -208,11 +208,13 @@ def test_to_csv_writes_settings_and_columns_and_never_overwrites(grid_dipoles: n
     spectrum.to_csv(path)
     lines = path.read_text().splitlines()
     assert lines[0].startswith("# window=hann, zero_padding=4, correction=harmonic")
-    assert lines[1] == "wavenumber_cm1,intensity,band_low,band_high"
+    assert lines[1] == "wavenumber_cm1,intensity,band_low,band_high,sampling_low,sampling_high"
     table = np.loadtxt(path, delimiter=",", skiprows=2)
     np.testing.assert_allclose(table[:, 0], spectrum.wavenumbers_cm1, rtol=1e-9)
     np.testing.assert_allclose(table[:, 1], spectrum.intensity, rtol=1e-8, atol=1e-15)
     np.testing.assert_allclose(table[:, 3], spectrum.band_high, rtol=1e-8, atol=1e-15)
+    np.testing.assert_allclose(table[:, 4], spectrum.sampling_low, rtol=1e-8, atol=1e-15)
+    np.testing.assert_allclose(table[:, 5], spectrum.sampling_high, rtol=1e-8, atol=1e-15)
     before = path.read_bytes()
     with pytest.raises(FileExistsError):
         spectrum.to_csv(path)
@@ -223,7 +225,65 @@ def test_to_csv_without_band_writes_nan(grid_dipoles: np.ndarray, tmp_path) -> N
     spectrum = committee_ir_spectrum(grid_dipoles[None], DT_FS, temperature_K=300.0, max_wavenumber_cm1=200.0)
     spectrum.to_csv(tmp_path / "one.csv")
     table = np.loadtxt(tmp_path / "one.csv", delimiter=",", skiprows=2)
-    assert np.all(np.isnan(table[:, 2:])) and np.all(np.isfinite(table[:, :2]))
+    assert np.all(np.isnan(table[:, 2:4])) and np.all(np.isfinite(table[:, :2]))
+    assert np.all(np.isfinite(table[:, 4:]))  # 3 replicas: a sampling interval
+    single = committee_ir_spectrum(grid_dipoles[None, :1], DT_FS, temperature_K=300.0)
+    single.to_csv(tmp_path / "single.csv")
+    assert np.all(np.isnan(np.loadtxt(tmp_path / "single.csv", delimiter=",", skiprows=2)[:, 4:]))
+
+
+# --- the replicas' sampling interval ---------------------------------------------------
+
+NOISE_LINE_CM1 = 3000.0
+
+
+def noisy_replicas(n_replicas: int, *, seed: int, n_steps: int = 2000) -> np.ndarray:
+    """(R, T, 3): a strong cosine at 3000 cm⁻¹ with a random phase (it sets the maximum, the
+    same in every replica) plus white noise in every component (a broad random background)."""
+    rng = np.random.default_rng(seed)
+    t_fs = np.arange(n_steps) * DT_FS
+    phases = rng.uniform(0.0, 2.0 * np.pi, n_replicas)
+    dipoles = 0.05 * rng.standard_normal((n_replicas, n_steps, 3))
+    dipoles[..., 0] += np.cos(2.0 * np.pi * C_CM_PER_FS * NOISE_LINE_CM1 * t_fs[None, :] + phases[:, None])
+    return dipoles
+
+
+def sampled(dipoles: np.ndarray) -> IRSpectrum:
+    return committee_ir_spectrum(dipoles[None], DT_FS, temperature_K=300.0, correction="none",
+                                 correlation_ps=0.1)
+
+
+def test_the_sampling_interval_is_centred_on_the_replica_mean_and_vanishes_for_identical_replicas() -> None:
+    dipoles = noisy_replicas(4, seed=1)
+    spectrum = sampled(dipoles)
+    assert spectrum.settings["sampling_confidence"] == 0.95
+    np.testing.assert_allclose((spectrum.sampling_low + spectrum.sampling_high) / 2, spectrum.intensity,
+                               rtol=1e-9, atol=1e-12)
+    assert np.all(spectrum.sampling_high > spectrum.sampling_low)
+    identical = sampled(np.repeat(dipoles[:1], 5, axis=0))
+    np.testing.assert_allclose(identical.sampling_low, identical.intensity, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(identical.sampling_high, identical.intensity, rtol=1e-9, atol=1e-12)
+    one = sampled(dipoles[:1])
+    assert one.sampling_low is None and one.sampling_high is None and one.settings["sampling_confidence"] is None
+
+
+def test_the_sampling_interval_covers_the_many_replica_spectrum_95_percent_of_the_time() -> None:
+    """60 groups of 8 replicas against the spectrum of all 480: the 95% intervals of the
+    noise background (1000-2500 cm⁻¹) hold it about 95% of the time, and groups of 32
+    give intervals narrower by t₇/√8 : t₃₁/√32 (about 2.3)."""
+    dipoles = noisy_replicas(480, seed=2)
+    truth = sampled(dipoles)
+    window = (truth.wavenumbers_cm1 > 1000.0) & (truth.wavenumbers_cm1 < 2500.0)
+    covered, widths = [], []
+    for group in dipoles.reshape(60, 8, *dipoles.shape[1:]):
+        spectrum = sampled(group)
+        inside = (spectrum.sampling_low <= truth.intensity) & (truth.intensity <= spectrum.sampling_high)
+        covered.append(inside[window].mean())
+        widths.append((spectrum.sampling_high - spectrum.sampling_low)[window].mean())
+    assert 0.90 <= np.mean(covered) <= 0.99
+    wide = [(s.sampling_high - s.sampling_low)[window].mean()
+            for s in map(sampled, dipoles.reshape(15, 32, *dipoles.shape[1:]))]
+    assert np.mean(widths) / np.mean(wide) == pytest.approx(2.32, rel=0.15)
 
 
 # --- stick spectra -------------------------------------------------------------------
