@@ -64,6 +64,8 @@ NO_DIPOLE_HEAD = ("this campaign's committee has no dipole head: set [train] dip
 SUMMARY_PEAKS = 6
 #: warn when the replicas' 95% half-width at a summary peak exceeds this fraction of its height
 SAMPLING_WARNING = 0.25
+#: ... for peaks at least this high (the spectrum's maximum is 1)
+SAMPLING_WARNING_HEIGHT = 0.1
 
 
 class SpectrumError(ValueError):
@@ -214,24 +216,28 @@ class SpectrumRun:
             lines.append("wrote " + ", ".join(str(p) for p in self.files))
         return lines
 
-    def sampling_spread(self) -> float | None:
-        """The largest half-width of the replicas' interval at the summary's peaks, as a
-        fraction of the peak's height (None: one replica, or no peak)."""
+    def sampling_spread(self) -> tuple[float, float] | None:
+        """The summary peak (at least ``SAMPLING_WARNING_HEIGHT`` high) whose replicas'
+        interval is widest relative to its height: (half-width / height, wavenumber);
+        None with one replica or no such peak."""
         spectrum = self.spectrum
         if spectrum.sampling_low is None or spectrum.sampling_high is None:
             return None
         spreads = []
         for wavenumber, height in spectrum.peaks(SUMMARY_PEAKS):
-            index = int(np.argmin(np.abs(spectrum.wavenumbers_cm1 - wavenumber)))
-            spreads.append((spectrum.sampling_high[index] - spectrum.sampling_low[index]) / 2 / height)
+            if height >= SAMPLING_WARNING_HEIGHT:
+                index = int(np.argmin(np.abs(spectrum.wavenumbers_cm1 - wavenumber)))
+                spreads.append(((spectrum.sampling_high[index] - spectrum.sampling_low[index]) / 2 / height,
+                                wavenumber))
         return max(spreads) if spreads else None
 
     def warnings(self) -> list[str]:
         lines = []
         spread = self.sampling_spread()
-        if spread is not None and spread > SAMPLING_WARNING:
-            lines.append(f"the replicas' 95% interval at a peak is ±{spread:.0%} of its height: the peak heights are "
-                         f"not settled; add --replicas (the interval narrows as 1/sqrt(replicas)) or --ps")
+        if spread is not None and spread[0] > SAMPLING_WARNING:
+            lines.append(f"the replicas' 95% interval at the {spread[1]:.0f} cm-1 peak is ±{spread[0]:.0%} of its "
+                         f"height: the peak heights are not settled; add --replicas (the interval narrows as "
+                         f"1/sqrt(replicas)) or --ps")
         if self.minimum_max_force_eV_A > 1e-3:
             lines.append(f"the committee's minimum was not reached (largest force {self.minimum_max_force_eV_A:.2g} "
                          f"eV/Å): its harmonic lines are approximate")
