@@ -371,6 +371,8 @@ def run_campaign(config_path: Path, label_budget: int, log=print) -> None:
     from flows.status import campaign_status
     from flows.storage import reading
 
+    if config_path.with_name("alflow.db").exists():  # a resumed campaign: upgrade an older schema first
+        open_campaign(config_path).engine.dispose()
     while True:
         if config_path.with_name("alflow.db").exists():
             ctx = open_campaign(config_path, create=False)
