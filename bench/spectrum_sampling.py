@@ -13,8 +13,11 @@ the autocorrelation (``alflow spectrum``'s defaults):
 
 1. a reference spectrum from many replicas (``--reference R L``, default 96 × 5 ps);
 2. for each split of the same MD budget, R replicas × L ps of NVE after 2 ps of Langevin
-   each (``--splits``; default 8 × 20, the ``alflow spectrum`` default, 16 × 9, 32 × 3.5
-   and 44 × 2: 176 replica-ps each, equilibration included), ``--repeats`` independent
+   each (``--splits``; default 8 × 20, the ``alflow spectrum`` default, 16 × 9 and 44 × 2:
+   176 replica-ps each, equilibration included; ``8x20@0.002`` and ``8x20@0.0005``: the
+   same 8 × 20 with a weak Langevin thermostat, γ = 0.002 or 0.0005/fs, kept on in the
+   production so that each replica redraws its mode energies every ~1/γ = 0.5 or 2 ps,
+   lines broadened by γ/(2πc) = 10.6 or 2.7 cm⁻¹), ``--repeats`` independent
    runs (disjoint seeds), each compared with the reference at the reference's 6 strongest
    peaks above 500 cm⁻¹. Spectra are compared normalised to equal area over 500-4000
    cm⁻¹ (so one peak's noise does not rescale the others): the peaks' relative height
@@ -24,7 +27,8 @@ the autocorrelation (``alflow spectrum``'s defaults):
 
 All splits estimate the same quantity (the unbiased autocorrelation up to 2 ps has the
 same expectation for any production length ≥ 2 ps), so the reference from short runs is
-a fair truth for the long ones. The reference's own error is reported (its interval).
+a fair truth for the long ones (the thermostatted runs' lines are broadened a little
+more). The reference's own error is reported (its interval).
 
     .venv/bin/python -m bench.spectrum_sampling [--repeats 2] [--no-write]
 """
@@ -48,7 +52,7 @@ CORRELATION_PS = 2.0
 TEMPERATURE_K = 300.0
 AREA_RANGE_CM1 = (500.0, 4000.0)
 N_PEAKS = 6
-DEFAULT_SPLITS = ("8x20", "16x9", "32x3.5", "44x2")
+DEFAULT_SPLITS = ("8x20", "16x9", "44x2", "8x20@0.002", "8x20@0.0005")
 
 
 def committee():
@@ -77,17 +81,35 @@ def start_geometry():
     return Atoms(numbers=reference["numbers"], positions=reference["positions"])
 
 
-def run(model, replicas: int, ps: float, seed: int):
-    """(spectrum, MD wall seconds) of ``replicas`` × ``ps`` ps with replica seeds seed, seed+1, ..."""
+def run(model, replicas: int, ps: float, seed: int, friction_per_fs: float = 0.0):
+    """(spectrum, MD wall seconds) of ``replicas`` × ``ps`` ps with replica seeds seed, seed+1, ...
+    (``friction_per_fs`` > 0: a weak Langevin thermostat during the production)."""
     from nnp_core.dipole_md import dipole_md
     from nnp_core.ir import committee_ir_spectrum
 
     trajectory = dipole_md(model, start_geometry(), temperature_K=TEMPERATURE_K, replicas=replicas,
-                           equilibration_ps=EQUILIBRATION_PS, production_ps=ps, timestep_fs=0.5, seed=seed)
+                           equilibration_ps=EQUILIBRATION_PS, production_ps=ps, timestep_fs=0.5, seed=seed,
+                           production_friction_per_fs=friction_per_fs)
     mean = trajectory.member_dipoles_eA.mean(axis=0)[None]  # the committee-mean dipole: one "member"
     spectrum = committee_ir_spectrum(mean, trajectory.timestep_fs, temperature_K=TEMPERATURE_K,
                                      correlation_ps=min(CORRELATION_PS, ps))
     return spectrum, trajectory.wall_s
+
+
+def cached_reference(model, replicas: int, ps: float, seed: int):
+    """:func:`run` of the reference, kept next to the committee (an hour of MD on a shared core)."""
+    from nnp_core.ir import IRSpectrum
+
+    path = COMMITTEE_DIR / f"reference-{replicas}x{ps:g}-seed{seed}.npz"
+    if path.is_file():
+        data = np.load(path, allow_pickle=False)
+        settings = {"sampling_confidence": 0.95}
+        return IRSpectrum(data["axis"], data["intensity"], None, None, None, settings, data["low"],
+                          data["high"]), float(data["wall_s"])
+    spectrum, wall = run(model, replicas, ps, seed)
+    np.savez(path, axis=spectrum.wavenumbers_cm1, intensity=spectrum.intensity, low=spectrum.sampling_low,
+             high=spectrum.sampling_high, wall_s=wall)
+    return spectrum, wall
 
 
 def area_normalised(spectrum) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,9 +135,15 @@ def compare(spectrum, reference, peaks_cm1: list[float]) -> dict:
     return {"errors": errors.tolist(), "half_widths": half.tolist(), "inside": inside.tolist(), "shape": shape}
 
 
-def parse_split(text: str) -> tuple[int, float]:
-    replicas, ps = text.lower().split("x")
-    return int(replicas), float(ps)
+def parse_split(text: str) -> tuple[int, float, float]:
+    """``RxPS`` (NVE) or ``RxPS@GAMMA`` (Langevin γ in 1/fs during the production)."""
+    text, _, friction = text.lower().partition("@")
+    replicas, ps = text.split("x")
+    return int(replicas), float(ps), float(friction or 0.0)
+
+
+def split_name(replicas: int, ps: float, friction: float) -> str:
+    return f"{replicas} × {ps:g}" + (f", Langevin γ = {friction:g}/fs" if friction else " NVE")
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -130,12 +158,12 @@ def main(argv: list[str] | None = None) -> str:
 
     torch.set_num_threads(1)
     splits = [parse_split(text) for text in args.splits]
-    if any(ps < CORRELATION_PS for _, ps in splits):
+    if any(ps < CORRELATION_PS for _, ps, _ in splits):
         parser.error(f"--splits: every run needs at least {CORRELATION_PS:g} ps of NVE (the correlation window)")
     began = time.perf_counter()
     model = committee()
     reference_replicas, reference_ps = int(args.reference[0]), float(args.reference[1])
-    reference, reference_wall = run(model, reference_replicas, reference_ps, seed=100_000)
+    reference, reference_wall = cached_reference(model, reference_replicas, reference_ps, seed=100_000)
     peaks = [wavenumber for wavenumber, _ in reference.peaks(N_PEAKS, above_cm1=AREA_RANGE_CM1[0])]
     truth, truth_low, truth_high = area_normalised(reference)
     index = [int(np.argmin(np.abs(reference.wavenumbers_cm1 - peak))) for peak in peaks]
@@ -144,10 +172,11 @@ def main(argv: list[str] | None = None) -> str:
           f"{np.round(100 * reference_half, 1)}% ({reference_wall:.0f} s)", flush=True)
 
     rows, detail = [], []
-    for split_index, (replicas, ps) in enumerate(splits):
+    for split_index, (replicas, ps, friction) in enumerate(splits):
         results, walls = [], []
         for repeat in range(args.repeats):
-            spectrum, wall = run(model, replicas, ps, seed=1000 * (10 * split_index + repeat + 1))
+            spectrum, wall = run(model, replicas, ps, seed=1000 * (10 * split_index + repeat + 1),
+                                 friction_per_fs=friction)
             results.append(compare(spectrum, reference, peaks))
             walls.append(wall)
             print(f"{replicas} x {ps:g} ps, repeat {repeat}: {results[-1]} ({wall:.0f} s)", flush=True)
@@ -156,10 +185,10 @@ def main(argv: list[str] | None = None) -> str:
         inside = np.array([r["inside"] for r in results])
         shapes = np.array([r["shape"] for r in results])
         budget = replicas * (EQUILIBRATION_PS + ps)
-        rows.append([f"{replicas} × {ps:g}", round(budget, 1), f"{100 * np.sqrt(np.mean(errors ** 2)):.1f}%",
+        rows.append([split_name(replicas, ps, friction), round(budget, 1), f"{100 * np.sqrt(np.mean(errors ** 2)):.1f}%",
                      f"{100 * errors.max():.0f}%", f"{100 * halves.mean():.1f}%",
                      f"{inside.sum()} of {inside.size}", f"{100 * shapes.mean():.1f}%", round(float(np.mean(walls)))])
-        detail.append([f"{replicas} × {ps:g}",
+        detail.append([split_name(replicas, ps, friction),
                        *(f"{100 * errors[:, k].mean():.0f}% (±{100 * halves[:, k].mean():.0f}%)"
                          for k in range(len(peaks)))])
 

@@ -45,4 +45,5 @@ def test_compare_measures_errors_at_the_reference_peaks() -> None:
 
 
 def test_parse_split() -> None:
-    assert parse_split("8x20") == (8, 20.0) and parse_split("32X3.5") == (32, 3.5)
+    assert parse_split("8x20") == (8, 20.0, 0.0) and parse_split("32X3.5") == (32, 3.5, 0.0)
+    assert parse_split("8x20@0.002") == (8, 20.0, 0.002)

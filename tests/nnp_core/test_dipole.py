@@ -3,6 +3,8 @@ committee's harmonic IR intensities, and dipole MD for spectra (issue 20)."""
 
 from __future__ import annotations
 
+import math
+
 import importlib.util
 from pathlib import Path
 
@@ -217,10 +219,26 @@ def test_dipole_md_records_every_member_at_every_step_and_conserves_energy(train
     np.testing.assert_array_equal(again.member_dipoles_eA, run.member_dipoles_eA)
 
 
+def test_a_thermostatted_production_shares_the_equilibration_and_then_redraws_energy(trained_dipole) -> None:
+    start = ase.io.read(DATA / "geometry.xyz")
+    options = dict(temperature_K=300.0, replicas=2, equilibration_ps=0.05, production_ps=0.1, timestep_fs=0.25,
+                   seed=5)
+    nve = dipole_md(trained_dipole, start, **options)
+    nvt = dipole_md(trained_dipole, start, **options, production_friction_per_fs=0.05)
+    # the same equilibrated start, then other dynamics
+    np.testing.assert_array_equal(nvt.member_dipoles_eA[:, :, 0], nve.member_dipoles_eA[:, :, 0])
+    assert not np.allclose(nvt.member_dipoles_eA[:, :, -1], nve.member_dipoles_eA[:, :, -1])
+    assert np.isfinite(nvt.member_dipoles_eA).all() and math.isnan(nvt.energy_drift_meV_per_atom_ps)
+    assert np.isfinite(nve.energy_drift_meV_per_atom_ps)
+    zero = dipole_md(trained_dipole, start, **options, production_friction_per_fs=0.0)
+    np.testing.assert_array_equal(zero.member_dipoles_eA, nve.member_dipoles_eA)  # 0 is exactly NVE
+
+
 @pytest.mark.parametrize("options, message", [
     ({"temperature_K": -1.0}, "temperature_K"), ({"replicas": 0}, "replicas"),
     ({"production_ps": 0.0}, "production_ps"), ({"timestep_fs": 0.0}, "timestep_fs"),
     ({"equilibration_ps": -1.0}, "equilibration_ps"), ({"friction_per_fs": 0.0}, "friction_per_fs"),
+    ({"production_friction_per_fs": -0.001}, "production_friction_per_fs"),
 ])
 def test_dipole_md_refuses_bad_options(options, message) -> None:
     with pytest.raises(ValueError, match=message):
