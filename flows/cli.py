@@ -509,6 +509,10 @@ def add_spectrum_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NVE production per replica, ps (default 20; the resolution is 1/length)")
     parser.add_argument("--equilibration-ps", type=float, default=2.0, metavar="PS",
                         help="Langevin equilibration before it, ps (default 2)")
+    parser.add_argument("--production-friction", type=float, default=0.0, metavar="GAMMA",
+                        help="keep a weak Langevin thermostat (friction GAMMA, 1/fs) on during the production, "
+                             "so each replica redraws its mode energies every 1/GAMMA fs (lines broadened by "
+                             "GAMMA/(2 pi c)); default 0: NVE")
     parser.add_argument("--timestep", type=float, default=0.5, metavar="FS", help="timestep, fs (default 0.5)")
     parser.add_argument("--seed", type=int, default=0, help="replica r draws its velocities and noise from seed+r")
     parser.add_argument("--window", default="hann", metavar="hann|gaussian|none",
@@ -545,6 +549,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
         settings = SpectrumSettings(
             temperature_K=args.temperature, replicas=args.replicas, ps=args.ps,
             equilibration_ps=args.equilibration_ps, timestep_fs=args.timestep, seed=args.seed,
+            production_friction_per_fs=args.production_friction,
             window=args.window, correction=args.correction, zero_padding=args.zero_padding,
             correlation_ps=args.correlation_ps, max_wavenumber_cm1=args.max_wavenumber,
             reference_harmonic=args.reference_harmonic)

@@ -62,10 +62,19 @@ NO_DIPOLE_HEAD = ("this campaign's committee has no dipole head: set [train] dip
                   "and run `alflow retrain` or the next generation")
 #: MD peaks compared with the harmonic sticks in the summary
 SUMMARY_PEAKS = 6
+#: the strongest production thermostat accepted, 1/fs (its lines are γ/(2πc) = 53 cm⁻¹ broader)
+MAX_PRODUCTION_FRICTION = 0.01
 #: warn when the replicas' 95% half-width at a summary peak exceeds this fraction of its height
 SAMPLING_WARNING = 0.25
 #: ... for peaks at least this high (the spectrum's maximum is 1)
 SAMPLING_WARNING_HEIGHT = 0.1
+
+
+def line_broadening_cm1(friction_per_fs: float) -> float:
+    """FWHM (cm⁻¹) that Langevin friction γ adds to every line: γ/(2πc)."""
+    from nnp_core.ir import C_CM_PER_FS
+
+    return friction_per_fs / (2.0 * math.pi * C_CM_PER_FS)
 
 
 class SpectrumError(ValueError):
@@ -92,6 +101,7 @@ class SpectrumSettings:
     correlation_ps: float = 2.0
     max_wavenumber_cm1: float = 4000.0
     reference_harmonic: bool = False
+    production_friction_per_fs: float = 0.0
 
     def check(self) -> None:
         """Raise :class:`SpectrumArgumentError` (one line naming the option) for a value
@@ -115,6 +125,10 @@ class SpectrumSettings:
              f"--correlation-ps must be a positive lag in ps, got {self.correlation_ps:g}"),
             (not (math.isfinite(self.max_wavenumber_cm1) and self.max_wavenumber_cm1 > 0),
              f"--max-wavenumber must be > 0 cm-1, got {self.max_wavenumber_cm1:g}"),
+            (not (math.isfinite(self.production_friction_per_fs) and 0 <= self.production_friction_per_fs
+                  <= MAX_PRODUCTION_FRICTION),
+             f"--production-friction must be 0 (NVE) to {MAX_PRODUCTION_FRICTION:g} per fs (a weak thermostat; "
+             f"more broadens every line by over 50 cm-1), got {self.production_friction_per_fs:g}"),
         ]
         for bad, message in problems:
             if bad:
@@ -128,6 +142,14 @@ class SpectrumSettings:
             raise SpectrumArgumentError(
                 f"--ps {self.ps:g} is {self.production_steps} timestep(s) of {self.timestep_fs:g} fs; a spectrum "
                 f"needs at least {MIN_STEPS - 1} (aim for 10 ps or more: the resolution is 1/length)")
+
+    @property
+    def ensemble(self) -> str:
+        """How the production runs, for the summary."""
+        gamma = self.production_friction_per_fs
+        if gamma == 0:
+            return "NVE"
+        return f"Langevin at {gamma:g}/fs (lines broadened by {line_broadening_cm1(gamma):.1f} cm-1)"
 
     @property
     def production_steps(self) -> int:
@@ -188,14 +210,17 @@ class SpectrumRun:
         s, ir = self.settings, self.spectrum.settings
         lines = [
             f"IR spectrum {self.spectrum_id} of committee {self.committee_id} ({ir['n_members']} members): "
-            f"{ir['n_replicas']} replica(s) x {s.ps:g} ps NVE after {s.equilibration_ps:g} ps Langevin at "
+            f"{ir['n_replicas']} replica(s) x {s.ps:g} ps {s.ensemble} after {s.equilibration_ps:g} ps Langevin at "
             f"{s.temperature_K:g} K, timestep {s.timestep_fs:g} fs; resolution {ir['resolution_cm1']:.1f} cm-1",
             f"correction: {ir['correction']} "
             f"({'quantum, harmonic factor' if ir['correction'] == 'harmonic' else 'classical lineshape'}); "
             f"window: {ir['window']} over {ir['correlation_ps']:g} ps of the autocorrelation; zero padding "
             f"x{ir['zero_padding']}",
-            f"NVE: mean temperature {self.mean_temperature_K:.1f} K, energy drift "
-            f"{self.energy_drift_meV_per_atom_ps:.3g} meV/atom/ps; wall time {self.wall_s:.1f} s",
+            (f"NVE: mean temperature {self.mean_temperature_K:.1f} K, energy drift "
+             f"{self.energy_drift_meV_per_atom_ps:.3g} meV/atom/ps; wall time {self.wall_s:.1f} s"
+             if s.production_friction_per_fs == 0 else
+             f"production: mean temperature {self.mean_temperature_K:.1f} K (thermostatted: no energy drift to "
+             f"check); wall time {self.wall_s:.1f} s"),
         ]
         shifts = self.peak_shifts()
         if shifts:
@@ -241,7 +266,8 @@ class SpectrumRun:
         if self.minimum_max_force_eV_A > 1e-3:
             lines.append(f"the committee's minimum was not reached (largest force {self.minimum_max_force_eV_A:.2g} "
                          f"eV/Å): its harmonic lines are approximate")
-        if abs(self.mean_temperature_K - self.settings.temperature_K) > 0.2 * self.settings.temperature_K:
+        nve = self.settings.production_friction_per_fs == 0
+        if nve and abs(self.mean_temperature_K - self.settings.temperature_K) > 0.2 * self.settings.temperature_K:
             lines.append(f"the NVE runs averaged {self.mean_temperature_K:.0f} K, not {self.settings.temperature_K:g} "
                          f"K (energy drift {self.energy_drift_meV_per_atom_ps:.3g} meV/atom/ps): a large drift means "
                          f"the committee is unstable here or the --timestep too long; otherwise lengthen "
@@ -307,7 +333,8 @@ def run_spectrum(config_path: str | Path, settings: SpectrumSettings, *, output:
             trajectory = dipole_md(committee, start, temperature_K=settings.temperature_K,
                                    replicas=settings.replicas, equilibration_ps=settings.equilibration_ps,
                                    production_ps=settings.ps, timestep_fs=settings.timestep_fs, seed=settings.seed,
-                                   progress=progress)
+                                   progress=progress,
+                                   production_friction_per_fs=settings.production_friction_per_fs)
             spectrum = committee_ir_spectrum(
                 trajectory.member_dipoles_eA, trajectory.timestep_fs, temperature_K=settings.temperature_K,
                 window=settings.window, zero_padding=settings.zero_padding, correction=settings.correction,

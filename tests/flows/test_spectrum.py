@@ -114,7 +114,7 @@ def _run(args: list[str]) -> tuple[int, str, str]:
 
 
 def _fake_md(committee, atoms, *, temperature_K, replicas, equilibration_ps, production_ps, timestep_fs, seed,
-             progress=None) -> DipoleTrajectory:
+             progress=None, production_friction_per_fs=0.0) -> DipoleTrajectory:
     """Random dipoles in place of ``nnp_core.dipole_md`` (tested there) where a test is
     about what flows does with them: the first spectrum runs the real MD."""
     dipoles = np.random.default_rng(seed).normal(size=(committee.n_members, replicas, 64, 3))
@@ -205,6 +205,22 @@ def test_a_second_spectrum_writes_new_files_and_keeps_the_first(campaign, first,
     assert "correction: none" in out and "window: gaussian" in out
 
 
+def test_a_thermostatted_production_reaches_the_md_and_the_summary(campaign, first, monkeypatch) -> None:
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        return _fake_md(*args, **kwargs)
+
+    monkeypatch.setattr(nnp_core.dipole_md, "dipole_md", fake)
+    code, out, err = _run(["spectrum", str(campaign), *SMALL, "--ps", "0.1", "--production-friction", "0.002"])
+    assert code == 0, err
+    assert seen["production_friction_per_fs"] == 0.002
+    assert "ps Langevin at 0.002/fs (lines broadened by 10.6 cm-1) after" in out
+    assert "thermostatted: no energy drift to check" in out and "NVE: mean temperature" not in out
+    assert _spectra(campaign)[-1].settings["production_friction_per_fs"] == 0.002
+
+
 @pytest.mark.parametrize(("option", "message"), [
     (["--temperature", "-5"], "--temperature must be > 0 K, got -5"),
     (["--replicas", "0"], "--replicas must be at least 1"),
@@ -219,6 +235,8 @@ def test_a_second_spectrum_writes_new_files_and_keeps_the_first(campaign, first,
     (["--correlation-ps", "0"], "--correlation-ps must be a positive lag"),
     (["--max-wavenumber", "-1"], "--max-wavenumber must be > 0"),
     (["--timestep", "5", "--max-wavenumber", "4000"], "is above 3336 cm-1"),
+    (["--production-friction", "-0.001"], "--production-friction must be 0 (NVE) to 0.01 per fs"),
+    (["--production-friction", "0.5"], "--production-friction must be 0 (NVE) to 0.01 per fs"),
 ])
 def test_a_bad_option_is_one_line_and_changes_nothing(campaign, first, option, message) -> None:
     before, files = _dump(campaign), _files(_report(campaign))
