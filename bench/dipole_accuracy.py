@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from bench._report import machine_line, markdown_table, write_section
+from bench._report import command_line, machine_line, markdown_table, write_section
 from bench.data_efficiency import MACE_COMMITTEE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,7 +266,7 @@ def al_main(args) -> str:
         campaigns[path.stem] = [a for a in frames if a.calc is not None and "dipole" in a.calc.results]
     pool, test = _read("pool.extxyz"), _read("test.extxyz")
     rows = al_rows(campaigns, pool, test, args.labels, args.seeds, Recipe(args.committee, args.members, args.epochs))
-    command = "`.venv/bin/python -m bench.dipole_accuracy " + " ".join(sys.argv[1:]) + "`"
+    command = command_line("bench.dipole_accuracy")
     described = ", ".join(f"`{name}` ({len(frames)} labels)" for name, frames in campaigns.items())
     text = "\n".join([
         "## Dipole accuracy: active-learning labels vs random (issue 20)", "", command, "", machine_line(), "",
@@ -337,7 +336,7 @@ def main(argv: list[str] | None = None) -> str:
                                       np.array(reference["intensities_km_mol"]))},
             title=f"ethanol, 300 K: {name} committee dipole MD vs harmonic")
         figure.savefig(ROOT / "docs" / figure_name, dpi=110)
-    command = "`.venv/bin/python -m bench.dipole_accuracy " + " ".join(sys.argv[1:] if argv is None else argv) + "`"
+    command = command_line("bench.dipole_accuracy", argv)
     recipe = ("the `[committee]` and `[train]` of `examples/ethanol.toml`" if bpnn else
               f"MACE (32 channels, max_L 1, r_max 5 Å, correlation 3, 2 interactions, {args.committee}; the "
               f"example's `[train]` with lr 1e-2 and EMA 0.99"

@@ -23,12 +23,11 @@ Writes section ``ir-intensity-<committee>`` of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
 
-from bench._report import machine_line, markdown_table, write_section
+from bench._report import command_line, machine_line, markdown_table, write_section
 from bench.dipole_accuracy import (COMMITTEES, Recipe, _fixed_charge_dipoles, _read, _train, harmonic_rows,
                                    reference_harmonic)
 
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> str:
             fixed_row = ["fixed charges (baseline of the first committee)",
                          round(float(np.abs(_fixed_charge_dipoles(committee, test) - test_dipoles).mean()), 4), "",
                          *ratio(fixed_charge_intensities(evaluated, atoms, modes)), ""]
-    command = "`.venv/bin/python -m bench.ir_intensity " + " ".join(sys.argv[1:] if argv is None else argv) + "`"
+    command = command_line("bench.ir_intensity", argv)
     text = "\n".join([
         f"## IR intensities: the mode or the dipole model? ({args.committee}, issue 20)", "", command, "",
         machine_line(), "",

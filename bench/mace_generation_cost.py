@@ -23,14 +23,13 @@ time, so the ratio uses this machine's own time per label.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
 
 import numpy as np
 import torch
 
-from bench._report import machine_line, markdown_table, write_section
+from bench._report import command_line, machine_line, markdown_table, write_section
 from bench.mace_vs_bpnn import ROOT, _read
 from bench.training_recipe import COMMITTEES as RECIPE_COMMITTEES, HELD_OUT, _scores
 
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> str:
         ["committee (4 members)", f"epochs, {args.labels} labels from scratch", "training (s)", "test F MAE (meV/Å)",
          "Spearman", "95% coverage", f"epochs, warm start on {args.labels + args.new}", "generation training (s)",
          "test F MAE (meV/Å)", "Spearman", "95% coverage", f"training / QM of {args.new} labels"], rows)
-    command = "`.venv/bin/python -m bench.mace_generation_cost " + " ".join(sys.argv[1:] if argv is None else argv) + "`"
+    command = command_line("bench.mace_generation_cost", argv)
     text = "\n".join([
         "## One generation's cost: MACE committee training vs the QM it follows (ethanol)", "", command, "",
         machine_line(), "", table, "",

@@ -15,14 +15,13 @@ and 2 interactions.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from bench._report import machine_line, markdown_table, write_section
+from bench._report import command_line, machine_line, markdown_table, write_section
 from bench.data_efficiency import MACE_COMMITTEE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> str:
             print(rows[-1], flush=True)
     table = markdown_table(["committee", "labels", "members", "epochs (mean)", "test F MAE (meV/Å)",
                             "test E MAE (meV/atom)", "Spearman(max_force_dev, error)", "training (s)"], rows)
-    command = "`.venv/bin/python -m bench.mace_vs_bpnn " + " ".join(sys.argv[1:] if argv is None else argv) + "`"
+    command = command_line("bench.mace_vs_bpnn", argv)
     text = "\n".join([
         "## MACE committee vs BPNN committee on the same labels (ethanol PBE/def2-SVP)", "", command, "",
         machine_line(), "", table, "",

@@ -36,13 +36,12 @@ more). The reference's own error is reported (its interval).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench._report import machine_line, markdown_table, write_section
+from bench._report import command_line, machine_line, markdown_table, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data" / "ethanol-pbe-def2svp"
@@ -157,7 +156,10 @@ def main(argv: list[str] | None = None) -> str:
     import torch
 
     torch.set_num_threads(1)
-    splits = [parse_split(text) for text in args.splits]
+    try:
+        splits = [parse_split(text) for text in args.splits]
+    except ValueError:
+        parser.error(f"--splits: each is RxPS or RxPS@GAMMA (e.g. 8x20, 8x20@0.002), got {' '.join(args.splits)}")
     if any(ps < CORRELATION_PS for _, ps, _ in splits):
         parser.error(f"--splits: every run needs at least {CORRELATION_PS:g} ps of NVE (the correlation window)")
     began = time.perf_counter()
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> str:
                        *(f"{100 * errors[:, k].mean():.0f}% (±{100 * halves[:, k].mean():.0f}%)"
                          for k in range(len(peaks)))])
 
-    command = "`.venv/bin/python -m bench.spectrum_sampling " + " ".join(sys.argv[1:] if argv is None else argv) + "`"
+    command = command_line("bench.spectrum_sampling", argv)
     text = "\n".join([
         "## IR spectrum: few long replicas or many short ones? (issue 20)", "", command, "", machine_line(), "",
         f"BPNN committee of 4 (`bench.dipole_accuracy`'s, 200 random pool labels, seed 0), ethanol at "

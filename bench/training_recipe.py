@@ -17,7 +17,6 @@ held-out pool frames, epochs and wall time.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench._report import machine_line, markdown_table, write_section
+from bench._report import command_line, machine_line, markdown_table, write_section
 from bench.mace_vs_bpnn import MACE, ROOT, _read
 
 COMMITTEES = {"bpnn": {"architecture": "bpnn"}, "mace-float64": {**MACE, "dtype": "float64"},
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> str:
     table = markdown_table(["labels", "recipe", "epochs", "best epoch", "test F MAE (meV/Å)", "test E MAE (meV/atom)",
                             "Spearman", "95% coverage", "training (s)"], rows)
     recipes = "; ".join(f"{name}: {RECIPES[name] or 'the example'}" for name in args.recipes)
-    command = "`.venv/bin/python -m bench.training_recipe " + " ".join(sys.argv[1:] if argv is None else argv) + "`"
+    command = command_line("bench.training_recipe", argv)
     text = "\n".join([
         f"## Training recipes on the same labels: {args.committee} committee of {args.members} (ethanol)", "",
         command, "", machine_line(), "", table, "",

@@ -50,3 +50,11 @@ def test_every_section_of_the_benchmarks_page_is_closed_before_the_next_opens() 
             assert current == name, f"closing marker of {name!r} while {current!r} is open"
             current = None
     assert current is None, f"section {current!r} is never closed"
+
+
+def test_command_line_names_the_module_and_its_arguments(monkeypatch) -> None:
+    from bench._report import command_line
+
+    assert command_line("bench.x", ["--a", "1"]) == "`.venv/bin/python -m bench.x --a 1`"
+    monkeypatch.setattr("sys.argv", ["prog", "--seeds", "0"])
+    assert command_line("bench.x") == "`.venv/bin/python -m bench.x --seeds 0`"
