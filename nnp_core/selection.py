@@ -3,12 +3,14 @@
 The funnel for one generation, each step a public function testable on its own:
 
 1. :func:`classify_trust` — the trust window on ``max_force_dev`` (eV/Å):
-   ``accurate`` / ``candidate`` / ``rejected``;
-   with an adaptive lower edge (:func:`adapt_trust_lo`, DP-GEN's
-   ``model_devi_adapt_trust_lo``) the most uncertain accurate frames become candidates
-   when the window holds fewer frames than a generation may select.
-2. :func:`nnp_core.sanity.check_frame` — sanity filters on candidates (finite values,
-   minimum distance, bond graph unchanged from the replica's start): ``filtered``.
+   ``accurate`` / ``candidate`` / ``rejected``.
+2. :func:`nnp_core.sanity.check_frame` — sanity filters on every frame not rejected
+   (finite values, minimum distance, bond graph unchanged from the replica's start):
+   ``filtered``, whatever its score (a molecule the committee pulled apart while its
+   members agree is a hole, not an accurate frame); then, with an adaptive lower edge
+   (:func:`adapt_trust_lo`, DP-GEN's ``model_devi_adapt_trust_lo``), the most uncertain
+   sane accurate frames become candidates when the window holds fewer sane frames than a
+   generation may select.
 3. :func:`find_duplicates` — exact duplicates by :func:`nnp_core.structures.frame_hash`,
    within the batch and against labelled frames: ``duplicate``.
 4. :func:`farthest_point_sampling` — diverse subset on descriptor fingerprints, with
@@ -40,10 +42,10 @@ DISTANCE_BLOCK_ROWS = 4096
 class Decision(StrEnum):
     """Final fate of an explored frame in one generation's selection."""
 
-    ACCURATE = "accurate"  # every score below its trust_lo: the committee agrees
+    ACCURATE = "accurate"  # every score below its trust_lo and sane: the committee agrees
     CANDIDATE = "candidate"  # in the trust window, sane and unique, not picked (cap)
     REJECTED = "rejected"  # a score at or above its trust_hi (or non-finite)
-    FILTERED = "filtered"  # in the window but failed a sanity filter
+    FILTERED = "filtered"  # not rejected but failed a sanity filter (any score below trust_hi)
     DUPLICATE = "duplicate"  # same structure as an earlier frame or a labelled one
     SELECTED = "selected"  # picked by diversity selection: goes to the reference
 
@@ -335,9 +337,10 @@ def select_frames(
 ) -> SelectionResult:
     """Run the whole selection funnel on one generation's explored frames.
 
-    Order: :func:`classify_trust` (then :func:`adapt_trust_lo` up to ``max_selected``
-    candidates if ``adaptive_trust_lo``) → sanity (:func:`check_frame`, plus a finite
-    fingerprint) on candidates → :func:`find_duplicates` by :func:`frame_hash`
+    Order: :func:`classify_trust` → sanity (:func:`check_frame`, plus a finite
+    fingerprint) on every frame not rejected (a broken frame below trust_lo is
+    ``filtered``, not ``accurate``) → :func:`adapt_trust_lo` up to ``max_selected``
+    candidates if ``adaptive_trust_lo`` → :func:`find_duplicates` by :func:`frame_hash`
     (within the batch and against ``labelled_hashes``) → :func:`farthest_point_sampling`
     on ``fingerprints`` (B, D) with ``labelled_fingerprints`` counted as chosen, the
     first pick (if nothing is labelled) being the highest ``max_force_dev``, up to
@@ -355,7 +358,8 @@ def select_frames(
     as without it, the reserved picks counted as chosen. A committee that is
     confidently wrong in a region (its members agree on the same extrapolation) never
     puts that region's frames in the window; the reserve labels some of them anyway.
-    Reserved frames that were below trust_lo and are not picked stay ``accurate``.
+    Reserved frames that were below trust_lo and are not picked stay ``accurate`` (the
+    sanity filters ran before: a hot replica that came apart is ``filtered``).
 
     **Bond-break precursors**: ``precursors`` (a per-frame mask: the last sane frame of a
     replica before its molecule came apart, found by the caller) are candidates whatever
@@ -382,6 +386,23 @@ def select_frames(
         reference_structures, n_frames, allow_bond_changes=allow_bond_changes
     )
     decisions = classify_trust(force, trust_lo_eV_A=trust_lo_eV_A, trust_hi_eV_A=trust_hi_eV_A)
+    kept = [d.index for d in decisions if d.decision != Decision.REJECTED]
+    sanity = [
+        check_frame(
+            frames[i],
+            reference=references[i],
+            energy_eV=None if energies is None else energies[i],
+            min_distance_A=min_distance_A,
+            bond_scale=bond_scale,
+        )
+        or (None if np.all(np.isfinite(prints[i])) else "non-finite fingerprint")
+        for i in kept
+    ]
+    for index, reason in zip(kept, sanity):  # a broken molecule is never "accurate", whatever its score
+        if reason is not None and decisions[index].decision == Decision.ACCURATE:
+            decisions[index] = FrameDecision(index, Decision.FILTERED, f"{reason} ({decisions[index].reason})")
+        elif reason is not None:
+            decisions[index] = FrameDecision(index, Decision.FILTERED, reason)
     if adaptive_trust_lo:
         adapt_trust_lo(decisions, force, int(max_selected))
     n_reserved = min(int(n_reserved), int(max_selected))
@@ -392,19 +413,7 @@ def select_frames(
     for index, reason in accurate_reasons.items():
         why = "the last sane frame before a bond broke" if before_break[index] else "in the reserved share"
         decisions[index] = FrameDecision(index, Decision.CANDIDATE, f"{reason}; {why}")
-    candidates = [d.index for d in decisions if d.decision == Decision.CANDIDATE]
-    sanity = [
-        check_frame(
-            frames[i],
-            reference=references[i],
-            energy_eV=None if energies is None else energies[i],
-            min_distance_A=min_distance_A,
-            bond_scale=bond_scale,
-        )
-        or (None if np.all(np.isfinite(prints[i])) else "non-finite fingerprint")
-        for i in candidates
-    ]
-    sane = _mark(decisions, candidates, Decision.FILTERED, sanity)
+    sane = [d.index for d in decisions if d.decision == Decision.CANDIDATE]
     hashes = [frame_hash(frames[i]) for i in sane]
     duplicates = find_duplicates(hashes, labelled_hashes=labelled_hashes, frame_indices=sane)
     unique = _mark(decisions, sane, Decision.DUPLICATE, duplicates)
@@ -429,7 +438,7 @@ def select_frames(
         labelled_fingerprints=chosen,
         scale=scale,
     )
-    for index, reason in accurate_reasons.items():  # below trust_lo and not picked: still accurate
+    for index, reason in accurate_reasons.items():  # below trust_lo, sane and not picked: still accurate
         if decisions[index].decision != Decision.SELECTED:
             share = "bond-break precursors" if before_break[index] else "reserved share"
             decisions[index] = FrameDecision(index, Decision.ACCURATE, f"{reason}; not picked for the {share}")

@@ -37,10 +37,15 @@ ProgressCallback = Callable[[int, int, int], None]
 def explore(ctx, generation_index: int, *, progress: ProgressCallback | None = None) -> dict:
     """Run the replicas with the latest committee and store every recorded frame + score.
 
-    Each replica goes on from its last trusted frame of earlier generations (with its
-    momenta) that passes the selection's sanity filters (atoms not too close, and the
-    reference's bond graph unless ``allow_bond_changes``), or starts at the reference
-    geometry."""
+    Each replica goes on from its newest trusted frame of earlier generations, with its
+    momenta. A replica whose newest frame fails the selection's sanity filters (atoms too
+    close, or the reference's bond graph changed unless ``allow_bond_changes``) came apart
+    under a hole of the committee: it is reset, like a replica without frames, to the
+    reference geometry with fresh velocities at its temperature (psiflow resets an unsafe
+    walker to its start the same way). Going on from the fragments would waste it, and so
+    would going on from its last intact frame: that frame is the hole's entrance with its
+    momenta pointing in, and one campaign's 1200 K replica fell back in from it in
+    every one of seven generations (docs/benchmarks.md, ``rare-event-campaigns``)."""
     start = time.perf_counter()
     cfg = ctx.config.explore
     committee_id, committee = load_latest(ctx)
@@ -49,8 +54,13 @@ def explore(ctx, generation_index: int, *, progress: ProgressCallback | None = N
     bias = ctx.config.exploration_bias()
     with storage.reading(ctx.engine) as session:
         reference = storage.reference_structure(session, ctx.campaign_id)
-        points = storage.last_md_frames(session, ctx.campaign_id, cfg.replicas,
-                                        sane=lambda atoms: passes_filters(atoms, reference, ctx.config.select))
+        newest = storage.last_md_frames(session, ctx.campaign_id, cfg.replicas)
+    points = [None if point is None or not passes_filters(point, reference, ctx.config.select) else point
+              for point in newest]
+    for replica, (point, start_at) in enumerate(zip(newest, points)):
+        if point is not None and start_at is None:
+            log.warning("replica %d came apart in its last generation (its newest frame fails the sanity "
+                        "filters); it starts again at the reference geometry with fresh velocities", replica)
         hills = storage.replica_hills(session, ctx.campaign_id, cfg.replicas) if bias is not None else []
     for replica, values in enumerate(hills):
         if values is not None and values.size % (bias.n_cvs + 1) == 0:
@@ -67,7 +77,8 @@ def explore(ctx, generation_index: int, *, progress: ProgressCallback | None = N
     frames = [f for f in result.frames if f.step > 0 or f.restarts > 0]  # step 0 is the known seed
     replica_runs = [{"replica": s.replica, "steps": s.steps_run, "restarts": s.restarts,
                      "stop": s.stop_reason.value} for s in result.replicas]
-    summary = [dict(run) for run in replica_runs]
+    summary = [dict(run, start="reference" if points[run["replica"]] is None else "newest frame")
+               for run in replica_runs]
     for run in replica_runs:
         if bias is not None and bias.name == "metad":
             run["hills"] = bias.hills[run["replica"]].ravel()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -212,28 +212,17 @@ def reference_structure(session: Session, campaign_id: int) -> Atoms:
     return atoms_from_structure(row)
 
 
-def last_md_frames(session: Session, campaign_id: int, n_replicas: int,
-                   sane: Callable[[Atoms], bool] | None = None) -> list[Atoms | None]:
+def last_md_frames(session: Session, campaign_id: int, n_replicas: int) -> list[Atoms | None]:
     """Each replica's newest stored (trusted) MD frame, with its momenta: where the
     replica goes on next generation (None: no frame yet, start from the reference).
-
-    With ``sane`` the newest frame that passes it: a replica whose molecule came apart
-    (or whose atoms collided) under a committee's hole goes on from its last intact frame,
-    not from the fragments, whose every later frame the selection would only filter out."""
+    The explore step resets a replica whose newest frame came apart
+    (``flows.steps.exploration.explore``)."""
     points: list[Atoms | None] = [None] * n_replicas
     for replica in range(n_replicas):
-        query = (select(Structure).where(
+        row = session.scalars(select(Structure).where(
             Structure.campaign_id == campaign_id, Structure.source == StructureSource.MD,
-            Structure.replica == replica).order_by(Structure.id.desc()))
-        for offset in range(0, 10**9, _CHUNK):
-            rows = list(session.scalars(query.offset(offset).limit(_CHUNK)))
-            for row in rows:
-                atoms = atoms_from_structure(row)
-                if sane is None or sane(atoms):
-                    points[replica] = atoms
-                    break
-            if points[replica] is not None or len(rows) < _CHUNK:
-                break
+            Structure.replica == replica).order_by(Structure.id.desc()).limit(1)).first()
+        points[replica] = None if row is None else atoms_from_structure(row)
     return points
 
 

@@ -1,8 +1,11 @@
-"""Where a replica goes on next generation: its newest frame that the selection would
-call sane. A committee with a hole can pull a hot replica's molecule apart while its
-members agree; every later frame of that replica is then filtered out by the bond-graph
-check, so going on from the fragments would waste the replica for the rest of the
-campaign (seen in a MACE campaign at 1200 K: 833 of its 1000 frames per generation)."""
+"""Where a replica goes on next generation: its newest frame, unless that frame fails the
+selection's sanity filters. A committee with a hole can pull a hot replica's molecule
+apart while its members agree; every later frame of that replica is then filtered out
+by the bond-graph check, so going on from the fragments wastes the replica for the rest
+of the campaign (a MACE campaign at 1200 K: 833 of its 1000 frames per generation), and
+going on from its last intact frame sends it back into the hole with the momenta that
+took it there (another: seven generations in a row, all 1000 frames broken each). Such a
+replica starts again at the reference geometry with fresh velocities."""
 
 from __future__ import annotations
 
@@ -41,32 +44,27 @@ def _store(ctx, frames, replica: int) -> None:
         storage.add_structures(session, ctx.campaign_id, frames, source=StructureSource.MD, replica=replica)
 
 
-def test_the_newest_sane_frame_is_found_past_many_broken_ones(ctx, monkeypatch) -> None:
-    monkeypatch.setattr("flows.storage.frames._CHUNK", 3)  # the search pages through the frames
-    intact = [_water(i) for i in range(2)]
-    _store(ctx, intact + [_water(10 + i, broken=True) for i in range(7)], replica=0)
-    _store(ctx, [_water(20)], replica=1)
-
-    def sane(atoms) -> bool:
-        return np.linalg.norm(atoms.positions[1] - atoms.positions[0]) < 1.5
-
+def test_the_newest_frame_of_each_replica_with_its_momenta(ctx) -> None:
+    frames = [_water(i) for i in range(3)]
+    _store(ctx, frames[:2], replica=0)
+    _store(ctx, frames[2:], replica=1)
+    _store(ctx, [_water(9)], replica=0)  # stored later: replica 0's newest
     with storage.reading(ctx.engine) as session:
-        newest = storage.last_md_frames(session, ctx.campaign_id, 3)
-        points = storage.last_md_frames(session, ctx.campaign_id, 3, sane=sane)
-    assert not sane(newest[0])  # without the check: the fragments
-    np.testing.assert_array_equal(points[0].positions, intact[1].positions)
-    np.testing.assert_array_equal(points[0].get_momenta(), intact[1].get_momenta())
-    np.testing.assert_array_equal(points[1].positions, newest[1].positions)
-    assert points[2] is None and newest[2] is None
+        points = storage.last_md_frames(session, ctx.campaign_id, 3)
+    np.testing.assert_array_equal(points[0].positions, _water(9).positions)
+    np.testing.assert_array_equal(points[0].get_momenta(), _water(9).get_momenta())
+    np.testing.assert_array_equal(points[1].positions, frames[2].positions)
+    assert points[2] is None
 
 
-def test_exploration_goes_on_from_the_last_intact_frame(ctx, monkeypatch) -> None:
-    """The explore step passes the selection's sanity filters (bond graph of the
-    reference, closest distance) to the search; a replica with no intact frame starts
-    again at the reference geometry, without the fragments' momenta."""
+def test_a_replica_that_came_apart_starts_again_at_the_reference(ctx, monkeypatch, caplog) -> None:
+    """The explore step judges each replica's newest frame with the selection's sanity
+    filters (bond graph of the reference, closest distance): an intact one is the start,
+    with its momenta; a broken one sends the replica back to the reference geometry with
+    fresh velocities, not to its last intact frame (the hole's entrance)."""
     intact = _water(0)
-    _store(ctx, [intact, _water(1, broken=True), _water(2, broken=True)], replica=0)
-    _store(ctx, [_water(3, broken=True)], replica=1)
+    _store(ctx, [_water(4), intact], replica=0)
+    _store(ctx, [_water(5), _water(1, broken=True), _water(2, broken=True)], replica=1)
     started = {}
 
     class Stop(Exception):
@@ -78,13 +76,14 @@ def test_exploration_goes_on_from_the_last_intact_frame(ctx, monkeypatch) -> Non
 
     monkeypatch.setattr(exploration, "load_latest", lambda ctx: (1, object()))
     monkeypatch.setattr(exploration, "run_md", run_md)
-    with pytest.raises(Stop):
+    with pytest.raises(Stop), caplog.at_level("WARNING"):
         exploration.explore(ctx, 1)
     first, second = started["replicas"]
     np.testing.assert_array_equal(first.atoms.positions, intact.positions)
     assert first.velocities_from_atoms
     np.testing.assert_allclose(second.atoms.positions, molecule("H2O").positions)
     assert not second.velocities_from_atoms
+    assert "replica 1 came apart in its last generation" in caplog.text and "replica 0" not in caplog.text
 
 
 def test_with_bond_changes_allowed_the_fragments_are_a_start(tmp_path, monkeypatch) -> None:

@@ -85,11 +85,14 @@ def test_adaptive_trust_lo_fills_the_generation_with_the_most_uncertain_accurate
     assert [adaptive.decisions[i].decision for i in (0, 2, 6)] == [Decision.ACCURATE] * 3
     assert "adaptive trust_lo 0.04 eV/Å: among the 2 most uncertain accurate frames (1 in the window)" in (
         adaptive.decisions[1].reason)
-    # the promoted frames still go through the sanity filters
+    # the sanity filters run first: a broken accurate frame is filtered (not promoted, and
+    # not counted accurate), and the next most uncertain sane one takes its place
     frames[5].positions[H_METHYL] = frames[5].positions[C_METHYL] + [0.3, 0.0, 0.0]
     filtered = select_frames(frames, force, adaptive_trust_lo=True, **common)
     assert filtered.decisions[5].decision == Decision.FILTERED
-    assert sorted(filtered.selected_indices.tolist()) == [1, 3]
+    assert "(max_force_dev 0.045 eV/Å < trust_lo" in filtered.decisions[5].reason
+    assert sorted(filtered.selected_indices.tolist()) == [1, 2, 3]
+    assert select_frames(frames, force, **common).decisions[5].decision == Decision.FILTERED
     # enough frames in the window: nothing is promoted
     busy = np.where(force < LO, force, 0.3)
     assert select_frames(frames, busy, adaptive_trust_lo=True, **common).counts() == (
@@ -145,9 +148,12 @@ def test_reserved_share_keeps_the_sanity_filters_and_the_cap(ethanol):
     common = dict(trust_lo_eV_A=LO, trust_hi_eV_A=HI, fingerprints=np.arange(12.0).reshape(6, 2),
                   reference_structures=ethanol, reserved=hot)
     result = select_frames(frames, force, n_reserved=3, max_selected=3, **common)
-    # the broken frame is never picked; it stays accurate (the reserve does not relabel it filtered)
+    # the broken frame is never picked, and is filtered (below trust_lo or not: a hot
+    # replica that came apart must not count as accurate)
     assert 0 not in result.selected_indices.tolist()
-    assert result.decisions[0].decision == Decision.ACCURATE
+    assert result.decisions[0].decision == Decision.FILTERED
+    assert select_frames(frames, force, n_reserved=0, max_selected=3, **common).decisions[0].decision \
+        == Decision.FILTERED
     assert sorted(result.selected_indices.tolist()) == [1, 2, 5]  # two sane hot frames, then the window
     # a reserve larger than the cap is cut to it
     assert len(select_frames(frames, force, n_reserved=9, max_selected=2, **common).selected_indices) == 2
