@@ -55,13 +55,13 @@ def explore(ctx, generation_index: int, *, progress: ProgressCallback | None = N
     with storage.reading(ctx.engine) as session:
         reference = storage.reference_structure(session, ctx.campaign_id)
         newest = storage.last_md_frames(session, ctx.campaign_id, cfg.replicas)
+        hills = storage.replica_hills(session, ctx.campaign_id, cfg.replicas) if bias is not None else []
     points = [None if point is None or not passes_filters(point, reference, ctx.config.select) else point
               for point in newest]
     for replica, (point, start_at) in enumerate(zip(newest, points)):
         if point is not None and start_at is None:
             log.warning("replica %d came apart in its last generation (its newest frame fails the sanity "
                         "filters); it starts again at the reference geometry with fresh velocities", replica)
-        hills = storage.replica_hills(session, ctx.campaign_id, cfg.replicas) if bias is not None else []
     for replica, values in enumerate(hills):
         if values is not None and values.size % (bias.n_cvs + 1) == 0:
             bias.set_hills(replica, values.reshape(-1, bias.n_cvs + 1))
