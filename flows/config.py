@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 from flows.storage.engine import check_database_url, in_memory_sqlite, redact_url, sqlite_database, with_database
+from nnp_core.sanity import DEFAULT_BOND_SCALE
 from nnp_core.train_config import TrainConfig
 
 Positive = typing.Annotated[float, Field(gt=0)]
@@ -484,6 +485,13 @@ class SelectSection(_Section):
     max_selected_per_generation: PositiveInt = 50
     min_distance_A: Positive = 0.5
     allow_bond_changes: bool = False
+    # the bond filter: a pair is bonded while closer than bond_scale x the sum of its atoms'
+    # covalent radii (ASE's natural_cutoffs); a frame whose bond graph at this scale differs
+    # from the reference's is filtered, and a replica whose newest frame fails restarts from
+    # the reference. 1.2 calls a C-H bond broken past 1.28 Å, which hot MD crosses (C-H at
+    # 1.3-1.45 Å is 0.8 eV above the minimum for PBE, well described by restricted DFT);
+    # 1.5 (C-H 1.6 Å, C-C 2.3 Å) labels the wall of a dissociation the committee gets wrong
+    bond_scale: float = Field(DEFAULT_BOND_SCALE, ge=1.0, le=2.0, allow_inf_nan=False)
     adaptive_trust_lo: bool = False
     # the share of each generation's picks reserved for frames of the hottest exploration
     # replicas (max of [explore] temperatures_K), picked by diversity whatever their

@@ -69,7 +69,8 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
                 labelled_fingerprints=committee.fingerprints(labelled_atoms) if labelled_atoms else None,
                 labelled_hashes=[s.content_hash for s in labelled],
                 max_selected=cap, min_distance_A=sel.min_distance_A,
-                allow_bond_changes=sel.allow_bond_changes, adaptive_trust_lo=sel.adaptive_trust_lo,
+                allow_bond_changes=sel.allow_bond_changes, bond_scale=sel.bond_scale,
+                adaptive_trust_lo=sel.adaptive_trust_lo,
                 reserved=hot, n_reserved=min(round(sel.hot_share * sel.max_selected_per_generation), cap),
                 precursors=(break_precursors(rows, frames, production, reference, sel)
                             if sel.break_precursors else None),
@@ -93,17 +94,18 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
 def passes_filters(atoms, reference, sel) -> bool:
     """Whether a frame passes the selection's sanity filters: closest distance
     ``sel.min_distance_A`` and, unless ``sel.allow_bond_changes``, the bond graph of
-    ``reference`` (``nnp_core.sanity.check_frame``)."""
+    ``reference`` at ``sel.bond_scale`` (``nnp_core.sanity.check_frame``)."""
     from nnp_core.sanity import check_frame
 
     bonds_from = None if sel.allow_bond_changes else reference
-    return check_frame(atoms, reference=bonds_from, min_distance_A=sel.min_distance_A) is None
+    return check_frame(atoms, reference=bonds_from, min_distance_A=sel.min_distance_A,
+                       bond_scale=sel.bond_scale) is None
 
 
 def break_precursors(rows, frames, production: np.ndarray, reference, sel) -> np.ndarray:
     """Per frame: is it its replica's bond-break precursor this generation? A replica's
-    precursor is its last sane frame (bond graph of ``reference`` unless
-    ``sel.allow_bond_changes``, closest distance ``sel.min_distance_A``) before the longest
+    precursor is its last sane frame (bond graph of ``reference`` at ``sel.bond_scale``
+    unless ``sel.allow_bond_changes``, closest distance ``sel.min_distance_A``) before the longest
     run of frames that fail the sanity filters (the earliest such run on a tie): at most
     one per replica per generation, the entrance to where it came apart. A hot bond that
     flickers across the bond cutoff and back crosses it many times; each crossing is not

@@ -136,3 +136,32 @@ def test_break_precursors_are_one_per_replica_before_its_longest_break(tmp_path)
     # bonds allowed to change: only collisions count, and these fragments do not collide
     allowed = sel.model_copy(update={"allow_bond_changes": True})
     assert not break_precursors(rows, frames, production, molecule("H2O"), allowed).any()
+
+
+def _stretched_water(length_A: float):
+    atoms = molecule("H2O")
+    atoms.set_distance(0, 1, length_A, fix=0)
+    return atoms
+
+
+def test_bond_scale_moves_the_wall_a_precursor_and_a_restart_stand_on(tmp_path) -> None:
+    """O-H stretched to 1.3 Å: broken at the default bond_scale 1.2 (cutoff 1.16 Å), intact
+    at 1.5 (1.46 Å). A replica going 0.97 -> 1.3 -> 3.4 Å: its precursor is the 0.97 Å frame
+    by default and the stretched frame on the dissociation's wall at 1.5; that frame is
+    also a start for the next generation at 1.5 and not at 1.2."""
+    from types import SimpleNamespace
+
+    from flows.config import load_config
+    from flows.steps.selection import break_precursors, passes_filters
+
+    sel = load_config(write_campaign(tmp_path, name="bond-scale")).select
+    assert sel.bond_scale == 1.2
+    wide = sel.model_copy(update={"bond_scale": 1.5})
+    frames = [_stretched_water(length) for length in (0.97, 1.3, 3.4)]
+    rows = [(SimpleNamespace(replica=0), None)] * 3
+    production = np.zeros(3, dtype=bool)
+    reference = molecule("H2O")
+    assert [passes_filters(f, reference, sel) for f in frames] == [True, False, False]
+    assert [passes_filters(f, reference, wide) for f in frames] == [True, True, False]
+    assert np.flatnonzero(break_precursors(rows, frames, production, reference, sel)).tolist() == [0]
+    assert np.flatnonzero(break_precursors(rows, frames, production, reference, wide)).tolist() == [1]

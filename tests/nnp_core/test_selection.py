@@ -486,6 +486,22 @@ def test_select_frames_energy_and_fingerprint_filters(ethanol):
     assert result.decisions[3].reason == "non-finite fingerprint"
 
 
+def test_bond_scale_sets_where_a_stretched_bond_counts_as_broken(ethanol):
+    """A methyl C-H stretched to 1.4 Å (hot MD reaches it; 1.2 x the covalent radii is
+    1.28 Å) is filtered at the default scale and a candidate at 1.5 (cutoff 1.6 Å); at 1.8 Å
+    it is broken at both."""
+    frames = _jiggled(ethanol, 3)
+    for frame, length in zip(frames[1:], (1.4, 1.8)):
+        frame.set_distance(C_METHYL, H_METHYL, length, fix=0)
+    common = dict(trust_lo_eV_A=LO, trust_hi_eV_A=HI, fingerprints=np.eye(3), max_selected=5,
+                  reference_structures=ethanol)
+    strict = select_frames(frames, [0.2, 0.2, 0.2], **common)
+    assert _decisions(strict) == [Decision.SELECTED, Decision.FILTERED, Decision.FILTERED]
+    assert strict.decisions[1].reason == "bond graph changed: C0-H6 broken"
+    loose = select_frames(frames, [0.2, 0.2, 0.2], bond_scale=1.5, **common)
+    assert _decisions(loose) == [Decision.SELECTED, Decision.SELECTED, Decision.FILTERED]
+
+
 def test_select_frames_allows_bond_changes_when_asked(ethanol):
     frames = _jiggled(ethanol, 2)
     _break_c_o_bond(frames[1])
