@@ -73,6 +73,9 @@ def test_high_energy_judgement_counts_the_window_and_the_bond_filter(tmp_path) -
     assert np.isclose(judged["median_max_force_error"], 0.15 * np.sqrt(3))
     assert np.isclose(judged["median_max_force_dev"], 0.225)
     assert np.isclose(judged["spearman"], 1.0)
+    # force errors 0.1·i on every component: the broken frame (i = 3) alone, the others' mean
+    assert np.isclose(judged["force_mae_bond_graph_changed_eV_A"], 0.3)
+    assert np.isclose(judged["force_mae_bond_graph_kept_eV_A"], 0.1)
 
 
 def test_a_campaign_without_its_folder_is_reported_from_the_cache(tmp_path) -> None:
