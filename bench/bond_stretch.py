@@ -103,7 +103,7 @@ def report(points: dict, curves: dict[str, list[float]], reference: dict) -> str
     rows = []
     for key in lengths:
         p = points[key]
-        row = [key, f"{p['rks_eV'] - e0:.2f}", f"{p['uks_eV'] - e0:.2f}", f"{1000 * (p['uks_eV'] - p['rks_eV']):.0f}",
+        row = [key, f"{p['rks_eV'] - e0:.2f}", f"{p['uks_eV'] - e0:.2f}", f"{round(1000 * (p['uks_eV'] - p['rks_eV'])):d}",
                f"{p['uks_s2']:.2f}"]
         row += [f"{curve[lengths.index(key)]:.2f}" for curve in curves.values()]
         rows.append(row)
