@@ -35,7 +35,7 @@ from ase import Atoms
 from ase.data import covalent_radii
 from ase.units import Hartree
 
-from bench._report import machine_line, markdown_table, write_section
+from bench._report import command_line, machine_line, markdown_table, write_section
 
 SECTION = "bond-stretch"
 C_METHYL, H_METHYL = 0, 8
@@ -97,7 +97,7 @@ def cutoff_A(scale: float) -> float:
     return float(scale * (covalent_radii[6] + covalent_radii[1]))
 
 
-def report(points: dict, curves: dict[str, list[float]], reference: dict) -> str:
+def report(points: dict, curves: dict[str, list[float]], reference: dict, argv: list[str]) -> str:
     lengths = [f"{length:.2f}" for length in LENGTHS_A]
     e0 = points[lengths[0]]["rks_eV"]
     rows = []
@@ -117,7 +117,7 @@ def report(points: dict, curves: dict[str, list[float]], reference: dict) -> str
         "to the minimum's RKS energy (committees: to their own at the minimum). The bond filter calls C-H broken "
         f"past {cutoff_A(1.2):.2f} Å at `bond_scale` 1.2 (the default) and {cutoff_A(1.5):.2f} Å at 1.5. "
         f"Broken-symmetry UKS lies below RKS {first}: the restricted labels are right before that.",
-        "", f"`.venv/bin/python -m bench.bond_stretch{' --committees ...' if curves else ''}` ({machine_line()})", "",
+        "", f"{command_line('bench.bond_stretch', [a for a in argv if a != '--no-write'])} ({machine_line()})", "",
         markdown_table(headers, rows)])
 
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.committees:
         name, _, folder = str(item).rpartition("=")
         curves[name or Path(folder).name] = committee_curve(Path(folder), minimum)
-    body = report(points, curves, spec.reference)
+    body = report(points, curves, spec.reference, sys.argv[1:] if argv is None else argv)
     print(body)
     if not args.no_write:
         write_section(SECTION, body)
