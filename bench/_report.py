@@ -32,10 +32,11 @@ def machine_line() -> str:
 def command_line(module: str, argv: list[str] | None = None) -> str:
     """The command that made a table, as a markdown code span: ``module`` run with
     ``argv`` (None: this process's own arguments)."""
+    import shlex
     import sys
 
     arguments = sys.argv[1:] if argv is None else argv
-    return "`" + " ".join([".venv/bin/python -m", module, *arguments]) + "`"
+    return "`" + " ".join([".venv/bin/python -m", module, shlex.join(arguments)]).rstrip() + "`"
 
 
 def markdown_table(headers: list[str], rows: list[list[object]]) -> str:

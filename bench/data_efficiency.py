@@ -190,8 +190,9 @@ PRESETS = {
                   Variant("al-mace-hot-share", "active learning, MACE committee, xTB-MD start, adaptive "
                           "trust_lo, Langevin at 300/700/1200 K, trust_hi 1 eV/Å, 40% of the picks reserved "
                           "for the 1200 K replicas, the last intact frame before a replica comes apart labelled "
-                          "(break_precursors; from generation 4 of seed 0 on, added when that campaign starved; one per "
-                          "replica per generation from 2026-12-03, seed 0 generations 4-6 had every crossing)",
+                          "(break_precursors, one per replica per generation; seed 0 rerun on 2026-12-03 wholly under "
+                          "today's code; seeds 1 and 2 had the cap from generation 0 but not the sanity filters ahead of "
+                          "trust_lo and the reset of a broken replica, seed 2 got those from generation 10 on)",
                           {"loop": {**XTB_START, "convergence": {
                               "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
                            "select": {"adaptive_trust_lo": True, "trust_hi_eV_A": 1.0, "hot_share": 0.4,

@@ -56,5 +56,8 @@ def test_command_line_names_the_module_and_its_arguments(monkeypatch) -> None:
     from bench._report import command_line
 
     assert command_line("bench.x", ["--a", "1"]) == "`.venv/bin/python -m bench.x --a 1`"
+    # an argument with a space is quoted, so the line can be pasted into a shell
+    assert command_line("bench.x", ["--c", "a b=d"]) == "`.venv/bin/python -m bench.x --c 'a b=d'`"
+    assert command_line("bench.x", []) == "`.venv/bin/python -m bench.x`"
     monkeypatch.setattr("sys.argv", ["prog", "--seeds", "0"])
     assert command_line("bench.x") == "`.venv/bin/python -m bench.x --seeds 0`"
