@@ -591,7 +591,7 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
     plot_path = (page.parent / "img" / "learning_curve.png") if write else data_dir / "learning_curve.png"
     labels = {v.name: v.label for v in preset.variants}
     measured = {key.partition("/")[0] for key in results.data}  # variants with points yet
-    plot_curves(results.data, plot_path, labels)
+    plot_curves(results.data, plot_path)
     command = "`.venv/bin/python -m bench.data_efficiency" + ("" if preset_name == "full" else f" --preset {preset_name}")
     for name, value in changes.items():
         command += f" --{name.replace('_', '-')} " + (" ".join(map(str, value)) if isinstance(value, tuple) else str(value))

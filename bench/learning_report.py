@@ -268,26 +268,30 @@ def _best_within(name: str, points: list[dict], indent: str = "  ") -> list[str]
             f"at {best['n_labels']:.0f} labels (target ≤ 25: {'met' if best['force_mae_eV_A'] <= 0.025 else 'missed'})."]
 
 
-def plot_curves(results: dict[str, dict], path: Path, variants: dict[str, str] | None = None) -> Path:
-    """Force MAE vs labels, log-log, mean ± std over seeds."""
+def plot_curves(results: dict[str, dict], path: Path) -> Path:
+    """Force MAE vs labels, log-log, mean ± std over seeds. The legend names each curve by
+    its variant's short name (the tables carry the long labels), one
+    colour per sampling, solid for retrained from scratch, dashed for the campaign's own
+    committee, dotted squares for another architecture."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11, 5))
-    colours: dict[str, str] = {"random": "black"}
-    cycle = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])  # more curves than colours repeat
-    for kind, points in sorted(curves(results).items(), key=lambda item: (":" in item[0], item[0])):
-        # one colour per sampling (random, each variant); the line style tells the rest
+    kinds = sorted(curves(results).items(), key=lambda item: (":" in item[0], item[0]))
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    colours: dict[str, object] = {"random": "black"}
+    palette = itertools.cycle(plt.get_cmap("tab20").colors)  # more curves than colours repeat
+    for kind, points in kinds:
         base = kind.rpartition(":")[2].partition("/")[0]
-        colour = colours.setdefault(base, next(cycle))
+        colour = colours.setdefault(base, next(palette))
         x = np.array([p["n_labels"] for p in points])
         y = 1000 * np.array([p["force_mae_eV_A"] for p in points])
         dy = 1000 * np.array([p["force_mae_eV_A_std"] for p in points])
         other = ":" in kind  # another architecture than the example's
-        ax.errorbar(x, y, yerr=dy, marker="s" if other else "o", mfc="none" if other else None, capsize=3, color=colour,
-                    label=curve_label(kind, variants), ls=":" if other else "--" if kind.endswith("/campaign") else "-")
+        ax.errorbar(x, y, yerr=dy, marker="s" if other else "o", mfc="none" if other else None, capsize=3,
+                    color=colour, ms=4, lw=1.2, label=_short_label(kind),
+                    ls=":" if other else "--" if kind.endswith("/campaign") else "-")
     ax.axhline(25, color="grey", ls="--", lw=1, label="target 25 meV/Å")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -300,10 +304,21 @@ def plot_curves(results: dict[str, dict], path: Path, variants: dict[str, str] |
     ax.set_yticks([t for t in (10, 20, 50, 100, 200, 500) if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]])
     ax.set_xlabel("reference labels")
     ax.set_ylabel("test force MAE (meV/Å)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    ax.set_title("solid: retrained from scratch on the labels; dashed: the campaign's own committee", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
     ax.grid(True, which="both", alpha=0.3)
-    fig.subplots_adjust(left=0.07, right=0.58, bottom=0.11, top=0.97)  # the legend goes right of the axes
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _short_label(kind: str) -> str:
+    """A curve's legend name: the variant's short name, ``architecture: ...`` for another one."""
+    architecture, _, kind = kind.rpartition(":")
+    if architecture:
+        return f"{ARCHITECTURE_NAMES.get(architecture, architecture)}: {_short_label(kind)}"
+    name, _, campaign = kind.partition("/")
+    if name == "random":
+        return "random sampling"
+    return f"{name} ({'campaign' if campaign else 'retrained'})"
