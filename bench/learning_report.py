@@ -290,7 +290,7 @@ def plot_curves(results: dict[str, dict], path: Path) -> Path:
         dy = 1000 * np.array([p["force_mae_eV_A_std"] for p in points])
         other = ":" in kind  # another architecture than the example's
         ax.errorbar(x, y, yerr=dy, marker="s" if other else "o", mfc="none" if other else None, capsize=3,
-                    color=colour, ms=4, lw=1.2, label=_short_label(kind),
+                    color=colour, ms=4, lw=1.2, label=curve_label(kind, {base: base}),
                     ls=":" if other else "--" if kind.endswith("/campaign") else "-")
     ax.axhline(25, color="grey", ls="--", lw=1, label="target 25 meV/Å")
     ax.set_xscale("log")
@@ -312,13 +312,3 @@ def plot_curves(results: dict[str, dict], path: Path) -> Path:
     plt.close(fig)
     return path
 
-
-def _short_label(kind: str) -> str:
-    """A curve's legend name: the variant's short name, ``architecture: ...`` for another one."""
-    architecture, _, kind = kind.rpartition(":")
-    if architecture:
-        return f"{ARCHITECTURE_NAMES.get(architecture, architecture)}: {_short_label(kind)}"
-    name, _, campaign = kind.partition("/")
-    if name == "random":
-        return "random sampling"
-    return f"{name} ({'campaign' if campaign else 'retrained'})"
