@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 from flows.storage.engine import check_database_url, in_memory_sqlite, redact_url, sqlite_database, with_database
+from nnp_core.device import check_device
 from nnp_core.sanity import DEFAULT_BOND_SCALE
 from nnp_core.train_config import TrainConfig
 
@@ -436,6 +437,14 @@ class ExploreSection(_Section):
     # of a float64-trained committee: 2.1x faster for MACE at 16 replicas, same forces
     # to ~1e-6 eV/Å (docs/benchmarks.md, "mace-md-throughput")
     dtype: Literal["float32", "float64"] | None = None
+    # the torch device the MD evaluates the committee on ("cpu", "cuda", "cuda:N",
+    # "auto"); default [train] device. The integrator stays on the host
+    device: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device_here(cls, value: str | None) -> str | None:
+        return value if value is None else check_device(value)
 
     @model_validator(mode="after")
     def _exchange_settings(self) -> ExploreSection:
@@ -521,6 +530,11 @@ class _TrainBase(_Section):
         if isinstance(data, dict) and "dtype" in data:
             raise ValueError("dtype is set once, as committee.dtype")
         return data
+
+    @field_validator("device", check_fields=False)
+    @classmethod
+    def _device_here(cls, value: str) -> str:
+        return check_device(value)
 
     @model_validator(mode="after")
     def _valid_train_config(self) -> _TrainBase:
@@ -692,6 +706,11 @@ class CampaignConfig(_Section):
     def train_config(self) -> TrainConfig:
         """The training settings as ``nnp_core``'s ``TrainConfig``."""
         return TrainConfig(**self.train.model_dump(), dtype=self.committee.dtype)
+
+    def explore_device(self) -> str:
+        """The device the exploration MD evaluates the committee on: ``[explore] device``,
+        else ``[train] device``."""
+        return self.explore.device if self.explore.device is not None else self.train.device
 
     def md_config(self) -> Any:
         """The exploration settings as ``nnp_core``'s ``MDConfig`` (the MD engine stops or

@@ -442,6 +442,8 @@ def render(plan: Plan, estimate: Estimate | None) -> str:
         "#                                  # use it and learning_rate = 1e-2 (docs/benchmarks.md)",
         "seed = 0",
         "bootstrap = false",
+        "# device = \"auto\"               # train on a GPU where torch sees one ([explore] device:",
+        "#                                  # the MD's, default this); \"cpu\" by default",
         "",
         "[loop]",
         f"# initial_samples: internal degrees of freedom + 3 = {d.dof + 3}, kept within 12-100 (the",

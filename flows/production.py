@@ -282,7 +282,7 @@ def run_production(config_path: str | Path, settings: ProductionSettings, *, out
                 raise CampaignBusy(f"--feed-back: {reason}")
             writer = open_campaign(config_path)
         starts = replicas(config, settings, start)
-        result = run_md(committee, starts, config=mdc)
+        result = run_md(committee.to(config.explore_device()), starts, config=mdc)
         frames = trajectory(committee, result)
         with replacing(output, overwrite=force, protected=protected, suffix=".extxyz") as temporary:
             import ase.io

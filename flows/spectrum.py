@@ -331,7 +331,7 @@ def run_spectrum(config_path: str | Path, settings: SpectrumSettings, *, output:
                      "replicas": settings.replicas})
 
         try:
-            trajectory = dipole_md(committee, start, temperature_K=settings.temperature_K,
+            trajectory = dipole_md(committee.to(ctx.config.explore_device()), start, temperature_K=settings.temperature_K,
                                    replicas=settings.replicas, equilibration_ps=settings.equilibration_ps,
                                    production_ps=settings.ps, timestep_fs=settings.timestep_fs, seed=settings.seed,
                                    progress=progress,

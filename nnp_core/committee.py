@@ -14,6 +14,7 @@ import torch
 from ase import Atoms
 
 from nnp_core.batch import Batch, atoms_to_batch
+from nnp_core.device import batch_to, resolve_device
 from nnp_core.models import MODEL_REGISTRY, StackedModel, build_model
 from nnp_core.models.base import parameters_to_be_loaded
 from nnp_core.models.registry import EnergyBias
@@ -96,6 +97,21 @@ class Committee:
         return self.model.dtype
 
     @property
+    def device(self) -> torch.device:
+        """Where the members are evaluated (:mod:`nnp_core.device`)."""
+        return self.model.elements.device
+
+    def to(self, device: str | torch.device | None) -> "Committee":
+        """This committee on ``device`` ("cpu", "cuda", "cuda:N", "auto"): a copy with its
+        parameters moved (the same committee if it is already there). Batches it makes go
+        there too; ``predict`` and ``fingerprints`` still return numpy arrays."""
+        target = resolve_device(device)
+        if target == self.device:
+            return self
+        model = copy.deepcopy(self.model).to(target)
+        return Committee(model, self.calibration)
+
+    @property
     def has_dipole(self) -> bool:
         """Whether the members predict the dipole (a dipole head, trained on the labels'
         dipoles when ``[train] dipole_weight`` > 0)."""
@@ -109,6 +125,7 @@ class Committee:
             frames, cutoff_A=cutoff, angular_cutoff_A=angular_cutoff,
             skin_A=skin_A, dtype=self.dtype,
         )
+        batch = batch_to(batch, self.device)
         self.model.species_of(batch["numbers"])
         return batch
 
@@ -142,24 +159,24 @@ class Committee:
         dipoles = {}
         if "dipole" in output:
             mean, dev = dipole_statistics(output["dipole"])
-            dipoles = {"member_dipoles": output["dipole"].numpy(), "dipole_mean": mean.numpy(),
-                       "dipole_dev": dev.numpy()}
+            dipoles = {"member_dipoles": _numpy(output["dipole"]), "dipole_mean": _numpy(mean),
+                       "dipole_dev": _numpy(dev)}
         return CommitteePrediction(
-            member_energies=output["energy"].numpy(),
-            member_forces=output["forces"].numpy(),
-            n_atoms=batch["n_atoms"].numpy(),
-            energy_mean=stats.energy_mean.numpy(),
-            forces_mean=stats.forces_mean.numpy(),
-            force_dev=stats.force_dev.numpy(),
-            max_force_dev=stats.max_force_dev.numpy(),
-            energy_dev=stats.energy_dev.numpy(),
+            member_energies=_numpy(output["energy"]),
+            member_forces=_numpy(output["forces"]),
+            n_atoms=_numpy(batch["n_atoms"]),
+            energy_mean=_numpy(stats.energy_mean),
+            forces_mean=_numpy(stats.forces_mean),
+            force_dev=_numpy(stats.force_dev),
+            max_force_dev=_numpy(stats.max_force_dev),
+            energy_dev=_numpy(stats.energy_dev),
             calibration=self.calibration,
             **dipoles,
         )
 
     def fingerprints(self, frames: Sequence[Atoms]) -> np.ndarray:
         """Per-frame descriptor fingerprints (B, D) for diversity selection."""
-        return self.model.fingerprints(self.make_batch(list(frames))).numpy()
+        return _numpy(self.model.fingerprints(self.make_batch(list(frames))))
 
     def astype(self, dtype: str) -> "Committee":
         """This committee evaluated in ``dtype`` ("float32" or "float64"): a copy with
@@ -196,7 +213,7 @@ class Committee:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         for index in range(self.n_members):
-            state = self.model.members_state_dict([index])
+            state = {key: value.cpu() for key, value in self.model.members_state_dict([index]).items()}
             torch.save(state, path / f"member_{index}.pt")
         meta = {
             "format": CHECKPOINT_FORMAT,
@@ -207,6 +224,11 @@ class Committee:
         }
         (path / CHECKPOINT_JSON).write_text(json.dumps(meta, indent=2))
         return path
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A host copy of ``tensor`` as numpy (a view where it already is on the CPU)."""
+    return tensor.detach().cpu().numpy()
 
 
 def load_committee(

@@ -234,22 +234,22 @@ class ReplicaEnsemble:
         if not self.active.any():
             return
         rows, ids = self._rows, self.active_ids
-        positions = torch.from_numpy(self.positions[rows]).to(self.committee.dtype)
+        positions = torch.from_numpy(self.positions[rows]).to(self.committee.device, self.committee.dtype)
         batch = with_positions(self._active_batch(), positions)
         bias = self.bias
         on_members = None
         if bias is not None and bias.uses_member_energies:
             n_atoms = batch["n_atoms"]
             on_members = lambda energies: bias.member_energy_bias(energies, n_atoms)  # noqa: E731
-        bias_energy = torch.zeros(len(ids), dtype=self.committee.dtype)
+        bias_energy = torch.zeros(len(ids), dtype=self.committee.dtype, device=self.committee.device)
         if score:
             output = self.committee.evaluate(batch)
             stats = self.committee.statistics(batch, output)
             energy, forces = stats.energy_mean, stats.forces_mean
-            self.max_force_dev[ids] = stats.max_force_dev.to(torch.float64).numpy()
-            self.energy_dev[ids] = stats.energy_dev.to(torch.float64).numpy()
+            self.max_force_dev[ids] = stats.max_force_dev.to(torch.float64).cpu().numpy()
+            self.energy_dev[ids] = stats.energy_dev.to(torch.float64).cpu().numpy()
             if "dipole" in output:
-                self.dipole_dev[ids] = dipole_statistics(output["dipole"])[1].to(torch.float64).numpy()
+                self.dipole_dev[ids] = dipole_statistics(output["dipole"])[1].to(torch.float64).cpu().numpy()
             if on_members is not None:
                 member_energies = output["energy"].detach().requires_grad_(True)
                 with torch.enable_grad():
@@ -271,19 +271,19 @@ class ReplicaEnsemble:
         if dipoles:
             if "dipole" not in output:
                 raise ValueError("this committee has no dipole head: it cannot record dipoles")
-            self.member_dipoles[:, ids] = output["dipole"].to(torch.float64).numpy()
-        if bias is not None and bias.uses_positions:
-            leaf = positions.detach().clone().requires_grad_(True)
+            self.member_dipoles[:, ids] = output["dipole"].to(torch.float64).cpu().numpy()
+        if bias is not None and bias.uses_positions:  # on the host: a few CVs per replica
+            leaf = positions.detach().cpu().clone().requires_grad_(True)
             starts = torch.from_numpy(self._segment_starts)
             with torch.enable_grad():
                 terms = bias.position_bias(leaf, starts, ids)
                 (grad,) = torch.autograd.grad(terms.energy.sum(), leaf)
-            forces = forces - grad
-            bias_energy = bias_energy + terms.energy.detach()
-            self.cvs[ids] = terms.cvs.to(torch.float64).numpy()
-        self.forces[rows] = forces.to(torch.float64).numpy()
-        self.energy_eV[ids] = energy.to(torch.float64).numpy()
-        self.bias_energy_eV[ids] = bias_energy.to(torch.float64).numpy()
+            forces = forces - grad.to(forces.device)
+            bias_energy = bias_energy + terms.energy.detach().to(bias_energy.device)
+            self.cvs[ids] = terms.cvs.to(torch.float64).cpu().numpy()
+        self.forces[rows] = forces.to(torch.float64).cpu().numpy()
+        self.energy_eV[ids] = energy.to(torch.float64).cpu().numpy()
+        self.bias_energy_eV[ids] = bias_energy.to(torch.float64).cpu().numpy()
 
     def _active_batch(self) -> Batch:
         """The active replicas' batch, rebuilding the neighbours of replicas that moved."""

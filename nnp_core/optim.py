@@ -38,13 +38,16 @@ class StackedAdamW:
         beta1, beta2 = self.betas
         bias1 = 1 - beta1**self.step_count
         bias2 = 1 - beta2**self.step_count
+        # the rates live on the host (the trainer changes them member by member); one copy
+        # a step to where the parameters are
+        member_lr = self.lr.to(self.params[0].device) if self.params else self.lr
         for p, g, m, v in zip(self.params, grads, self.exp_avg, self.exp_avg_sq):
             g = torch.zeros_like(p) if g is None else g
             m.mul_(beta1).add_(g, alpha=1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
             # a tensor with a member axis of 1 is shared by all members (joint training,
             # which keeps their rates equal): member 0's rate
-            rates = self.lr if p.shape[0] == len(self.lr) else self.lr[:1]
+            rates = member_lr if p.shape[0] == len(self.lr) else member_lr[:1]
             lr = rates.to(p.dtype).reshape(-1, *([1] * (p.ndim - 1)))
             update = (m / bias1) / ((v / bias2).sqrt() + self.eps) + self.weight_decay * p
             p.sub_(lr * update)

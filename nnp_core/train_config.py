@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
+from nnp_core.device import DEVICE_PATTERN
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -78,6 +80,9 @@ class TrainConfig:
     stage_two_learning_rate: float = 1e-3
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float64"
+    #: where the epochs run ("cpu", "cuda", "cuda:N", "auto": :mod:`nnp_core.device`);
+    #: the trained committee comes back to the host either way
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         checks = {
@@ -104,6 +109,7 @@ class TrainConfig:
             "stage_two_force_weight": self.stage_two_force_weight >= 0,
             "stage_two_learning_rate": self.stage_two_learning_rate > 0,
             "dtype": self.dtype in ("float32", "float64"),
+            "device": isinstance(self.device, str) and bool(DEVICE_PATTERN.match(self.device)),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -25,6 +25,7 @@ from ase import Atoms
 
 from nnp_core.batch import Batch, atoms_to_batch, concat_batches
 from nnp_core.committee import Committee
+from nnp_core.device import batch_to, resolve_device
 from nnp_core.models import MODEL_REGISTRY, StackedModel, build_model
 from nnp_core.optim import StackedAdamW
 from nnp_core.train_config import TrainConfig
@@ -89,6 +90,15 @@ class LabelledSet:
         dipole_tensor = torch.tensor(np.array([np.zeros(3) if d is None else d for d in dipoles]), dtype=dtype)
         return cls(batches, torch.tensor(energies, dtype=dtype), forces, n_atoms,
                    dipole_tensor if bool(has_dipole.any()) else None, has_dipole if bool(has_dipole.any()) else None)
+
+    def to(self, device: torch.device) -> "LabelledSet":
+        """The same frames with every tensor on ``device``."""
+        def move(value):
+            return None if value is None else value.to(device)
+
+        return LabelledSet([batch_to(b, device) for b in self.frame_batches], self.energies_eV.to(device),
+                           [f.to(device) for f in self.forces_eV_A], self.n_atoms.to(device),
+                           move(self.dipoles_eA), move(self.has_dipole))
 
     def collate(self, indices: Sequence[int]) -> tuple[Batch, torch.Tensor, torch.Tensor]:
         batch = concat_batches([self.frame_batches[i] for i in indices])
@@ -263,8 +273,8 @@ class _MemberState:
 
 
 def _evaluate_losses(model, data: LabelledSet, indices, weights_all, config, batch_size) -> torch.Tensor:
-    total = torch.zeros(model.n_members, dtype=torch.float64)
-    norm = torch.zeros(model.n_members, dtype=torch.float64)
+    total = weights_all.new_zeros(model.n_members, dtype=torch.float64)
+    norm = weights_all.new_zeros(model.n_members, dtype=torch.float64)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         batch, energies, forces = data.collate(chunk)
@@ -286,7 +296,7 @@ def _run_epochs(model, data: LabelledSet, train_w, val_w, config: TrainConfig, p
                          np.zeros(n_members, int), np.zeros(n_members, bool), [p.detach().clone() for p in params])
     rng = np.random.default_rng([config.seed, 7])
     n_frames, history = len(data.frame_batches), []
-    val_indices = [int(i) for i in np.flatnonzero(val_w.sum(0).numpy() > 0)]
+    val_indices = [int(i) for i in np.flatnonzero(val_w.sum(0).cpu().numpy() > 0)]
     # exponential moving average of the weights (mace_run_train --ema): validated, kept
     # as the best state and returned in place of the raw weights
     ema = [p.detach().clone() for p in params] if config.ema_decay > 0 else None
@@ -299,7 +309,7 @@ def _run_epochs(model, data: LabelledSet, train_w, val_w, config: TrainConfig, p
             _start_stage_two(state, params, ema, optimiser, stage_two)
             loss_config = stage_two
         order = rng.permutation(n_frames)
-        train_sum = torch.zeros(n_members, dtype=torch.float64)
+        train_sum = train_w.new_zeros(n_members, dtype=torch.float64)
         for start in range(0, n_frames, config.batch_size_frames):
             chunk = [int(i) for i in order[start : start + config.batch_size_frames]]
             batch, energies, forces = data.collate(chunk)
@@ -319,7 +329,7 @@ def _run_epochs(model, data: LabelledSet, train_w, val_w, config: TrainConfig, p
                 live = [p.detach().clone() for p in params]
                 for average, p in zip(ema, params):
                     p.copy_(average)
-        val_loss = _evaluate_losses(model, data, val_indices, val_w, loss_config, config.batch_size_frames).numpy()
+        val_loss = _evaluate_losses(model, data, val_indices, val_w, loss_config, config.batch_size_frames).cpu().numpy()
         if getattr(model, "joint_training", False):  # one schedule and early stop for all
             val_loss = np.full(n_members, val_loss.mean())
         _update_members(state, val_loss, epoch, params, optimiser, loss_config)
@@ -394,9 +404,9 @@ def train_members(
         # shared weights would otherwise train on another member's validation frames
         members = [list(members)[0]] * model.n_members
     splits = [member_split(len(data.frame_batches), m, config) for m in members]
-    dtype = model.dtype
-    train_w = torch.tensor(np.stack([w for w, _ in splits]), dtype=dtype)
-    val_w = torch.tensor(np.stack([mask for _, mask in splits]), dtype=dtype)
+    dtype, device = model.dtype, model.elements.device
+    train_w = torch.tensor(np.stack([w for w, _ in splits]), dtype=dtype, device=device)
+    val_w = torch.tensor(np.stack([mask for _, mask in splits]), dtype=dtype, device=device)
     state, history = _run_epochs(model, data, train_w, val_w, config, progress)
     with torch.no_grad():
         for best, p in zip(state.best_params, model.parameters()):
@@ -518,7 +528,12 @@ def train_committee(
     if config.dipole_weight > 0 and data.dipoles_eA is None and getattr(base, "dipole_head", False):
         log.info("dipole_weight %.3g: no training frame has a reference dipole; the dipole head "
                     "keeps its fixed charges", config.dipole_weight)
+    device = resolve_device(config.device)
+    if device.type != "cpu":  # normalisation was fitted on the host; the epochs run there
+        base.to(device)
+        data = data.to(device)
     reports, history = train_members(base, data, config, progress)
+    base.to("cpu")  # committees are kept, saved and compared on the host
     report = TrainingReport(reports, time.perf_counter() - start, len(frames), history)
     log.info("trained %d members on %d frames in %.1f s: val force MAE %.4f eV/Å",
              n_members, len(frames), report.wall_s, report.val_force_mae_eV_A)

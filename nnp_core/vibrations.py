@@ -59,7 +59,7 @@ def hessian_and_dipole_jacobian(committee: Committee, atoms: Atoms) -> tuple[np.
 
     hessian = torch.autograd.functional.hessian(energy, x0)
     jacobian = torch.autograd.functional.jacobian(dipole, x0)
-    return hessian.detach().double().numpy(), jacobian.detach().double().numpy()
+    return hessian.detach().double().cpu().numpy(), jacobian.detach().double().cpu().numpy()
 
 
 def intensities_km_mol(modes_cartesian: np.ndarray, dipole_jacobian: np.ndarray) -> np.ndarray:

@@ -51,6 +51,7 @@ def explore(ctx, generation_index: int, *, progress: ProgressCallback | None = N
     committee_id, committee = load_latest(ctx)
     if cfg.dtype is not None:
         committee = committee.astype(cfg.dtype)
+    committee = committee.to(ctx.config.explore_device())
     bias = ctx.config.exploration_bias()
     with storage.reading(ctx.engine) as session:
         reference = storage.reference_structure(session, ctx.campaign_id)

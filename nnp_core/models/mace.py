@@ -219,12 +219,13 @@ class MACE(StackedModule):
         """mace-torch's input dict for a batch (molecules: no cell, zero shifts)."""
         n_frames = batch["n_atoms"].shape[0]
         edge_index = batch["pairs"].flip(0)  # alflow (centre i, neighbour j) -> MACE (sender j, receiver i)
+        zeros = {"dtype": self.dtype, "device": edge_index.device}
         return {
             "node_attrs": torch.nn.functional.one_hot(species, len(self.elements)).to(self.dtype),
             "edge_index": edge_index,
-            "shifts": torch.zeros(edge_index.shape[1], 3, dtype=self.dtype),
-            "unit_shifts": torch.zeros(edge_index.shape[1], 3, dtype=self.dtype),
-            "cell": torch.zeros(n_frames, 3, 3, dtype=self.dtype),
+            "shifts": torch.zeros(edge_index.shape[1], 3, **zeros),
+            "unit_shifts": torch.zeros(edge_index.shape[1], 3, **zeros),
+            "cell": torch.zeros(n_frames, 3, 3, **zeros),
             "batch": batch["frame"],
             "ptr": torch.cat([batch["n_atoms"].new_zeros(1), torch.cumsum(batch["n_atoms"], 0)]),
         }
@@ -278,9 +279,9 @@ class MACE(StackedModule):
             model = build_scale_shift_mace(
                 [int(z) for z in self.elements], **self.mace_settings,
                 avg_num_neighbors=self.avg_num_neighbors or 1.0,
-                atomic_energies=self.atom_ref_energy.detach().double().numpy(),
+                atomic_energies=self.atom_ref_energy.detach().double().cpu().numpy(),
                 scale=float(self.energy_scale), shift=0.0).to(self.dtype)
-        state = {name: value.detach().clone() for name, value in self.member_parameters(member).items()}
+        state = {name: value.detach().cpu().clone() for name, value in self.member_parameters(member).items()}
         model.load_state_dict(state, strict=False)
         return copy.deepcopy(model)
 

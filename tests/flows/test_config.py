@@ -159,6 +159,9 @@ def test_level_of_theory_is_case_insensitive_and_ignores_solver_settings(tmp_pat
         ("[train]\nstage_two_epochs = 10\nstage_two_energy_weight = 0.0\nstage_two_force_weight = 0.0\n", "train",
          "stage_two_energy_weight and stage_two_force_weight"),
         ("[train]\ndtype = \"float32\"\n", "train", "committee.dtype"),
+        ("[train]\ndevice = \"gpu\"\n", "train.device", "'cpu', 'cuda', 'cuda:N' or 'auto'"),
+        ("[explore]\ndevice = \"cuda0\"\n", "explore.device", "'cpu', 'cuda', 'cuda:N' or 'auto'"),
+        ("[train]\ndevice = 0\n", "train.device", "valid string"),
         ("[loop]\ninitial_sampler = \"random\"\n", "loop.initial_sampler", "'normal_modes'"),
         ("[loop]\ninitial_md_backend = \"gaussian\"\n", "loop.initial_md_backend", "unknown backend 'gaussian'"),
         ("[loop]\ncalibration_generations = -1\n", "loop.calibration_generations", "greater than or equal to 0"),
@@ -285,3 +288,14 @@ def test_toml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nowhere.toml: no such file"):
         load_config(tmp_path / "nowhere.toml")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_gpu_asked_for_on_a_machine_without_one_is_refused_at_load(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + "[train]\ndevice = \"cuda\"\n[explore]\ndevice = \"cuda:1\"\n")
+    assert "torch sees no CUDA device on this machine" in found["train.device"]
+    assert "device 'cuda:1'" in found["explore.device"]
+    auto = load_config(write(tmp_path, MINIMAL + "[train]\ndevice = \"auto\"\n"))
+    assert auto.train_config().device == "auto" and auto.explore_device() == "auto"
+    split = load_config(write(tmp_path, MINIMAL + "[train]\ndevice = \"auto\"\n[explore]\ndevice = \"cpu\"\n"))
+    assert split.explore_device() == "cpu"
