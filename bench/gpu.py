@@ -40,7 +40,6 @@ HELD_OUT = 30  # the pool's last frames (bench.training_recipe): not drawn
 MACE = {"cutoff_A": 5.0, "num_channels": 32, "max_L": 1, "correlation": 3, "num_interactions": 2}
 COMMITTEES = {"mace float64": ("mace", "float64"), "mace float32": ("mace", "float32"),
               "mace-shallow float32": ("mace-shallow", "float32")}
-MD_SETTINGS = {**MACE, "avg_num_neighbors": 8.0}  # bench.mace_md_throughput's committee
 
 
 def _read(name: str) -> list:
@@ -93,55 +92,24 @@ def _generation(name: str, previous: list, current: list, test: list, epochs: in
 
 
 def _md_rows(architectures: list[str], members: int, replica_counts: list[int], steps: int, device: str) -> list:
-    from ase import units
-    from ase.build import molecule
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-    from mace.calculators import MACECalculator
-
-    from nnp_core.committee import Committee
-    from nnp_core.md import MDConfig, Replica, run_md
-    from nnp_core.models import build_model
+    from bench.mace_md_throughput import _alflow_rate, _ase_rate, _committee
     from nnp_core.models.mace import write_mace_models
 
-    def alflow_rate(committee, replicas: int, n_steps: int) -> float:
-        seeds = [Replica(atoms=molecule("CH3CH2OH"), temperature_K=300.0, friction_per_fs=0.01, seed=r)
-                 for r in range(replicas)]
-        config = MDConfig(timestep_fs=0.5, n_steps=n_steps, record_interval_steps=10)
-        start = time.perf_counter()
-        run_md(committee, seeds, config=config)
-        return replicas * n_steps / (time.perf_counter() - start)
-
-    def ase_rate(paths: list[str], dtype: str) -> float:
-        atoms = molecule("CH3CH2OH")
-        atoms.calc = MACECalculator(model_paths=paths, device=device, default_dtype=dtype)
-        MaxwellBoltzmannDistribution(atoms, temperature_K=300.0, rng=np.random.default_rng(0))
-        dynamics = Langevin(atoms, 0.5 * units.fs, temperature_K=300.0, friction=0.01 / units.fs,
-                            rng=np.random.default_rng(1))
-        dynamics.run(2)  # warm-up
-        start = time.perf_counter()
-        dynamics.run(steps)
-        return steps / (time.perf_counter() - start)
-
-    committees = {}
-    for name in architectures:
-        model = build_model(name, n_members=members, seed=0, elements=[1, 6, 8], **MD_SETTINGS)
-        model.energy_scale.fill_(0.05)
-        committees[name] = Committee(model)
+    committees = {name: _committee(members, name) for name in architectures}
     rows, ase_rates = [], {}
     with tempfile.TemporaryDirectory() as folder:
         paths = [str(p) for p in write_mace_models(committees[architectures[0]].model, Path(folder) / "m")]
         for dtype in ("float64", "float32"):
-            ase_rates[dtype] = ase_rate(paths, dtype)
+            ase_rates[dtype] = _ase_rate(paths, steps, dtype, device)
     for name, committee in committees.items():
         for dtype in ("float64", "float32"):
             for where in dict.fromkeys((device, "cpu")):
                 explorer = committee.astype(dtype).to(where)
-                alflow_rate(explorer, 1, 3)  # warm-up
+                _alflow_rate(explorer, 1, 3)  # warm-up
                 for replicas in replica_counts:
                     if where == "cpu" and replicas > 16:
                         continue
-                    rate = alflow_rate(explorer, replicas, steps)
+                    rate = _alflow_rate(explorer, replicas, steps)
                     rows.append([name, dtype, where, replicas, rate, ase_rates[dtype], rate / ase_rates[dtype]])
                     print(rows[-1], flush=True)
     return rows

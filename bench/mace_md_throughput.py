@@ -61,7 +61,7 @@ def _alflow_rate(committee, replicas: int, steps: int) -> float:
     return replicas * steps / (time.perf_counter() - start)
 
 
-def _ase_rate(paths: list[str], steps: int, dtype: str) -> float:
+def _ase_rate(paths: list[str], steps: int, dtype: str, device: str = "cpu") -> float:
     from ase import units
     from ase.build import molecule
     from ase.md.langevin import Langevin
@@ -69,7 +69,7 @@ def _ase_rate(paths: list[str], steps: int, dtype: str) -> float:
     from mace.calculators import MACECalculator
 
     atoms = molecule("CH3CH2OH")
-    atoms.calc = MACECalculator(model_paths=paths, device="cpu", default_dtype=dtype)
+    atoms.calc = MACECalculator(model_paths=paths, device=device, default_dtype=dtype)
     MaxwellBoltzmannDistribution(atoms, temperature_K=300.0, rng=np.random.default_rng(0))
     dynamics = Langevin(atoms, 0.5 * units.fs, temperature_K=300.0, friction=0.01 / units.fs,
                         rng=np.random.default_rng(1))
