@@ -21,6 +21,17 @@ from flows.storage import StructureSource
 from .conftest import write_campaign
 
 
+class _Committee:
+    """What the explore step asks of the committee before its MD: where it runs."""
+
+    def __init__(self) -> None:
+        self.devices: list[str] = []
+
+    def to(self, device: str) -> "_Committee":
+        self.devices.append(device)
+        return self
+
+
 def _water(seed: int, broken: bool = False):
     atoms = molecule("H2O")
     atoms.positions += np.random.default_rng(seed).normal(0, 0.02, atoms.positions.shape)
@@ -74,7 +85,8 @@ def test_a_replica_that_came_apart_starts_again_at_the_reference(ctx, monkeypatc
         started["replicas"] = replicas
         raise Stop
 
-    monkeypatch.setattr(exploration, "load_latest", lambda ctx: (1, object()))
+    committee = _Committee()
+    monkeypatch.setattr(exploration, "load_latest", lambda ctx: (1, committee))
     monkeypatch.setattr(exploration, "run_md", run_md)
     with pytest.raises(Stop), caplog.at_level("WARNING"):
         exploration.explore(ctx, 1)
@@ -84,6 +96,7 @@ def test_a_replica_that_came_apart_starts_again_at_the_reference(ctx, monkeypatc
     np.testing.assert_allclose(second.atoms.positions, molecule("H2O").positions)
     assert not second.velocities_from_atoms
     assert "replica 1 came apart in its last generation" in caplog.text and "replica 0" not in caplog.text
+    assert committee.devices == ["cpu"]  # [explore] device, default [train] device
 
 
 def test_with_bond_changes_allowed_the_fragments_are_a_start(tmp_path, monkeypatch) -> None:
@@ -101,7 +114,7 @@ def test_with_bond_changes_allowed_the_fragments_are_a_start(tmp_path, monkeypat
         started["replicas"] = replicas
         raise RuntimeError("stop")
 
-    monkeypatch.setattr(exploration, "load_latest", lambda ctx: (1, object()))
+    monkeypatch.setattr(exploration, "load_latest", lambda ctx: (1, _Committee()))
     monkeypatch.setattr(exploration, "run_md", run_md)
     with pytest.raises(RuntimeError, match="stop"):
         exploration.explore(ctx, 1)
