@@ -17,7 +17,7 @@ The GPU machine has neither PySCF nor Prefect: this script needs only ``nnp_core
 and mace-torch, and takes the QM time per label from the caller (``--qm-seconds``, what
 ``bench.mace_generation_cost`` measured on the 2-core machine).
 
-    python -m bench.gpu [--epochs 150] [--qm-seconds 7.0] [--replicas 1 4 16 64] [--no-write]
+    python -m bench.gpu [--epochs 150] [--batch-sizes 8 64] [--qm-seconds 7.0] [--replicas 1 4 16 64] [--no-write]
 """
 
 from __future__ import annotations
@@ -48,11 +48,15 @@ def _read(name: str) -> list:
     return ase.io.read(DATA / name, index=":")
 
 
-def _train_config(dtype: str, epochs: int, seed: int, device: str):
+def _train_config(dtype: str, epochs: int, seed: int, device: str, batch_size: int | None = None):
+    """The example's ``[train]`` with these changes (``batch_size``: frames per batch;
+    None keeps the example's)."""
     from nnp_core.train_config import TrainConfig
 
     with open(ROOT / "examples" / "ethanol.toml", "rb") as handle:
         settings = tomllib.load(handle)["train"]
+    if batch_size is not None:
+        settings["batch_size_frames"] = batch_size
     return TrainConfig(**{**settings, "max_epochs": epochs, "seed": seed, "dtype": dtype, "device": device})
 
 
@@ -69,11 +73,11 @@ def _scores(committee, test: list) -> tuple[float, float]:
 
 
 def _generation(name: str, previous: list, current: list, test: list, epochs: int, cpu_epochs: int,
-                seed: int, device: str) -> list:
+                seed: int, device: str, batch_size: int | None = None) -> list:
     from nnp_core.training import train_committee
 
     architecture, dtype = COMMITTEES[name]
-    config = _train_config(dtype, epochs, seed, device)
+    config = _train_config(dtype, epochs, seed, device, batch_size)
     start = time.perf_counter()
     first, first_report = train_committee(previous, config, n_members=4, architecture=architecture,
                                           model_hparams=MACE)
@@ -82,12 +86,12 @@ def _generation(name: str, previous: list, current: list, test: list, epochs: in
     warm, warm_report = train_committee(current, config, initial=first)
     warm_s = time.perf_counter() - start
     warm_epochs = warm_report.members[0].epochs_run
-    cpu_config = _train_config(dtype, cpu_epochs, seed, "cpu")
+    cpu_config = _train_config(dtype, cpu_epochs, seed, "cpu", batch_size)
     start = time.perf_counter()
     train_committee(current, cpu_config, initial=first)
     cpu_epoch_s = (time.perf_counter() - start) / cpu_epochs
     before, after = _scores(first, test), _scores(warm, test)
-    return [name, first_report.members[0].epochs_run, scratch_s, *before, warm_epochs, warm_s, *after,
+    return [name, config.batch_size_frames, first_report.members[0].epochs_run, scratch_s, *before, warm_epochs, warm_s, *after,
             warm_s / warm_epochs, cpu_epoch_s, cpu_epoch_s / (warm_s / warm_epochs)]
 
 
@@ -127,6 +131,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[],
+                        help="frames per training batch, one row each (default: the example's)")
     parser.add_argument("--skip-md", action="store_true")
     parser.add_argument("--device", default="cuda", help="the GPU (cpu: a smoke test of this script)")
     parser.add_argument("--no-write", action="store_true")
@@ -141,10 +147,11 @@ def main(argv: list[str] | None = None) -> str:
     previous = current[:args.labels]
     train_rows = []
     for name in args.committees:
-        train_rows.append(_generation(name, previous, current, test, args.epochs, args.cpu_epochs, args.seed,
-                                      args.device))
-        train_rows[-1].append(train_rows[-1][6] / (args.new * args.qm_seconds))
-        print(train_rows[-1], flush=True)
+        for batch_size in args.batch_sizes or [None]:
+            train_rows.append(_generation(name, previous, current, test, args.epochs, args.cpu_epochs, args.seed,
+                                          args.device, batch_size))
+            train_rows[-1].append(train_rows[-1][7] / (args.new * args.qm_seconds))
+            print(train_rows[-1], flush=True)
     md_rows = [] if args.skip_md else _md_rows(["mace", "mace-shallow"], 4, args.replicas, args.steps, args.device)
     cpu_threads = torch.get_num_threads()
     parts = [
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> str:
     ]
     if train_rows:
         parts += [
-            markdown_table(["committee (4 members)", f"epochs, {args.labels} labels from scratch", "GPU training (s)",
+            markdown_table(["committee (4 members)", "frames per batch", f"epochs, {args.labels} labels from scratch", "GPU training (s)",
                             "test F MAE (meV/Å)", "Spearman", f"epochs, warm start on {args.labels + args.new}",
                             "GPU generation training (s)", "test F MAE (meV/Å)", "Spearman", "GPU s/epoch (warm)",
                             f"CPU s/epoch ({cpu_threads} threads)", "GPU speed-up per epoch",
