@@ -64,3 +64,34 @@ def test_dipole_accuracy_refuses_a_missing_label_file(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--al-labels", str(tmp_path / "nope.extxyz")])
     assert exit_info.value.code == 2 and "--al-labels: no such file" in capsys.readouterr().err
+
+
+def test_torsion_pair_sum_does_not_depend_on_a_rotation_within_the_pair(ethanol) -> None:
+    """The reference's two lowest modes rotated into each other by 30°: each committee mode
+    overlaps its partner by cos 30°, the pair still spans the reference's plane, and the
+    summed intensity is the reference's (the rotation only moves intensity between them)."""
+    from bench.ir_intensity import torsion_pair
+    from nnp_core.vibrations import committee_harmonic_ir
+
+    committee = dipole_committee("bpnn")
+    harmonic = committee_harmonic_ir(committee, ethanol, optimise=False)
+    hessian, _ = hessian_and_dipole_jacobian(committee, ethanol)
+    modes = normal_modes(ethanol, hessian, imaginary_tol_cm1=50.0, skip_imaginary=True)
+    sqrt_m = np.sqrt(np.repeat(ethanol.get_masses(), 3))
+    weighted = modes.cartesian_displacements.reshape(modes.n_modes, -1) * sqrt_m  # orthonormal rows
+    low = np.argsort(harmonic.frequencies_cm1)[:2]
+    angle = np.radians(30.0)
+    rotated = weighted.copy()
+    rotated[low[0]] = np.cos(angle) * weighted[low[0]] + np.sin(angle) * weighted[low[1]]
+    rotated[low[1]] = -np.sin(angle) * weighted[low[0]] + np.cos(angle) * weighted[low[1]]
+    cartesian = rotated / sqrt_m
+    reference = {"frequencies_cm1": list(harmonic.frequencies_cm1),
+                 "intensities_km_mol": list(intensities_along(committee, ethanol, cartesian)),
+                 "modes": list(cartesian / np.linalg.norm(cartesian, axis=1, keepdims=True))}
+    row = torsion_pair(committee, reference, harmonic)
+    own_sum, ref_sum, change = row[4], row[5], row[6]
+    assert own_sum == pytest.approx(ref_sum, rel=1e-3) and change in ("+0%", "-0%")
+    assert row[7] == pytest.approx(np.cos(angle), abs=0.01) and row[8] == pytest.approx(np.cos(angle), abs=0.01)
+    assert row[9] == pytest.approx(1.0, abs=1e-3)
+    assert row[2] + row[3] == pytest.approx(own_sum, abs=0.2)
+    assert abs(row[2] - reference["intensities_km_mol"][low[0]]) > 0.01 * own_sum  # intensity did move
