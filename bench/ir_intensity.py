@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> str:
         along_rows.append([weight, round(dipole_mae, 4), round(force_mae, 1), *ratio(along), round(wall)])
         print(along_rows[-1], flush=True)
         rows, harmonic = harmonic_rows(evaluated, reference)
+        print("harmonic rows (PBE cm-1, committee cm-1, delta, PBE km/mol, committee km/mol, delta, overlap):", rows,
+              flush=True)
         own_rows.append([weight, *(row[5] for row in rows), *(row[2] for row in rows)])
         print(own_rows[-1], flush=True)
         pair_rows.append([weight, *torsion_pair(evaluated, reference, harmonic)])
