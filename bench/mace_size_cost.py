@@ -132,7 +132,6 @@ def main(argv: list[str] | None = None) -> str:
         hp = committee_cfg.network_hparams()
         label = (f"{name} ({hp['num_channels']} ch, max_L {hp['max_L']}, correlation {hp['correlation']})")
         per_epoch = {t: _epoch_seconds(previous, committee_cfg, train_cfg, t) for t in sorted({1, args.threads})}
-        torch.set_num_threads(args.threads)
         first, scratch_s, scratch_epochs = _train(previous, committee_cfg, train_cfg)
         before = _scores(first, test, held_out)
         warm, warm_s, warm_epochs = _train(current, committee_cfg, train_cfg, initial=first)
