@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
+# CONFIG=examples/ethanol-mace.toml runs the same campaign with a MACE committee
+CONFIG ?= examples/ethanol.toml
 demo: $(STAMP)
-	bash examples/run_demo.sh
+	bash examples/run_demo.sh $(CONFIG)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15

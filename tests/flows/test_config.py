@@ -43,7 +43,7 @@ def problems(tmp_path: Path, text: str) -> dict[str, str]:
     return dict(caught.value.problems)
 
 
-@pytest.mark.parametrize("name", ["water.toml", "ethanol.toml"])
+@pytest.mark.parametrize("name", ["water.toml", "ethanol.toml", "ethanol-mace.toml"])
 def test_examples_load(name: str) -> None:
     config = load_config(EXAMPLES / name)
     assert isinstance(config.train_config(), TrainConfig)
@@ -63,6 +63,28 @@ def test_ethanol_example_is_the_documented_campaign() -> None:
     assert config.system.atoms().get_chemical_formula() == "C2H6O"
     assert (config.loop.initial_sampler, config.loop.initial_md_backend) == ("md", "xtb")
     assert make_initial_md_backend(config).level_of_theory["method"] == "gfn2-xtb"
+
+
+def test_the_mace_example_is_the_ethanol_campaign_with_a_mace_committee() -> None:
+    """examples/ethanol-mace.toml differs from examples/ethanol.toml only in its committee,
+    MACE's training recipe, float32 exploration and adaptive trust_lo (the demo comparison
+    of bench.demo_architectures rests on it)."""
+    bpnn, mace = (load_config(EXAMPLES / name).snapshot() for name in ("ethanol.toml", "ethanol-mace.toml"))
+    assert mace["committee"]["architecture"] == "mace" and bpnn["committee"]["architecture"] == "bpnn"
+    assert (mace["committee"]["max_L"], mace["committee"]["correlation"], mace["committee"]["members"]) == (0, 2, 2)
+    changed = {"campaign": {"name", "work_dir", "database_url"},
+               "committee": set(mace["committee"]) | set(bpnn["committee"]),
+               "train": {"max_epochs", "learning_rate", "ema_decay"}, "explore": {"dtype"},
+               "select": {"adaptive_trust_lo"}}
+    assert set(bpnn) == set(mace)
+    for section in bpnn:
+        if not isinstance(bpnn[section], dict):
+            assert bpnn[section] == mace[section], section
+            continue
+        keep = set(bpnn[section]) - changed.get(section, set())
+        assert {k: bpnn[section][k] for k in keep} == {k: mace[section].get(k) for k in keep}, section
+    recipe = (mace["train"]["learning_rate"], mace["train"]["ema_decay"], mace["explore"]["dtype"])
+    assert recipe == (1e-2, 0.99, "float32")
 
 
 def test_defaults_and_relative_paths_resolve_against_the_toml_folder(tmp_path: Path) -> None:
