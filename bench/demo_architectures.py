@@ -140,13 +140,14 @@ def main(argv: list[str] | None = None) -> str:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
     parts[6:6] = [markdown_table(["campaign", "exit", "wall (s)", "labels", "generations", "MD (s)", "QM (s)",
-                                  "training (s)", "other (s)", "final test F MAE (meV/Å)", "E MAE (meV/atom)", "Spearman"],
+                                  "training (s)", "other (s)", "final test F MAE (meV/Å)", "E MAE (meV/atom)",
+                                  "Spearman"],
                                  summary), "",
                   f"Each run is `alflow run` on a copy of the campaign file (only `work_dir` changed), "
                   f"OMP_NUM_THREADS={args.threads}, one after the other on this machine; the step times are the "
                   "campaign's own (`alflow status`; other: the Prefect server's start, generation 0's xTB "
-                  "sampling and optimisation, the flow's own overhead), the test scores those of each generation's committee on "
-                  "`bench/data/ethanol-pbe-def2svp/test.extxyz` (150 frames).", ""]
+                  "sampling and optimisation, the flow's own overhead), the test scores those of each "
+                  "generation's committee on `bench/data/ethanol-pbe-def2svp/test.extxyz` (150 frames).", ""]
     text = "\n".join(parts)
     print(text)
     if not args.no_write:
