@@ -39,11 +39,13 @@ SETTINGS = {"cutoff_A": 5.0, "num_channels": 32, "max_L": 1, "correlation": 3, "
             "avg_num_neighbors": 8.0}
 
 
-def _committee(members: int, architecture: str = "mace"):
+def _committee(members: int, architecture: str = "mace", size: dict | None = None):
+    """M members with random weights, ``SETTINGS`` changed by ``size`` (a
+    ``bench.mace_size_cost.SIZES`` entry)."""
     from nnp_core.committee import Committee
     from nnp_core.models import build_model
 
-    model = build_model(architecture, n_members=members, seed=0, elements=[1, 6, 8], **SETTINGS)
+    model = build_model(architecture, n_members=members, seed=0, elements=[1, 6, 8], **{**SETTINGS, **(size or {})})
     model.energy_scale.fill_(0.05)
     return Committee(model)
 
@@ -87,11 +89,17 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--dtypes", nargs="+", choices=["float64", "float32"], default=["float64", "float32"])
     parser.add_argument("--architectures", nargs="+", choices=["mace", "mace-shallow"], default=["mace"],
                         help="mace: M full MACE models; mace-shallow: one backbone, M readout heads")
+    parser.add_argument("--size", default="default",
+                        help="a MACE size of bench.mace_size_cost (default, L0, c2, L0-c2, L0-c2-16ch)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    from bench.mace_size_cost import SIZES
     from nnp_core.models.mace import write_mace_models
 
-    committees = {name: _committee(args.members, name) for name in args.architectures}
+    if args.size not in SIZES:
+        parser.error(f"--size: one of {', '.join(SIZES)} (got {args.size!r})")
+    size = {**SETTINGS, **SIZES[args.size]}
+    committees = {name: _committee(args.members, name, SIZES[args.size]) for name in args.architectures}
     ase_rates = {}
     with tempfile.TemporaryDirectory() as folder:  # each member file is a full MACE either way
         paths = [str(p) for p in write_mace_models(committees[args.architectures[0]].model, Path(folder) / "models")]
@@ -115,8 +123,8 @@ def main(argv: list[str] | None = None) -> str:
     text = "\n".join([
         "## MD with a MACE committee: alflow's batched engine vs ASE + MACECalculator", "", command, "",
         machine_line(), "", table, "",
-        f"Ethanol, 300 K, 0.5 fs, {args.steps} steps per run; MACE 32 channels, max_L 1, correlation 3, 2 "
-        "interactions (weights in float64; the float32 rows cast them, as `[explore] dtype = \"float32\"` "
+        f"Ethanol, 300 K, 0.5 fs, {args.steps} steps per run; MACE {size['num_channels']} channels, max_L "
+        f"{size['max_L']}, correlation {size['correlation']}, {size['num_interactions']} interactions (weights in float64; the float32 rows cast them, as `[explore] dtype = \"float32\"` "
         "and `MACECalculator(default_dtype=\"float32\")` do). ASE runs one replica (its rate per replica-step does not depend on R) with "
         "mace-torch's committee calculator over the exported member files; alflow evaluates every member on "
         "scoring steps only (every 10 steps); `mace` runs the members one after the other on one graph, "
