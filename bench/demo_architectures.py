@@ -108,9 +108,17 @@ def main(argv: list[str] | None = None) -> str:
     if args.threads < 1:
         parser.error(f"--threads must be >= 1 (got {args.threads})")
     configs = [Path(c) if Path(c).is_absolute() else ROOT / c for c in args.configs]
+    from flows.config import ConfigError, load_config
+
     for config in configs:
         if not config.is_file():
             parser.error(f"--configs: {config} is not a file")
+        try:
+            load_config(config)
+        except ConfigError as error:
+            parser.error(f"--configs: {' '.join(str(error).split())}")
+    if args.keep is not None and args.keep.exists() and not args.keep.is_dir():
+        parser.error(f"--keep: {args.keep} is not a folder")
     if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
         parser.error(f"--keep: {args.keep} is not empty (this script never overwrites a folder's contents)")
     import ase.io
@@ -125,6 +133,10 @@ def main(argv: list[str] | None = None) -> str:
             copy = campaign_copy(config, base / config.stem)
             wall, code = run_demo(copy, args.threads)
             print(f"{config.name}: exit {code} after {wall:.0f} s", flush=True)
+            if code != 0:  # nothing to score: say why, in one line, and write nothing
+                lines = [line for line in copy.with_name("run.log").read_text().splitlines() if line.strip()]
+                raise SystemExit(f"bench.demo_architectures: {config.name}: alflow run exited {code}"
+                                 + (f": {lines[-1].strip()}" if lines else ""))
             rows, totals = campaign_rows(copy, test)
             for row in rows:
                 print(config.name, row, flush=True)
