@@ -222,6 +222,19 @@ PRESETS = {
                            "select": {"adaptive_trust_lo": True, "trust_hi_eV_A": 1.0, "hot_share": 0.4,
                                       "break_precursors": True, "bond_scale": 1.5},
                            **MACE_CAMPAIGN, "explore": {"dtype": "float32", "temperatures_K": [300, 700, 1500]}},
+                          seeds=(0, 1, 2), al_labels=200),
+                  # the last committees of al-mace-stretch call 81-90% of the rare set's hot frames
+                  # accurate (below trust_lo) with errors 1.7-1.9x their disagreement: the replicas
+                  # never go where the members part. UDD (issue 19's bias, [explore.udd] defaults)
+                  # pushes every replica towards the members' energy spread, on top of that protocol
+                  Variant("al-mace-udd", "al-mace-stretch with the UDD bias on every replica "
+                          "(A 0.25 eV, B 5 meV)",
+                          {"loop": {**XTB_START, "convergence": {
+                              "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
+                           "select": {"adaptive_trust_lo": True, "trust_hi_eV_A": 1.0, "hot_share": 0.4,
+                                      "break_precursors": True, "bond_scale": 1.5},
+                           **MACE_CAMPAIGN, "explore": {"dtype": "float32", "temperatures_K": [300, 700, 1200],
+                                                        "bias": "udd"}},
                           seeds=(0, 1, 2), al_labels=200)),
         # dipole_weight: the example's until 2026-12-02 (0.1 since), kept so that every cached
         # campaign and random point was made, and resumes, with the same training

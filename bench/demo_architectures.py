@@ -1,8 +1,9 @@
 """Benchmark (issue 18): the ethanol demo driven by its BPNN committee and by a MACE committee.
 
-``make demo`` runs ``examples/ethanol.toml`` (4 BPNN members); ``examples/ethanol-mace.toml``
-is the same campaign driven by 2 small MACE members (mace-torch, max_L 0, correlation 2,
-float32, MACE's lr 1e-2 + EMA recipe, adaptive trust_lo). Each is run here the way ``make
+``examples/ethanol.toml`` is the campaign with 4 BPNN members; ``make demo`` runs
+``examples/ethanol-mace.toml``, the same campaign driven by 2 small MACE members (mace-torch,
+max_L 0, correlation 2, float32, MACE's lr 1e-2 + EMA recipe, adaptive trust_lo, half the MD
+steps, warm starts capped at 80 epochs). Each is run here the way ``make
 demo`` runs it: ``alflow run CONFIG`` in a fresh work folder (a copy of the config, only
 ``[campaign] work_dir`` changed), its own throw-away Prefect server, ``--threads`` cores,
 one campaign after the other. For each:

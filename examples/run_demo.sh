@@ -2,7 +2,7 @@
 # The README's main job: run the ethanol campaign (or resume it), then write its report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-config=${1:-examples/ethanol.toml}
+config=${1:-examples/ethanol-mace.toml}
 start=$(date +%s)
 .venv/bin/alflow run "$config"
 .venv/bin/alflow report "$config"

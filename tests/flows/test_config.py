@@ -66,15 +66,16 @@ def test_ethanol_example_is_the_documented_campaign() -> None:
 
 
 def test_the_mace_example_is_the_ethanol_campaign_with_a_mace_committee() -> None:
-    """examples/ethanol-mace.toml differs from examples/ethanol.toml only in its committee,
-    MACE's training recipe, float32 exploration and adaptive trust_lo (the demo comparison
-    of bench.demo_architectures rests on it)."""
+    """examples/ethanol-mace.toml (make demo) differs from examples/ethanol.toml only in its
+    committee, MACE's training recipe with capped warm starts, float32 exploration of half the
+    steps and adaptive trust_lo (the demo comparison of bench.demo_architectures rests on it)."""
     bpnn, mace = (load_config(EXAMPLES / name).snapshot() for name in ("ethanol.toml", "ethanol-mace.toml"))
     assert mace["committee"]["architecture"] == "mace" and bpnn["committee"]["architecture"] == "bpnn"
     assert (mace["committee"]["max_L"], mace["committee"]["correlation"], mace["committee"]["members"]) == (0, 2, 2)
     changed = {"campaign": {"name", "work_dir", "database_url"},
                "committee": set(mace["committee"]) | set(bpnn["committee"]),
-               "train": {"max_epochs", "learning_rate", "ema_decay"}, "explore": {"dtype"},
+               "train": {"max_epochs", "learning_rate", "ema_decay", "warm_start_max_epochs"},
+               "explore": {"dtype", "steps"},
                "select": {"adaptive_trust_lo"}}
     assert set(bpnn) == set(mace)
     for section in bpnn:
@@ -85,6 +86,16 @@ def test_the_mace_example_is_the_ethanol_campaign_with_a_mace_committee() -> Non
         assert {k: bpnn[section][k] for k in keep} == {k: mace[section].get(k) for k in keep}, section
     recipe = (mace["train"]["learning_rate"], mace["train"]["ema_decay"], mace["explore"]["dtype"])
     assert recipe == (1e-2, 0.99, "float32")
+    assert mace["explore"]["steps"] * 2 == bpnn["explore"]["steps"]
+    assert (mace["train"]["max_epochs"], mace["train"]["warm_start_max_epochs"]) == (100, 80)
+
+
+def test_make_demo_runs_the_mace_example() -> None:
+    """The README's first command runs examples/ethanol-mace.toml (issue 18: MACE is the demo's
+    architecture since it won on accuracy per label within 30 minutes, bench.demo_architectures)."""
+    makefile = (EXAMPLES.parent / "Makefile").read_text()
+    assert "CONFIG ?= examples/ethanol-mace.toml" in makefile.splitlines()
+    assert (EXAMPLES / "ethanol-mace.toml").is_file()
 
 
 def test_defaults_and_relative_paths_resolve_against_the_toml_folder(tmp_path: Path) -> None:
