@@ -28,7 +28,10 @@ radial-basis sums (``StackedModule.radial_features``), as PaiNN's do.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +46,27 @@ from nnp_core.models.registry import Setting, member_generator, register_model
 
 #: radial basis functions per neighbour element in the fingerprints
 FINGERPRINT_BASIS = 8
+
+# mace-torch and e3nn talk on every import and model build, none of it about alflow's use:
+# TorchScript's note on e3nn's generated modules (2 lines per module, ~280 per demo
+# generation), torch's note on the weights_only variable mace sets for e3nn's constants.
+# Only these two messages are silenced.
+warnings.filterwarnings("ignore", message="The TorchScript type system doesn't support instance-level annotations",
+                        category=UserWarning)
+warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected",
+                        category=UserWarning)
+
+
+def _import_mace_modules():
+    """``mace.modules``, imported without mace's print about the optional cuequivariance
+    acceleration (not installed with alflow; the print is all it does)."""
+    import sys
+
+    if "mace.modules" not in sys.modules:  # the print comes once, at the first import
+        with contextlib.redirect_stdout(io.StringIO()):
+            import mace.modules  # noqa: F401  first: it lets e3nn 0.4.4 load its constants under torch >= 2.6
+    from mace import modules
+    return modules
 
 
 @contextmanager
@@ -70,7 +94,7 @@ def build_scale_shift_mace(elements: Sequence[int], *, cutoff_A: float, num_chan
                            shift: float = 0.0) -> torch.nn.Module:
     """One ``ScaleShiftMACE``, built as ``mace_run_train --model MACE`` builds it."""
     try:
-        from mace import modules  # first: it lets e3nn 0.4.4 load its constants under torch >= 2.6
+        modules = _import_mace_modules()
         from e3nn import o3
     except ImportError as exc:
         raise ImportError("architecture \"mace\" needs mace-torch: pip install 'alflow[mace]'") from exc

@@ -142,3 +142,18 @@ def test_nve_with_a_float32_mace_committee_conserves_energy_as_float64_does(trai
             worst[dtype] = max(worst.get(dtype, 0.0), float(np.ptp(total)))
     # float32 rounding adds at most ~1e-4 eV of noise to a ~1e-3 eV integration error
     assert worst["float32"] < worst["float64"] + 5e-4, worst
+
+
+def test_building_and_loading_a_mace_committee_prints_nothing(tmp_path) -> None:
+    """The demo's terminal is not flooded by mace-torch/e3nn (TorchScript notes on every
+    build, the cuequivariance print at import): a fresh interpreter, as `alflow run` is."""
+    import subprocess
+    import sys
+
+    script = ("from nnp_core.committee import Committee, load_committee\n"
+              "from nnp_core.models import build_model\n"
+              f"c = Committee(build_model('mace', n_members=2, seed=0, elements=[1, 8], **{SMALL!r}))\n"
+              f"c.save({str(tmp_path / 'c')!r}); load_committee({str(tmp_path / 'c')!r})\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "" and done.stderr == "", (done.stdout + done.stderr)[:2000]
