@@ -101,6 +101,17 @@ MACE_CAMPAIGN = {"committee": {**MACE_COMMITTEE, "members": 2, "dtype": "float32
 XTB_START = {"initial_sampler": "md", "initial_md_backend": "xtb", "initial_temperature_K": 500,
              "initial_md_interval_steps": 100}
 
+
+def mace_stretch(**explore: object) -> dict:
+    """al-mace-stretch's settings (the MACE committee at 300/700/1200 K, trust_hi 1 eV/Å, 40%
+    of the picks for the hottest replica, break precursors, bond filter at 1.5 x covalent
+    radii), with ``explore`` changed where given."""
+    return {"loop": {**XTB_START, "convergence": {
+                "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
+            "select": {"adaptive_trust_lo": True, "trust_hi_eV_A": 1.0, "hot_share": 0.4,
+                       "break_precursors": True, "bond_scale": 1.5},
+            **MACE_CAMPAIGN, "explore": {"dtype": "float32", "temperatures_K": [300, 700, 1200], **explore}}
+
 PRESETS = {
     "full": Preset(
         example="examples/ethanol.toml",
@@ -206,36 +217,20 @@ PRESETS = {
                   Variant("al-mace-stretch", "al-mace-hot-share with the bond filter at 1.5 x the covalent "
                           "radii (C-H broken past 1.6 Å instead of 1.28 Å): stretched bonds on the wall of "
                           "a dissociation are labelled, replicas restart from the reference past it",
-                          {"loop": {**XTB_START, "convergence": {
-                              "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
-                           "select": {"adaptive_trust_lo": True, "trust_hi_eV_A": 1.0, "hot_share": 0.4,
-                                      "break_precursors": True, "bond_scale": 1.5},
-                           **MACE_CAMPAIGN, "explore": {"dtype": "float32", "temperatures_K": [300, 700, 1200]}},
-                          seeds=(0, 1, 2), al_labels=200),
+                          mace_stretch(), seeds=(0, 1, 2), al_labels=200),
                   # the rare set's hot frames come from xTB MD at 1000 and 1500 K and are what keeps
                   # al-mace-stretch above target (55.8 meV/Å on them at 150 labels, random's 300
                   # MACE labels 49.5): its hottest replica explored at 1200 K, this one at 1500 K
                   Variant("al-mace-1500", "al-mace-stretch with its hottest replica at 1500 K instead of "
                           "1200 K (the rare set's hot frames are from MD at 1000 and 1500 K)",
-                          {"loop": {**XTB_START, "convergence": {
-                              "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
-                           "select": {"adaptive_trust_lo": True, "trust_hi_eV_A": 1.0, "hot_share": 0.4,
-                                      "break_precursors": True, "bond_scale": 1.5},
-                           **MACE_CAMPAIGN, "explore": {"dtype": "float32", "temperatures_K": [300, 700, 1500]}},
-                          seeds=(0, 1, 2), al_labels=200),
+                          mace_stretch(temperatures_K=[300, 700, 1500]), seeds=(0, 1, 2), al_labels=200),
                   # the last committees of al-mace-stretch call 81-90% of the rare set's hot frames
                   # accurate (below trust_lo) with errors 1.7-1.9x their disagreement: the replicas
                   # never go where the members part. UDD (issue 19's bias, [explore.udd] defaults)
                   # pushes every replica towards the members' energy spread, on top of that protocol
                   Variant("al-mace-udd", "al-mace-stretch with the UDD bias on every replica "
                           "(A 0.25 eV, B 5 meV)",
-                          {"loop": {**XTB_START, "convergence": {
-                              "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
-                           "select": {"adaptive_trust_lo": True, "trust_hi_eV_A": 1.0, "hot_share": 0.4,
-                                      "break_precursors": True, "bond_scale": 1.5},
-                           **MACE_CAMPAIGN, "explore": {"dtype": "float32", "temperatures_K": [300, 700, 1200],
-                                                        "bias": "udd"}},
-                          seeds=(0, 1, 2), al_labels=200)),
+                          mace_stretch(bias="udd"), seeds=(0, 1, 2), al_labels=200)),
         # dipole_weight: the example's until 2026-12-02 (0.1 since), kept so that every cached
         # campaign and random point was made, and resumes, with the same training
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30},
