@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
-# The ethanol campaign with a committee of 2 small MACE models (23 min on 2 cores);
-# CONFIG=examples/ethanol.toml runs it with the 4 BPNNs instead (16 min, less accurate)
+# The ethanol campaign with a committee of 2 small MACE models; CONFIG=examples/ethanol.toml
+# runs it with 4 BPNNs (times and errors of both: docs/benchmarks.md, demo-architectures)
 CONFIG ?= examples/ethanol-mace.toml
 demo: $(STAMP)
 	bash examples/run_demo.sh $(CONFIG)
