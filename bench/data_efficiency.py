@@ -230,7 +230,12 @@ PRESETS = {
                   # pushes every replica towards the members' energy spread, on top of that protocol
                   Variant("al-mace-udd", "al-mace-stretch with the UDD bias on every replica "
                           "(A 0.25 eV, B 5 meV)",
-                          mace_stretch(bias="udd"), seeds=(0, 1, 2), al_labels=200)),
+                          mace_stretch(bias="udd"), seeds=(0, 1, 2), al_labels=200),
+                  # issue 19's other bias on the MACE protocol: well-tempered metadynamics on
+                  # the two torsions ([explore.metad] defaults), every replica its own hills
+                  Variant("al-mace-metad", "al-mace-stretch with torsion metadynamics on every replica "
+                          "([explore.metad] defaults)",
+                          mace_stretch(bias="metad"), seeds=(0, 1, 2), al_labels=200)),
         # dipole_weight: the example's until 2026-12-02 (0.1 since), kept so that every cached
         # campaign and random point was made, and resumes, with the same training
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30},

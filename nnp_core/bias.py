@@ -27,7 +27,11 @@ and a 1-D double well's free energy is recovered within k_B·T).
 The bias changes the forces the replicas move on, never the scores: the committee
 energy, ``max_force_dev`` and ``energy_dev`` of a recorded frame are the unbiased
 committee's, and the frame carries its bias energy and CV values. :func:`reweighting_weights`
-turns the bias energies into weights for thermal averages.
+turns the bias energies into weights for thermal averages; for metadynamics, whose bias
+grows while the frames are recorded, with Tiwary and Parrinello's c(t)
+(:meth:`Metadynamics.rct`), which on a 1-D double well cuts the reweighted free
+energy's error from 0.75 to 0.31 k_B·T against e^{βV} alone and triples the effective
+sample size (tests/nnp_core/test_bias.py).
 """
 
 from __future__ import annotations
@@ -264,6 +268,47 @@ class Metadynamics(Bias):
             self.hills[r] = np.vstack([self.hills[r], np.append(s, height)])
         self._padded = None
 
+    def grid(self, points_per_cv: int = 72) -> np.ndarray:
+        """A regular grid over periodic CVs' full period [−π, π) (G, D), G = points**D:
+        where :meth:`rct` integrates. Non-periodic CVs have no natural range: pass your
+        own grid to :meth:`rct` instead."""
+        if not self.cvs.periodic:
+            raise ValueError("non-periodic CVs have no default grid: pass one covering their range")
+        if points_per_cv < 2:
+            raise ValueError(f"points_per_cv must be at least 2, got {points_per_cv}")
+        axis = np.linspace(-math.pi, math.pi, points_per_cv, endpoint=False)
+        mesh = np.meshgrid(*([axis] * self.n_cvs), indexing="ij")
+        return np.stack([m.ravel() for m in mesh], axis=-1)
+
+    def rct(self, replica: int, grid: np.ndarray | None = None) -> np.ndarray:
+        """c(t) of ``replica`` after each of its hills (K + 1,), eV: entry k is c with the
+        first k hills deposited (entry 0: no bias, 0).
+
+        For well-tempered metadynamics (Tiwary & Parrinello, J. Phys. Chem. B 119, 736
+        (2015), eq. 3) c(t) = k_B T·ln[∫ds e^{γ/(γ−1)·βV(s,t)} / ∫ds e^{βV(s,t)/(γ−1)}];
+        without tempering c(t) = k_B T·ln[∫ds e^{βV(s,t)} / ∫ds 1]. A frame recorded
+        with bias V(s,t) then weighs e^{β(V(s,t) − c(t))} in a thermal average
+        (:func:`reweighting_weights` with ``rct_eV``), which, unlike e^{βV} alone, does
+        not overweight the late frames of a bias that is still growing. The integrals are
+        sums over ``grid`` (G, D) (default :meth:`grid`), which must cover where the
+        CVs go."""
+        points = self.grid() if grid is None else np.asarray(grid, dtype=np.float64).reshape(-1, self.n_cvs)
+        beta = 1.0 / (units.kB * float(self.temperatures_K[replica]))
+        hills = self.hills[replica]
+        out = np.zeros(len(hills) + 1)
+        bias = np.zeros(len(points))
+        if self.bias_factor is None:
+            a, b = 1.0, 0.0
+        else:
+            a, b = self.bias_factor / (self.bias_factor - 1.0), 1.0 / (self.bias_factor - 1.0)
+        for k, hill in enumerate(hills, start=1):
+            diff = points - hill[:-1]
+            if self.cvs.periodic:
+                diff = (diff + math.pi) % (2.0 * math.pi) - math.pi
+            bias += hill[-1] * np.exp(-(diff**2).sum(-1) / (2.0 * self.sigma**2))
+            out[k] = (_logsumexp(a * beta * bias) - _logsumexp(b * beta * bias)) / beta
+        return out
+
     def free_energy(self, cvs: np.ndarray, replica: int) -> np.ndarray:
         """F(s) = −γ/(γ − 1)·V(s) (−V(s) without tempering), eV, up to a constant, at
         CV values (K, D) from ``replica``'s hills."""
@@ -273,12 +318,27 @@ class Metadynamics(Bias):
         return -factor * bias
 
 
-def reweighting_weights(bias_energy_eV: np.ndarray, temperature_K: float) -> np.ndarray:
-    """Normalised weights w ∝ exp(V/(k_B T)) that turn averages over biased frames into
-    thermal (unbiased) averages: ⟨A⟩ = Σ w A (static bias; for metadynamics the standard
-    approximation with the bias at the time each frame was recorded)."""
-    values = np.asarray(bias_energy_eV, dtype=np.float64) / (units.kB * temperature_K)
+def _logsumexp(values: np.ndarray) -> float:
+    top = float(np.max(values))
+    return top + math.log(float(np.sum(np.exp(values - top))))
+
+
+def reweighting_weights(bias_energy_eV: np.ndarray, temperature_K: float,
+                        rct_eV: np.ndarray | None = None) -> np.ndarray:
+    """Normalised weights w ∝ exp((V − c)/(k_B T)) that turn averages over biased frames
+    into thermal (unbiased) averages: ⟨A⟩ = Σ w A. V is each frame's bias energy as it
+    was recorded; for metadynamics give ``rct_eV``, c(t) at each frame's time
+    (:meth:`Metadynamics.rct` at the frame's hill count; Tiwary & Parrinello 2015). Without
+    it (c = 0) the weights are exact for a static bias (UDD's, a fixed potential) and for a
+    growing metadynamics bias they overweight the late frames."""
+    values = np.asarray(bias_energy_eV, dtype=np.float64)
     if values.size == 0:
         raise ValueError("no frames to reweight")
+    if rct_eV is not None:
+        rct = np.asarray(rct_eV, dtype=np.float64)
+        if rct.shape != values.shape:
+            raise ValueError(f"rct_eV has {rct.size} value(s) for {values.size} frame(s)")
+        values = values - rct
+    values = values / (units.kB * temperature_K)
     weights = np.exp(values - values.max())
     return weights / weights.sum()

@@ -194,10 +194,38 @@ class _XCoordinate:
         return positions[starts, :1]
 
 
+def test_metad_rct_is_tiwary_parrinellos_integral_over_the_bias_so_far() -> None:
+    """c(t) after k hills = kT ln[sum e^(g/(g-1) V/kT) / sum e^(V/((g-1) kT))] over the grid,
+    with V the periodic bias of the first k hills as bias_at evaluates it."""
+    bias = _metad(1, height_eV=0.05, bias_factor=6.0)
+    rng = np.random.default_rng(3)
+    hills = np.column_stack([rng.uniform(-math.pi, math.pi, (12, 2)), rng.uniform(0.01, 0.05, 12)])
+    hills[0, :2] = [math.pi - 0.02, -math.pi + 0.01]  # a hill on the edge: it must wrap
+    bias.set_hills(0, hills)
+    grid = bias.grid(36)
+    assert grid.shape == (36 * 36, 2) and grid.min() == -math.pi and grid.max() < math.pi
+    rct = bias.rct(0)
+    assert rct.shape == (13,) and rct[0] == 0.0
+    beta, gamma = 1.0 / (units.kB * 300.0), 6.0
+    for k in (1, 5, 12):
+        partial = Metadynamics(bias.cvs, height_eV=0.05, sigma=0.35, pace_steps=1, bias_factor=gamma,
+                               temperatures_K=[300.0])
+        partial.set_hills(0, hills[:k])
+        v = partial.bias_at(torch.as_tensor(bias.grid()), np.zeros(72 * 72, dtype=int)).numpy()
+        expected = (np.log(np.exp(gamma / (gamma - 1) * beta * v).sum())
+                    - np.log(np.exp(beta * v / (gamma - 1)).sum())) / beta
+        assert rct[k] == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="non-periodic"):
+        Metadynamics(_XCoordinate(), height_eV=0.1, sigma=0.1, pace_steps=1, bias_factor=5.0,
+                     temperatures_K=[300.0]).grid()
+
+
 def test_metad_fills_a_double_well_and_recovers_its_free_energy() -> None:
     """Overdamped Langevin in U(x) = Eb (x^2 - 1)^2 (Eb = 5 kT): well-tempered metadynamics
     crosses the barrier and F(x) = -gamma/(gamma-1) V(x) equals U(x) within kT on [-1.2, 1.2]
-    (0.65 kT here; 40 000 steps, 2000 hills)."""
+    (0.83 kT here; 40 000 steps, 2000 hills). The frames themselves, reweighted with
+    e^((V - c(t))/kT) (Tiwary-Parrinello), give U(x) within kT/2 (0.31 kT here) from a
+    histogram; with e^(V/kT) alone (no c(t)) 0.75 kT, from a third of the effective samples."""
     temperature = 300.0
     kT = units.kB * temperature
     barrier = 5.0 * kT
@@ -207,6 +235,7 @@ def test_metad_fills_a_double_well_and_recovers_its_free_energy() -> None:
     diffusion_dt = 1e-3  # D dt in Å^2
     x, crossings, side = -1.0, 0, -1
     starts = torch.zeros(1, dtype=torch.long)
+    frames = []  # (x, V, hills deposited) of each step's frame, as an engine records it
     for step in range(1, 40_001):
         position = torch.tensor([[x, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
         terms = bias.position_bias(position, starts, np.array([0]))
@@ -215,13 +244,30 @@ def test_metad_fills_a_double_well_and_recovers_its_free_energy() -> None:
         x += diffusion_dt * force / kT + math.sqrt(2.0 * diffusion_dt) * rng.standard_normal()
         if x * side < -0.5:
             crossings, side = crossings + 1, -side
-        bias.update(step, np.array([[x]]), terms.energy.detach().numpy(), np.array([0]))
+        energy = terms.energy.detach().numpy()
+        frames.append((float(position.detach()[0, 0]), float(energy[0]), len(bias.hills[0])))
+        bias.update(step, np.array([[x]]), energy, np.array([0]))
     assert crossings >= 10  # unbiased, a 5 kT barrier would be crossed rarely
     grid = np.linspace(-1.2, 1.2, 49)
     estimate = bias.free_energy(grid[:, None], 0)
     exact = barrier * (grid**2 - 1.0) ** 2
     shift = np.mean(estimate - exact)
     assert np.max(np.abs(estimate - shift - exact)) < kT
+
+    xs, v, hills_then = (np.array(column) for column in zip(*frames))
+    rct = bias.rct(0, np.linspace(-2.0, 2.0, 401)[:, None])
+    edges = np.linspace(-1.2, 1.2, 25)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+
+    def histogram_error(weights: np.ndarray) -> float:
+        counts, _ = np.histogram(xs, edges, weights=weights)
+        deviation = -kT * np.log(counts) - barrier * (centres**2 - 1.0) ** 2
+        return float(np.max(np.abs(deviation - deviation.mean())))
+
+    with_rct = reweighting_weights(v, temperature, rct_eV=rct[hills_then])
+    static = reweighting_weights(v, temperature)
+    assert histogram_error(with_rct) < 0.5 * kT < histogram_error(static)
+    assert 1.0 / np.sum(with_rct**2) > 2.0 / np.sum(static**2)  # Kish effective sample sizes
 
 
 # ------------------------------------------------------------------ engine integration
@@ -281,6 +327,10 @@ def test_reweighting_recovers_the_unbiased_average() -> None:
     assert np.sum(weights) == pytest.approx(1.0)
     assert np.sum(weights * x**2) == pytest.approx(kT / k, rel=0.03)
     assert np.mean(x**2) == pytest.approx(kT / (k + k_bias), rel=0.03)  # unweighted: the biased one
+    shifted = reweighting_weights(0.5 * k_bias * x**2, 300.0, rct_eV=np.full(x.shape, 0.7))
+    np.testing.assert_allclose(shifted, weights, rtol=1e-12)  # a constant c(t) changes nothing
+    with pytest.raises(ValueError, match="rct_eV has 2 value"):
+        reweighting_weights(x[:3], 300.0, rct_eV=np.zeros(2))
 
 
 @pytest.mark.parametrize(("make", "match"), [
