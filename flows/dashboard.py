@@ -264,7 +264,7 @@ def publish_campaign(ctx: Any) -> None:
     report folder (``alflow report``), so the summary's link is always true. A failure
     here is logged, never raised: the dashboard must not stop the science."""
     from flows import storage
-    from flows.report import campaign_figures, markdown_table, write_report
+    from flows.report import MAP, campaign_figures, markdown_table, write_report
     from flows.status import campaign_status, dashboard_rows, retrain_rows, timing_rows
 
     try:
@@ -295,6 +295,8 @@ def publish_campaign(ctx: Any) -> None:
         png_markdown(figures["force_dev_histogram.png"], "max_force_dev histogram"), "",
         "## Uncertainty against true error, fresh labels",
         png_markdown(figures["uncertainty_vs_error.png"], "uncertainty against error"), "",
+        *(["## Where exploration went in torsion space, and what was labelled",
+           png_markdown(figures[MAP], "exploration map"), ""] if MAP in figures else []),
         "## Generations", markdown_table(rows), "",
         *(["## Retrains", markdown_table(retrains), ""] if retrains else []),
         f"Report (rewritten with every update): `{report}`"]))

@@ -1,8 +1,10 @@
 """``alflow report`` and the dashboard's figures: the learning curve against the target,
-the explored frames' ``max_force_dev`` against the trust window, and uncertainty against
-true error on every fresh label.
+the explored frames' ``max_force_dev`` against the trust window, uncertainty against
+true error on every fresh label, and, for a molecule with a rotatable bond, where the
+exploration went in torsion space and which frames were labelled (with metadynamics'
+free-energy estimate when the campaign explores with it).
 
-The three ``*_png`` functions draw from plain data (``flows.status`` queries them) and
+The ``*_png`` functions draw from plain data (``flows.status`` queries them) and
 return PNG bytes: ``write_report`` saves them beside ``report.md``, the dashboard embeds
 the same bytes in its summary artifact (``flows.dashboard``).
 """
@@ -10,6 +12,7 @@ the same bytes in its summary artifact (``flows.dashboard``).
 from __future__ import annotations
 
 import io
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
     from flows.campaign import CampaignContext
 
 FIGURES = ("learning_curve.png", "force_dev_histogram.png", "uncertainty_vs_error.png")
+#: the torsion-space map, drawn for molecules with a rotatable bond
+MAP = "exploration_map.png"
 
 
 def _png(fig) -> bytes:
@@ -112,19 +117,114 @@ def uncertainty_vs_error_png(fresh: dict[int, dict[str, list[float]]]) -> bytes:
     return _png(fig)
 
 
+#: kJ/mol per eV
+KJ_MOL = 96.485
+
+
+def exploration_map_png(points: dict[str, np.ndarray], names: list[str],
+                        free_energy: tuple[np.ndarray, np.ndarray, float] | None = None) -> bytes:
+    """Where the campaign went in torsion space (``flows.status.exploration_torsions``):
+    the explored frames coloured by their replica's temperature, the labelled frames on
+    top; with two or more torsions the first two span the plane, with one it is a
+    histogram per temperature. ``free_energy`` (grid (G, D) in degrees, F in eV on it,
+    the replica's temperature): metadynamics' estimate of the free energy along the
+    torsions, drawn as contours (kJ/mol; one torsion: a curve) when D ≤ 2."""
+    angles, labelled = points["torsions_deg"], points["labelled"]
+    temperatures = points["temperature_K"]
+    explored = np.isfinite(temperatures) & ~labelled
+    fig, ax = plt.subplots(figsize=(5.2, 5.6))
+    levels = sorted({float(t) for t in temperatures[explored]})
+    colours = dict(zip(levels, plt.cm.plasma(np.linspace(0.05, 0.8, max(1, len(levels))))))
+    if angles.shape[1] >= 2:
+        for t in levels:
+            mask = explored & (temperatures == t)
+            ax.plot(angles[mask, 0], angles[mask, 1], ".", ms=1.5, alpha=0.35, color=colours[t],
+                    label=f"explored at {t:g} K ({int(mask.sum())})")
+        ax.plot(angles[labelled, 0], angles[labelled, 1], "o", ms=4, mfc="none", mec="k", mew=0.8,
+                label=f"labelled ({int(labelled.sum())})")
+        if free_energy is not None and free_energy[0].shape[1] == 2:
+            grid, energy, temperature = free_energy
+            n = int(round(math.sqrt(len(grid))))
+            relative = (energy - energy.min()) * KJ_MOL
+            contours = ax.contour(grid[:, 0].reshape(n, n), grid[:, 1].reshape(n, n), relative.reshape(n, n),
+                                  levels=np.arange(5.0, max(10.0, float(relative.max())), 5.0),
+                                  colors="0.35", linewidths=0.6)
+            ax.clabel(contours, fontsize=6, fmt="%g")
+            ax.plot([], [], "-", color="0.35", lw=0.6, label=f"metadynamics free energy at {temperature:g} K "
+                                                               "(kJ/mol)")
+        ax.set_xlim(-180, 180)
+        ax.set_ylim(-180, 180)
+        ax.set_xlabel(f"{names[0]} (°)")
+        ax.set_ylabel(f"{names[1]} (°)")
+    else:
+        bins = np.linspace(-180, 180, 37)
+        for t in levels:
+            mask = explored & (temperatures == t)
+            ax.hist(angles[mask, 0], bins=bins, histtype="step", color=colours[t],
+                    label=f"explored at {t:g} K ({int(mask.sum())})")
+        ax.plot(angles[labelled, 0], np.zeros(int(labelled.sum())), "|", ms=12, color="k",
+                label=f"labelled ({int(labelled.sum())})")
+        ax.set_xlim(-180, 180)
+        ax.set_xlabel(f"{names[0]} (°)")
+        ax.set_ylabel("frames")
+        if free_energy is not None and free_energy[0].shape[1] == 1:
+            grid, energy, temperature = free_energy
+            twin = ax.twinx()
+            twin.plot(grid[:, 0], (energy - energy.min()) * KJ_MOL, "-", color="0.35", lw=1.0)
+            twin.set_ylabel(f"metadynamics free energy at {temperature:g} K (kJ/mol)")
+    if not len(angles):
+        ax.text(0.5, 0.5, "no exploration yet", ha="center", transform=ax.transAxes)
+    else:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, markerscale=3,
+                  frameon=False)
+    ax.set_title("Where exploration went, and what was labelled")
+    return _png(fig)
+
+
+def exploration_map(ctx: CampaignContext) -> bytes | None:
+    """The campaign's ``exploration_map_png`` over its metadynamics torsions, or its
+    rotatable bonds' (None for a molecule without one), with metadynamics' free energy
+    of its coldest replica when it explores with ``bias = "metad"``."""
+    from flows.status import exploration_torsions
+    from flows.storage.records import replica_hills
+
+    config = ctx.config
+    try:
+        cvs = config.torsion_cvs()
+    except ValueError:  # no rotatable bond and no torsions given: nothing to map
+        return None
+    temperatures = list(config.explore.temperatures_K)
+    with reading(ctx.engine) as session:
+        points = exploration_torsions(session, ctx.campaign_id, cvs.torsions.numpy())
+        hills = replica_hills(session, ctx.campaign_id, len(temperatures)) if config.explore.bias == "metad" else []
+    free_energy = None
+    coldest = int(np.argmin(temperatures)) if temperatures else 0
+    if hills and hills[coldest] is not None and cvs.torsions.shape[0] <= 2:
+        bias = config.exploration_bias()
+        bias.set_hills(coldest, hills[coldest].reshape(-1, bias.n_cvs + 1))
+        grid = bias.grid(72 if bias.n_cvs == 2 else 360)
+        free_energy = (np.degrees(grid), bias.free_energy(grid, coldest), float(temperatures[coldest]))
+    return exploration_map_png(points, list(cvs.names), free_energy)
+
+
 def campaign_figures(ctx: CampaignContext) -> dict[str, bytes]:
-    """The three figures of the campaign (file name -> PNG bytes)."""
+    """The campaign's figures (file name -> PNG bytes): the three of ``FIGURES`` and, for
+    a molecule with a rotatable bond, ``exploration_map.png``."""
     select_cfg = ctx.config.select
     with reading(ctx.engine) as session:
         points = learning_points(session, ctx.campaign_id)
         deviations = explored_deviations(session, ctx.campaign_id)
         fresh = fresh_frame_errors(session, ctx.campaign_id)
-    return {
+    figures = {
         "learning_curve.png": learning_curve_png(points, ctx.config.loop.convergence.force_mae_target_eV_A),
         "force_dev_histogram.png": force_dev_histogram_png(deviations, select_cfg.trust_lo_eV_A,
                                                            select_cfg.trust_hi_eV_A),
         "uncertainty_vs_error.png": uncertainty_vs_error_png(fresh),
     }
+    torsion_map = exploration_map(ctx)
+    if torsion_map is not None:
+        figures[MAP] = torsion_map
+    return figures
 
 
 def _parity_png(committee_path: str, frames) -> bytes:
@@ -163,6 +263,8 @@ def write_report(ctx: CampaignContext, out_dir: Path | None = None,
               "![force error against labels](learning_curve.png)",
               "![max_force_dev against the trust window](force_dev_histogram.png)",
               "![uncertainty against error](uncertainty_vs_error.png)"]
+    if MAP in figures:
+        lines += [f"![where exploration went in torsion space, and what was labelled]({MAP})"]
     if status["latest_committee"] and len(validation) >= 2:
         (out_dir / "parity.png").write_bytes(_parity_png(status["latest_committee"], validation))
         lines += ["![parity](parity.png)"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from flows.campaign import resolve_stored_path
 from flows.storage import overview, records
 
@@ -133,6 +135,26 @@ def explored_deviations(session: Session, campaign_id: int) -> dict[int, list[fl
     """Per generation >= 1: ``max_force_dev`` (eV/Å) of every frame its exploration
     recorded, as the exploring committee scored it."""
     return overview.explored_deviations(session, campaign_id)
+
+
+def exploration_torsions(session: Session, campaign_id: int, torsions) -> dict[str, np.ndarray]:
+    """Every explored and every labelled frame (``overview.explored_geometries``) at the
+    dihedrals ``torsions`` (quadruples of atom indices): ``torsions_deg`` (N, D) in
+    (−180°, 180°], ``generation``, ``temperature_K`` (NaN off MD) and ``labelled`` (N,)."""
+    import torch
+
+    from nnp_core.bias import dihedrals
+
+    frames = overview.explored_geometries(session, campaign_id)
+    quadruples = torch.as_tensor(np.asarray(torsions, dtype=np.int64).reshape(-1, 4))
+    if len(frames.positions):
+        n_frames, n_atoms = frames.positions.shape[:2]
+        rows = torch.arange(n_frames)[:, None, None] * n_atoms + quadruples[None]  # (N, D, 4)
+        angles = dihedrals(torch.as_tensor(frames.positions).reshape(-1, 3), rows).numpy()
+    else:
+        angles = np.zeros((0, len(quadruples)))
+    return {"torsions_deg": np.degrees(angles), "generation": frames.generation,
+            "temperature_K": frames.temperature_K, "labelled": frames.labelled}
 
 
 def fresh_frame_errors(session: Session, campaign_id: int) -> dict[int, dict[str, list[float]]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -178,6 +179,41 @@ def explored_deviations(session: Session, campaign_id: int) -> dict[int, list[fl
     for index, deviation in rows:
         out.setdefault(index, []).append(float(deviation))
     return out
+
+
+@dataclass(frozen=True)
+class ExploredGeometries:
+    """Every explored and every labelled frame's positions, for maps of where the
+    campaign went (``flows.report.exploration_map_png``)."""
+
+    #: (N, n_atoms, 3) positions, Å
+    positions: np.ndarray
+    #: (N,) generation index of each frame
+    generation: np.ndarray
+    #: (N,) the replica's temperature (K; NaN for frames not from MD)
+    temperature_K: np.ndarray
+    #: (N,) whether the frame has a finished label
+    labelled: np.ndarray
+
+
+def explored_geometries(session: Session, campaign_id: int) -> ExploredGeometries:
+    """The exploration's frames (``md``) and every labelled frame of any source
+    (generation 0's samples, validation frames, fed-back production frames), by id."""
+    done = select(LabelRow.structure_id).where(LabelRow.status == LabelStatus.DONE).subquery()
+    rows = session.execute(
+        select(Structure.positions, Generation.index, Structure.temperature_K, done.c.structure_id)
+        .join(Generation, Generation.id == Structure.generation_id)
+        .outerjoin(done, done.c.structure_id == Structure.id)
+        .where(Structure.campaign_id == campaign_id,
+               (Structure.source == StructureSource.MD) | done.c.structure_id.is_not(None))
+        .order_by(Structure.id)).all()
+    if not rows:
+        return ExploredGeometries(np.zeros((0, 0, 3)), np.zeros(0, dtype=int), np.zeros(0), np.zeros(0, dtype=bool))
+    return ExploredGeometries(
+        positions=np.stack([np.asarray(r[0], dtype=np.float64) for r in rows]),
+        generation=np.array([r[1] for r in rows], dtype=int),
+        temperature_K=np.array([np.nan if r[2] is None else r[2] for r in rows], dtype=np.float64),
+        labelled=np.array([r[3] is not None for r in rows], dtype=bool))
 
 
 @dataclass(frozen=True)

@@ -223,6 +223,7 @@ def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> Non
     report = write_report(ctx)
     for name in ("report.md", "learning_curve.png", "force_dev_histogram.png", "uncertainty_vs_error.png", "parity.png"):
         assert (report.parent / name).stat().st_size > 0
+    assert not (report.parent / "exploration_map.png").exists()  # water: no torsion to map
 
     assert main(["status", str(tiny_campaign), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)

@@ -9,13 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from flows.active_learning import active_learning
 from flows.campaign import open_campaign
 from flows.config import ConfigError, load_config
-from flows.storage import CommitteeRow, Generation, ReplicaRun, Score, Structure, StructureSource, atoms_from_structure
+from flows import report
+from flows.status import exploration_torsions
+from flows.storage import (CommitteeRow, Generation, LabelRow, ReplicaRun, Score, Structure, StructureSource,
+                           atoms_from_structure)
 from nnp_core.bias import dihedrals
 from nnp_core.committee import load_committee
 
@@ -45,7 +48,7 @@ def _md_frames(session) -> list[Structure]:
         Structure.source.in_([StructureSource.MD, StructureSource.REJECTED])).order_by(Structure.id)))
 
 
-def test_a_metadynamics_campaign_stores_bias_and_keeps_its_hills(prefect_harness, tmp_path) -> None:
+def test_a_metadynamics_campaign_stores_bias_and_keeps_its_hills(prefect_harness, tmp_path, monkeypatch) -> None:
     config = _campaign(tmp_path, "tiny-metad", 'bias = "metad"\nbeyond_trust = "continue"\n[explore.metad]\nheight_eV = 0.02\npace_steps = 2')
     active_learning(config_path=str(config))
     ctx = open_campaign(config, create=False)
@@ -81,6 +84,28 @@ def test_a_metadynamics_campaign_stores_bias_and_keeps_its_hills(prefect_harness
         assert score.energy_mean_eV == pytest.approx(float(prediction.energy_mean[0]), rel=1e-12)
         info = atoms_from_structure(frame).info
         assert info["bias_energy_eV"] == frame.bias_energy_eV
+        # the report's torsion map: every explored frame at its stored CV, every label marked
+        points = exploration_torsions(session, ctx.campaign_id, torsion.numpy())
+        explored = np.isfinite(points["temperature_K"])
+        md = [f for f in frames if f.source == StructureSource.MD]
+        np.testing.assert_allclose(np.sort(points["torsions_deg"][explored & ~points["labelled"], 0]), np.sort(
+            [np.degrees(f.bias_cvs[0]) for f in md if f.label is None or f.label.status != "done"]), atol=1e-9)
+        assert points["labelled"].sum() == session.scalar(
+            select(func.count()).select_from(LabelRow).where(LabelRow.status == "done"))
+        hills = [run.hills for _, run in runs if run.replica == 0][-1].reshape(-1, 2)  # the coldest: 300 K
+
+    drawn = {}
+    original = report.exploration_map_png
+    monkeypatch.setattr(report, "exploration_map_png",
+                        lambda points, names, free_energy=None: drawn.update(free_energy=free_energy, names=names)
+                        or original(points, names, free_energy))
+    path = report.write_report(ctx)
+    assert (path.parent / report.MAP).stat().st_size > 0 and report.MAP in path.read_text()
+    grid, energy, temperature = drawn["free_energy"]
+    assert grid.shape == (360, 1) and temperature == 300.0 and drawn["names"] == ["H2-O0-O1-H3"]
+    bias = ctx.config.exploration_bias()
+    bias.set_hills(0, hills)
+    np.testing.assert_allclose(energy, bias.free_energy(np.radians(grid), 0), rtol=1e-12)  # -g/(g-1) V
 
 
 def test_a_udd_campaign_with_replica_exchange_stores_the_bias_energy(prefect_harness, tmp_path) -> None:

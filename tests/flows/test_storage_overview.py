@@ -177,6 +177,18 @@ def test_figure_data_learning_points_deviations_and_fresh_errors(campaign) -> No
                          "max_force_error_eV_A": [0.3, 0.5]}}
 
 
+def test_explored_geometries_are_the_md_frames_and_every_label(campaign) -> None:
+    """Generation 0's two finished labels (not its failed one), generation 1's two labelled
+    MD frames and generation 2's MD frame whose label is still pending, in id order."""
+    engine, _ = campaign
+    with reading(engine) as session:
+        frames = overview.explored_geometries(session, campaign[1]["campaign"])
+    assert frames.positions.shape == (5, 3, 3)
+    assert frames.generation.tolist() == [0, 0, 1, 1, 2]
+    assert frames.labelled.tolist() == [True, True, True, True, False]
+    np.testing.assert_allclose(frames.positions[2], _frames(2, 1)[0].positions)
+
+
 def test_overview_lookups(campaign) -> None:
     engine, ids = campaign
     with reading(engine) as session:
