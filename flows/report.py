@@ -197,14 +197,25 @@ def exploration_map(ctx: CampaignContext) -> bytes | None:
     with reading(ctx.engine) as session:
         points = exploration_torsions(session, ctx.campaign_id, cvs.torsions.numpy())
         hills = replica_hills(session, ctx.campaign_id, len(temperatures)) if config.explore.bias == "metad" else []
-    free_energy = None
+    return exploration_map_png(points, list(cvs.names), metad_free_energy(config, hills))
+
+
+def metad_free_energy(config, hills: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Metadynamics' free energy (grid in degrees (G, D), F in eV, temperature) from the
+    coldest replica's stored ``hills`` (``flows.storage.records.replica_hills``), for one
+    or two torsions; None without hills, with more torsions, or with hills that do not fit
+    the config's torsions (the campaign file changed them since: no map of a wrong bias)."""
+    temperatures = list(config.explore.temperatures_K)
     coldest = int(np.argmin(temperatures)) if temperatures else 0
-    if hills and hills[coldest] is not None and cvs.torsions.shape[0] <= 2:
-        bias = config.exploration_bias()
-        bias.set_hills(coldest, hills[coldest].reshape(-1, bias.n_cvs + 1))
-        grid = bias.grid(72 if bias.n_cvs == 2 else 360)
-        free_energy = (np.degrees(grid), bias.free_energy(grid, coldest), float(temperatures[coldest]))
-    return exploration_map_png(points, list(cvs.names), free_energy)
+    if config.explore.bias != "metad" or coldest >= len(hills) or hills[coldest] is None:
+        return None
+    bias = config.exploration_bias()
+    values = np.asarray(hills[coldest], dtype=np.float64)
+    if bias.n_cvs > 2 or values.size % (bias.n_cvs + 1):
+        return None
+    bias.set_hills(coldest, values.reshape(-1, bias.n_cvs + 1))
+    grid = bias.grid(72 if bias.n_cvs == 2 else 360)
+    return np.degrees(grid), bias.free_energy(grid, coldest), float(temperatures[coldest])
 
 
 def campaign_figures(ctx: CampaignContext) -> dict[str, bytes]:

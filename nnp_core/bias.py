@@ -304,7 +304,7 @@ class Metadynamics(Bias):
         for k, hill in enumerate(hills, start=1):
             diff = points - hill[:-1]
             if self.cvs.periodic:
-                diff = (diff + math.pi) % (2.0 * math.pi) - math.pi
+                diff = periodic_difference(torch.as_tensor(diff)).numpy()
             bias += hill[-1] * np.exp(-(diff**2).sum(-1) / (2.0 * self.sigma**2))
             out[k] = (_logsumexp(a * beta * bias) - _logsumexp(b * beta * bias)) / beta
         return out

@@ -108,6 +108,25 @@ def test_a_metadynamics_campaign_stores_bias_and_keeps_its_hills(prefect_harness
     np.testing.assert_allclose(energy, bias.free_energy(np.radians(grid), 0), rtol=1e-12)  # -g/(g-1) V
 
 
+def test_the_report_draws_metadynamics_free_energy_only_from_hills_that_fit(tmp_path) -> None:
+    """The coldest replica's hills give F = -g/(g-1) V on a 360-point torsion grid; hills
+    stored for another number of torsions (the campaign file changed since), no hills, or
+    no metadynamics draw no free energy instead of failing the report."""
+    config = load_config(_campaign(tmp_path, "fes", 'bias = "metad"'))  # replicas at 300 and 600 K
+    hills = np.array([[0.3, 0.02], [-1.0, 0.01]])
+    grid, energy, temperature = report.metad_free_energy(config, [hills.ravel(), None])
+    assert grid.shape == (360, 1) and temperature == 300.0
+    bias = config.exploration_bias()
+    bias.set_hills(0, hills)
+    np.testing.assert_allclose(energy, bias.free_energy(np.radians(grid), 0), rtol=1e-12)
+    assert energy.argmin() == np.argmin(np.abs(grid[:, 0] - np.degrees(0.3)))  # deepest where the big hill sits
+    assert report.metad_free_energy(config, [np.ones(5), None]) is None  # 5 values: not (K, 2) hills
+    assert report.metad_free_energy(config, [None, hills.ravel()]) is None  # the coldest has none
+    (tmp_path / "plain").mkdir()
+    plain = load_config(_campaign(tmp_path / "plain", "fes", ""))
+    assert report.metad_free_energy(plain, [hills.ravel(), None]) is None
+
+
 def test_a_udd_campaign_with_replica_exchange_stores_the_bias_energy(prefect_harness, tmp_path) -> None:
     config = _campaign(tmp_path, "tiny-udd",
                        'bias = "udd"\nexchange_interval_steps = 5\n[explore.udd]\nA_eV = 0.3\nB_eV = 0.005')
