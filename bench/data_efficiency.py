@@ -102,14 +102,14 @@ XTB_START = {"initial_sampler": "md", "initial_md_backend": "xtb", "initial_temp
              "initial_md_interval_steps": 100}
 
 
-def mace_stretch(**explore: object) -> dict:
+def mace_stretch(select: dict | None = None, **explore: object) -> dict:
     """al-mace-stretch's settings (the MACE committee at 300/700/1200 K, trust_hi 1 eV/Å, 40%
     of the picks for the hottest replica, break precursors, bond filter at 1.5 x covalent
-    radii), with ``explore`` changed where given."""
+    radii), with ``select`` and ``explore`` changed where given."""
     return {"loop": {**XTB_START, "convergence": {
                 "accurate_fraction": 0.9, "patience_generations": 2, "force_mae_target_eV_A": 0.025}},
             "select": {"adaptive_trust_lo": True, "trust_hi_eV_A": 1.0, "hot_share": 0.4,
-                       "break_precursors": True, "bond_scale": 1.5},
+                       "break_precursors": True, "bond_scale": 1.5, **(select or {})},
             **MACE_CAMPAIGN, "explore": {"dtype": "float32", "temperatures_K": [300, 700, 1200], **explore}}
 
 PRESETS = {
@@ -235,7 +235,16 @@ PRESETS = {
                   # the two torsions ([explore.metad] defaults), every replica its own hills
                   Variant("al-mace-metad", "al-mace-stretch with torsion metadynamics on every replica "
                           "([explore.metad] defaults)",
-                          mace_stretch(bias="metad"), seeds=(0, 1, 2), al_labels=200)),
+                          mace_stretch(bias="metad"), seeds=(0, 1, 2), al_labels=200),
+                  # al-mace-udd and al-mace-metad took 110 and 113 of their 122 exploration labels
+                  # from the 1200 K replica and none from 300 K, where the metadynamics replica
+                  # crossed both torsions' barriers: the picks after the precursors and the hot
+                  # share split evenly over 300/700/1200 K ([select] stratify)
+                  Variant("al-mace-metad-strata", "al-mace-metad with the picks after the precursors and "
+                          "the hot share split evenly over the 300/700/1200 K replicas ([select] stratify = "
+                          "\"temperature\")",
+                          mace_stretch({"stratify": "temperature"}, bias="metad"), seeds=(0, 1, 2),
+                          al_labels=200)),
         # dipole_weight: the example's until 2026-12-02 (0.1 since), kept so that every cached
         # campaign and random point was made, and resumes, with the same training
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30},

@@ -483,7 +483,8 @@ class SelectSection(_Section):
     the campaign keeps labelling its most uncertain frames after its window empties.
     ``hot_share`` reserves round(hot_share x max_selected_per_generation) picks for the
     hottest replicas' frames, below trust_lo included. ``break_precursors`` labels the
-    last sane frame before each replica's molecule came apart."""
+    last sane frame before each replica's molecule came apart. ``stratify =
+    "temperature"`` splits the remaining picks evenly over the exploration temperatures."""
 
     trust_lo_eV_A: float = Field(0.05, ge=0)
     trust_hi_eV_A: Positive = 0.30
@@ -513,6 +514,12 @@ class SelectSection(_Section):
     # max_force_dev below trust_hi; a committee whose members agree on a spurious
     # dissociation (a hole) otherwise never gets a label at the hole's entrance
     break_precursors: bool = False
+    # "temperature": the picks left after the precursors and hot_share are split evenly over
+    # the exploration temperatures, each filled by diversity from that temperature's
+    # replicas (their most uncertain frames below trust_lo when their window holds too
+    # few); "none": every open pick goes to the most distant frames, which with hot replicas
+    # are nearly all theirs, so a biased cold replica's barrier crossings go unlabelled
+    stratify: Literal["none", "temperature"] = "none"
 
     @field_validator("trust_hi_eV_A")
     @classmethod
@@ -690,6 +697,9 @@ class CampaignConfig(_Section):
         if self.select.hot_share > 0 and len(set(self.explore.temperatures_K)) < 2:
             raise ValueError("select.hot_share needs replicas at two or more temperatures ([explore] "
                              "temperatures_K): it reserves picks for the hottest")
+        if self.select.stratify == "temperature" and len(set(self.explore.temperatures_K)) < 2:
+            raise ValueError("select.stratify = \"temperature\" needs replicas at two or more temperatures "
+                             "([explore] temperatures_K): it splits the picks over them")
         if self.explore.bias == "metad":
             try:
                 self.torsion_cvs()

@@ -16,7 +16,8 @@ The funnel for one generation, each step a public function testable on its own:
 4. :func:`farthest_point_sampling` — diverse subset on descriptor fingerprints, with
    labelled frames counted as already chosen, up to a cap: ``selected``; candidates
    left over keep the decision ``candidate``. A reserved share of the cap may go first
-   to frames of a given subset (the hottest replicas') even below trust_lo.
+   to frames of a given subset (the hottest replicas') even below trust_lo, and the
+   rest of the cap may be split evenly over strata (the exploration temperatures).
 
 :func:`select_frames` runs the whole funnel and returns one :class:`FrameDecision`
 (index, decision, reason) per frame, ready to store; ``SelectionResult.counts()`` adds
@@ -334,6 +335,7 @@ def select_frames(
     reserved: np.ndarray | Sequence[bool] | None = None,
     n_reserved: int = 0,
     precursors: np.ndarray | Sequence[bool] | None = None,
+    strata: np.ndarray | Sequence[float] | None = None,
 ) -> SelectionResult:
     """Run the whole selection funnel on one generation's explored frames.
 
@@ -367,6 +369,19 @@ def select_frames(
     that pass the filters, up to ``max_selected``, most distant first). A committee with a
     hole pulls a hot replica apart while its members agree; the broken frames fail the
     bond-graph filter, so without this the hole's entrance is never labelled.
+
+    **Strata**: ``strata`` (per frame a number naming its stratum, e.g. the temperature of
+    the replica that made it; NaN: none) splits the picks left after the precursors and
+    the reserve evenly over the strata present in the batch, the remainder to the
+    highest-valued strata; each stratum's quota is filled by farthest-point sampling among
+    its own candidates (everything picked so far counted as chosen), highest stratum
+    first. A stratum whose window holds fewer sane frames than ceil(max_selected / number
+    of strata) has its most uncertain sane frames below trust_lo made candidates for its
+    own quota (not picked: ``accurate`` again, as for the reserve). Quota a stratum cannot
+    fill, and frames of no stratum, go to the open picks that follow. Without it every
+    open pick follows the largest distances, which in a generation with hot replicas are
+    nearly all theirs: the colder replicas' frames (where a biased replica crosses a
+    barrier at a temperature a user runs at) are never labelled.
 
     Raises:
         ValueError: array lengths that differ from ``len(frames)``, bad windows (see
@@ -408,16 +423,18 @@ def select_frames(
     n_reserved = min(int(n_reserved), int(max_selected))
     mask = _reserved_mask(reserved, n_frames, n_reserved)
     before_break = _reserved_mask(precursors, n_frames, 1, "precursors")
+    stratum, levels = _strata(strata, n_frames)
     accurate_reasons = {d.index: d.reason for d in decisions
                         if (mask[d.index] or before_break[d.index]) and d.decision == Decision.ACCURATE}
     for index, reason in accurate_reasons.items():
         why = "the last sane frame before a bond broke" if before_break[index] else "in the reserved share"
         decisions[index] = FrameDecision(index, Decision.CANDIDATE, f"{reason}; {why}")
+    promoted = _promote_per_stratum(decisions, force, stratum, levels, int(max_selected))
     sane = [d.index for d in decisions if d.decision == Decision.CANDIDATE]
     hashes = [frame_hash(frames[i]) for i in sane]
     duplicates = find_duplicates(hashes, labelled_hashes=labelled_hashes, frame_indices=sane)
     unique = _mark(decisions, sane, Decision.DUPLICATE, duplicates)
-    if unique and scale is None and (mask.any() or before_break.any()):  # one scale for every pass
+    if unique and scale is None and (mask.any() or before_break.any() or levels):  # one scale for every pass
         scale = fingerprint_scale(prints[unique], labelled_fingerprints)
     first = _apply_diversity(
         decisions, [i for i in unique if before_break[i]], prints, force, max_selected=int(max_selected),
@@ -428,10 +445,17 @@ def select_frames(
         decisions, [i for i in unique if mask[i] and decisions[i].decision == Decision.CANDIDATE], prints, force,
         max_selected=min(n_reserved, int(max_selected) - len(first)), labelled_fingerprints=chosen, scale=scale,
         what="reserved-share pick", note_leftovers=False) if mask.any() and len(first) < max_selected else [])
+    open_frames = [i for i in unique if i not in accurate_reasons and decisions[i].decision == Decision.CANDIDATE]
+    n_open = int(max_selected) - len(picked)
+    for level, quota in zip(levels, _quotas(n_open, len(levels))):
+        own = [i for i in open_frames if stratum[i] == level]
+        chosen = _with_rows(labelled_fingerprints, prints[picked])
+        picked += _apply_diversity(decisions, own, prints, force, max_selected=quota, labelled_fingerprints=chosen,
+                                   scale=scale, what=f"stratum {level:g} pick", note_leftovers=False)
     chosen = _with_rows(labelled_fingerprints, prints[picked])
     _apply_diversity(
         decisions,
-        [i for i in unique if i not in accurate_reasons and decisions[i].decision == Decision.CANDIDATE],
+        [i for i in open_frames if i not in promoted and decisions[i].decision == Decision.CANDIDATE],
         prints,
         force,
         max_selected=int(max_selected) - len(picked),
@@ -442,7 +466,49 @@ def select_frames(
         if decisions[index].decision != Decision.SELECTED:
             share = "bond-break precursors" if before_break[index] else "reserved share"
             decisions[index] = FrameDecision(index, Decision.ACCURATE, f"{reason}; not picked for the {share}")
+    for index, reason in promoted.items():
+        if decisions[index].decision != Decision.SELECTED:
+            decisions[index] = FrameDecision(
+                index, Decision.ACCURATE, f"{reason}; not picked for stratum {stratum[index]:g}'s quota")
     return SelectionResult(tuple(decisions))
+
+
+def _strata(strata: np.ndarray | Sequence[float] | None, n_frames: int) -> tuple[np.ndarray, list[float]]:
+    """Per frame its stratum (NaN: none) and the strata present, highest first."""
+    if strata is None:
+        return np.full(n_frames, np.nan), []
+    values = np.asarray(strata, dtype=np.float64)
+    if values.shape != (n_frames,) or np.isinf(values).any():
+        raise ValueError(f"strata must be {n_frames} finite numbers or NaN, got shape {values.shape}")
+    return values, sorted({float(v) for v in values[np.isfinite(values)]}, reverse=True)
+
+
+def _quotas(n_picks: int, n_strata: int) -> list[int]:
+    """``n_picks`` split evenly over ``n_strata`` (highest first), the remainder to the first."""
+    if n_strata == 0 or n_picks <= 0:
+        return [0] * n_strata
+    base, extra = divmod(n_picks, n_strata)
+    return [base + (k < extra) for k in range(n_strata)]
+
+
+def _promote_per_stratum(decisions: list[FrameDecision], force: np.ndarray, stratum: np.ndarray,
+                         levels: list[float], max_selected: int) -> dict[int, str]:
+    """Make the most uncertain sane accurate frames of each stratum whose window holds fewer
+    than ceil(max_selected / len(levels)) candidates candidates for its quota; returns their
+    former reasons by index."""
+    promoted: dict[int, str] = {}
+    if not levels or max_selected == 0:
+        return promoted
+    want = -(-max_selected // len(levels))
+    for level in levels:
+        own = [d for d in decisions if stratum[d.index] == level]
+        missing = want - sum(d.decision == Decision.CANDIDATE for d in own)
+        accurate = sorted((d for d in own if d.decision == Decision.ACCURATE), key=lambda d: -force[d.index])
+        for d in accurate[:max(missing, 0)]:
+            promoted[d.index] = d.reason
+            decisions[d.index] = FrameDecision(
+                d.index, Decision.CANDIDATE, f"{d.reason}; among stratum {level:g}'s {want} most uncertain")
+    return promoted
 
 
 def _reserved_mask(reserved: np.ndarray | Sequence[bool] | None, n_frames: int, n_reserved: int,

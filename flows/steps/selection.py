@@ -37,7 +37,9 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
     selection counts, so a generation they joined has a lower accurate fraction.
 
     Under a label budget (``[loop] max_labels``) the generation picks at most what is
-    left of it (the hot share's reserved picks first, as always)."""
+    left of it (the hot share's reserved picks first, as always). With ``[select] stratify
+    = "temperature"`` the open picks are split evenly over the exploration temperatures
+    (``select_frames``' strata)."""
     from nnp_core.selection import select_frames
 
     start = time.perf_counter()
@@ -74,7 +76,8 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
                 reserved=hot, n_reserved=min(round(sel.hot_share * sel.max_selected_per_generation), cap),
                 precursors=(break_precursors(rows, frames, production, reference, sel)
                             if sel.break_precursors else None),
-                energies_eV=np.array([sc.energy_mean_eV for _, sc in rows]))
+                energies_eV=np.array([sc.energy_mean_eV for _, sc in rows]),
+                strata=_temperature_strata(rows, production) if sel.stratify == "temperature" else None)
             for (_, score), item, true, used in zip(rows, result.decisions, scores, judged):
                 reason = item.reason if not used < true else (
                     f"production MD frame, max_force_dev {true:.3g} eV/Å >= trust_hi {sel.trust_hi_eV_A:.3g} eV/Å "
@@ -89,6 +92,13 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
         storage.record_selection(generation, counts)
     log.info("generation %d selection: %s", generation_index, counts)
     return counts
+
+
+def _temperature_strata(rows, production: np.ndarray) -> np.ndarray:
+    """Per frame the temperature (K) of the replica that explored it; NaN for production
+    frames and frames without one (they compete in the open picks)."""
+    return np.array([np.nan if is_production or s.temperature_K is None else float(s.temperature_K)
+                     for (s, _), is_production in zip(rows, production)])
 
 
 def passes_filters(atoms, reference, sel) -> bool:

@@ -119,6 +119,22 @@ def test_hot_share_labels_the_hottest_replicas_frames_the_window_passes_over(pre
     assert not any("reserved" in r for _, d, r, t in rows if t == 300.0)
 
 
+def test_stratify_labels_every_temperature_when_the_window_is_empty(prefect_harness, tmp_path) -> None:
+    """With ``stratify = "temperature"`` the 3 picks of a generation whose window is (almost)
+    empty are split over the 600 K and 300 K replicas (2 + 1), each from its own most
+    uncertain frames; the 300 K frames that were made candidates and not picked are
+    accurate again."""
+    rows, fresh = _one_generation_with_an_empty_window(tmp_path, "tiny-water-strata", 'stratify = "temperature"')
+    selected = [(dev, reason, t) for dev, decision, reason, t in rows if decision == "selected"]
+    assert len(selected) == len(fresh) == 3 and sorted(fresh) == [300.0, 600.0, 600.0]
+    assert sorted(t for _, _, t in selected) == [300.0, 600.0, 600.0]
+    (cold_dev, cold_reason, _), = [s for s in selected if s[2] == 300.0]
+    assert "stratum 300 pick 1/1" in cold_reason
+    cold = sorted((dev for dev, _, _, t in rows if t == 300.0), reverse=True)
+    assert cold_dev >= cold[1], "the 300 K pick is one of its stratum's 2 most uncertain frames"
+    assert sum("not picked for stratum 300's quota" in r for _, d, r, t in rows if d == "accurate") == 1
+
+
 def _check_fresh_calibration(session, campaign_id, generations, committees, work_dir) -> None:
     """Committee g's force scale = RMS(error) / RMS(force_dev) of the committees before
     it on the fresh MD labels of generations g-2..g (generation 0's: the validation fit)."""

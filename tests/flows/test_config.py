@@ -163,6 +163,9 @@ def test_level_of_theory_is_case_insensitive_and_ignores_solver_settings(tmp_pat
         ("[select]\nhot_share = 1.0\n", "select.hot_share", "less than 1"),
         ("[select]\nhot_share = -0.1\n", "select.hot_share", "greater than or equal to 0"),
         ("[select]\nhot_share = 0.3\n", "", "select.hot_share needs replicas at two or more temperatures"),
+        ("[select]\nstratify = \"temperature\"\n", "", "select.stratify = \"temperature\" needs replicas at two "
+         "or more temperatures"),
+        ("[select]\nstratify = \"replica\"\n", "select.stratify", "'none' or 'temperature'"),
         ("[select]\nbond_scale = 0.9\n", "select.bond_scale", "greater than or equal to 1"),
         ("[select]\nbond_scale = 2.5\n", "select.bond_scale", "less than or equal to 2"),
         ("[select]\nbond_scale = nan\n", "select.bond_scale", "finite number"),

@@ -163,6 +163,76 @@ def test_reserved_share_keeps_the_sanity_filters_and_the_cap(ethanol):
         select_frames(frames, force, n_reserved=-1, max_selected=2, **common)
 
 
+def test_strata_split_the_picks_over_temperatures_even_below_trust_lo(ethanol):
+    """Frames 0-3 come from 1200 K replicas (all in the window), 4-6 from 700 K (one in it),
+    7-9 from 300 K (all below trust_lo), 10 has no stratum. Plain selection takes 4 of 6
+    picks from the 1200 K frames; with strata each temperature gets 2 picks, the 300 K
+    stratum its most uncertain frames below trust_lo, and the unpicked ones stay accurate."""
+    frames = _jiggled(ethanol, 11)
+    force = np.array([0.40, 0.35, 0.30, 0.45, 0.20, 0.03, 0.02, 0.04, 0.01, 0.03, 0.01])
+    prints = np.array([[9.0, 9.0], [9.0, 0.0], [0.0, 9.0], [5.0, 5.0], [4.0, 4.0], [1.0, 1.0], [1.0, 2.0],
+                       [2.0, 1.0], [2.0, 2.0], [3.0, 3.0], [6.0, 6.0]])
+    temperatures = np.array([1200.0] * 4 + [700.0] * 3 + [300.0] * 3 + [np.nan])
+    common = dict(trust_lo_eV_A=LO, trust_hi_eV_A=HI, fingerprints=prints, reference_structures=ethanol,
+                  max_selected=6)
+    plain = select_frames(frames, force, **common)
+    assert sorted(plain.selected_indices.tolist()) == [0, 1, 2, 3, 4]  # the window holds five
+    result = select_frames(frames, force, strata=temperatures, **common)
+    picks = result.selected_indices.tolist()
+    assert len(picks) == 6
+    by_temperature = {t: sorted(i for i in picks if temperatures[i] == t) for t in (1200.0, 700.0, 300.0)}
+    assert {t: len(v) for t, v in by_temperature.items()} == {1200.0: 2, 700.0: 2, 300.0: 2}
+    # 700 K: its window frame and its most uncertain frame below trust_lo (0.03, not 0.02);
+    # 300 K: ceil(6 / 3) = 2 most uncertain (0.04 and 0.03), never frame 8 (0.01)
+    assert by_temperature[700.0] == [4, 5] and by_temperature[300.0] == [7, 9]
+    assert "among stratum 300's 2 most uncertain; stratum 300 pick" in result.decisions[7].reason
+    assert "stratum 1200 pick 1/2 (highest max_force_dev)" in result.decisions[3].reason
+    # promoted but not picked: accurate again; frames without a stratum are never promoted
+    assert result.decisions[6].decision == Decision.ACCURATE
+    assert result.decisions[8].decision == Decision.ACCURATE and "most uncertain" not in result.decisions[8].reason
+    assert result.decisions[10].decision == Decision.ACCURATE
+    left = [i for i in (0, 1, 2, 3) if i not in picks]
+    assert all(result.decisions[i].decision == Decision.CANDIDATE for i in left)
+    assert sum(result.counts().values()) == len(frames)
+    # 7 picks: the remainder goes to the hottest stratum
+    seven = select_frames(frames, force, strata=temperatures, **{**common, "max_selected": 7})
+    assert sum(temperatures[i] == 1200.0 for i in seven.selected_indices) == 3
+    # a stratum that cannot fill its quota gives it back to the open picks: two strata of
+    # quota 4, the 700 K one has 3 sane frames, its fourth pick goes to the window frame of no
+    # stratum (10); the 300 K frames, now of no stratum and below trust_lo, stay accurate
+    two, hot_open = temperatures.copy(), force.copy()
+    two[7:10], hot_open[10] = np.nan, 0.3
+    result = select_frames(frames, hot_open, strata=two, **{**common, "max_selected": 8})
+    assert sorted(result.selected_indices.tolist()) == [0, 1, 2, 3, 4, 5, 6, 10]
+    assert "FPS pick 1/1" in result.decisions[10].reason
+    # no strata (None, or all NaN): exactly the plain selection
+    for strata in (None, np.full(11, np.nan)):
+        assert select_frames(frames, force, strata=strata, **common).decisions == plain.decisions
+    with pytest.raises(ValueError, match="strata must be 11 finite numbers or NaN"):
+        select_frames(frames, force, strata=temperatures[:5], **common)
+
+
+def test_strata_come_after_the_precursors_and_the_reserve(ethanol):
+    """Precursor first, then the reserve, then the rest split over the strata."""
+    frames = _jiggled(ethanol, 8)
+    force = np.array([0.01, 0.3, 0.25, 0.2, 0.02, 0.03, 0.01, 0.02])
+    prints = np.array([[0.0, 0.0], [9.0, 0.0], [0.0, 9.0], [9.0, 9.0], [3.0, 3.0], [4.0, 4.0], [5.0, 0.0],
+                       [0.0, 5.0]])
+    temperatures = np.array([1200.0, 1200.0, 1200.0, 1200.0, 300.0, 300.0, 300.0, 300.0])
+    before = np.array([False, False, False, False, False, False, True, False])
+    hot = temperatures == 1200.0
+    result = select_frames(frames, force, trust_lo_eV_A=LO, trust_hi_eV_A=HI, fingerprints=prints,
+                           reference_structures=ethanol, max_selected=5, precursors=before, reserved=hot,
+                           n_reserved=1, strata=temperatures)
+    reasons = {i: result.decisions[i].reason for i in result.selected_indices.tolist()}
+    assert "bond-break precursor 1/1" in reasons[6]
+    assert sum("reserved-share pick" in r for r in reasons.values()) == 1
+    # 3 picks left: 2 to the 1200 K stratum, 1 to the 300 K one (its most uncertain, 0.03)
+    assert sum("stratum 1200 pick" in r for r in reasons.values()) == 2
+    assert [i for i, r in reasons.items() if "stratum 300 pick" in r] == [5]
+    assert len(reasons) == 5
+
+
 def test_bond_break_precursors_are_picked_first_even_below_trust_lo(ethanol):
     """Frame 1 is the last sane frame before a replica came apart (frames 2-3 broken, in the
     window but filtered); it is picked first though the committee calls it accurate, the
