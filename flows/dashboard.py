@@ -265,7 +265,7 @@ def publish_campaign(ctx: Any) -> None:
     here is logged, never raised: the dashboard must not stop the science."""
     from flows import storage
     from flows.report import MAP, campaign_figures, markdown_table, write_report
-    from flows.status import campaign_status, dashboard_rows, retrain_rows, timing_rows
+    from flows.status import campaign_status, dashboard_rows, label_origin_rows, retrain_rows, timing_rows
 
     try:
         figures = campaign_figures(ctx)
@@ -276,6 +276,7 @@ def publish_campaign(ctx: Any) -> None:
             timings = timing_rows(session, ctx.campaign_id)
             retrains = retrain_rows(session, ctx.campaign_id)
             status = campaign_status(session, ctx.campaign_id, ctx.work_dir)
+            origins = label_origin_rows(session, ctx.campaign_id)
     except Exception as exc:  # noqa: BLE001
         logging.getLogger(__name__).warning("campaign %s not published: %s", ctx.name, exc)
         return
@@ -298,5 +299,7 @@ def publish_campaign(ctx: Any) -> None:
         *(["## Where exploration went in torsion space, and what was labelled",
            png_markdown(figures[MAP], "exploration map"), ""] if MAP in figures else []),
         "## Generations", markdown_table(rows), "",
+        "## Labels by where their frame came from (exploration: the replica's temperature)",
+        markdown_table(origins), "",
         *(["## Retrains", markdown_table(retrains), ""] if retrains else []),
         f"Report (rewritten with every update): `{report}`"]))

@@ -27,6 +27,7 @@ from flows.status import (  # noqa: E402
     campaign_status,
     explored_deviations,
     fresh_frame_errors,
+    label_origin_rows,
     learning_points,
 )
 from flows.storage import StructureSource, labelled_atoms  # noqa: E402
@@ -261,6 +262,7 @@ def write_report(ctx: CampaignContext, out_dir: Path | None = None,
     figures = campaign_figures(ctx) if figures is None else figures
     with reading(ctx.engine) as session:
         status = campaign_status(session, ctx.campaign_id, ctx.work_dir)
+        origins = label_origin_rows(session, ctx.campaign_id)
         validation = labelled_atoms(session, ctx.campaign_id, sources=[StructureSource.VALIDATION])
     for name, png in figures.items():
         (out_dir / name).write_bytes(png)
@@ -271,6 +273,8 @@ def write_report(ctx: CampaignContext, out_dir: Path | None = None,
     if status["stop_reason"]:
         lines += [f"Stopped: {status['stop_reason']}", ""]
     lines += [markdown_table(status["generations"]), "",
+              "Finished labels by where their frame came from (exploration: the replica's temperature):", "",
+              markdown_table(origins), "",
               "![force error against labels](learning_curve.png)",
               "![max_force_dev against the trust window](force_dev_histogram.png)",
               "![uncertainty against error](uncertainty_vs_error.png)"]

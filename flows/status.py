@@ -67,6 +67,30 @@ def campaign_status(session: Session, campaign_id: int, work_dir: str | Path | N
     }
 
 
+def label_origin_rows(session: Session, campaign_id: int) -> list[dict[str, Any]]:
+    """Per generation, its finished labels by where their frame came from: generation 0's
+    samples (``initial``), ``validation`` frames, each exploration temperature (``300 K``
+    ...: the replica's temperature when the frame was recorded), fed-back ``production``
+    MD; one column per origin seen in the campaign, zeros where a generation has none.
+    With hot replicas a campaign can take nearly all its labels from the hottest one
+    (``[select] stratify`` splits them)."""
+    from flows.storage.frames import PRODUCTION_SAMPLER
+
+    counts: dict[int, dict[tuple[int, float, str], int]] = {}
+    for generation, source, temperature, sampler, n in overview.label_origins(session, campaign_id):
+        if sampler == PRODUCTION_SAMPLER:
+            key = (3, 0.0, "production")
+        elif source == "md" and temperature is not None:
+            key = (2, temperature, f"{temperature:g} K")
+        else:
+            key = ({"initial": 0, "validation": 1}.get(source, 4), 0.0, source)
+        row = counts.setdefault(generation, {})
+        row[key] = row.get(key, 0) + n
+    columns = sorted({key for row in counts.values() for key in row})
+    return [{"generation": g, **{name: row.get((rank, t, name), 0) for rank, t, name in columns},
+             "total": sum(row.values())} for g, row in sorted(counts.items())]
+
+
 def _meV(value_eV: float | None) -> float | None:
     return None if value_eV is None else round(1000.0 * value_eV, 1)
 

@@ -216,6 +216,22 @@ def explored_geometries(session: Session, campaign_id: int) -> ExploredGeometrie
         labelled=np.array([r[3] is not None for r in rows], dtype=bool))
 
 
+def label_origins(session: Session, campaign_id: int) -> list[tuple[int, str, float | None, str | None, int]]:
+    """Finished labels counted by generation and by where their frame came from:
+    (generation index, source, temperature_K or None, sampler, count) rows grouped on the
+    frame's source, its replica's temperature (exploration frames) and its sampler
+    (``frames.PRODUCTION_SAMPLER`` for fed-back production MD), by generation."""
+    rows = session.execute(
+        select(Generation.index, Structure.source, Structure.temperature_K, Structure.sampler, func.count())
+        .join(Structure, Structure.generation_id == Generation.id)
+        .join(LabelRow, LabelRow.structure_id == Structure.id)
+        .where(Structure.campaign_id == campaign_id, LabelRow.status == LabelStatus.DONE)
+        .group_by(Generation.index, Structure.source, Structure.temperature_K, Structure.sampler)
+        .order_by(Generation.index)).all()
+    return [(int(g), str(source), None if t is None else float(t), sampler, int(n))
+            for g, source, t, sampler, n in rows]
+
+
 @dataclass(frozen=True)
 class FreshFrame:
     """A fresh label as the committee that explored it scored it, eV/Å."""

@@ -20,6 +20,7 @@ from flows.campaign import open_campaign
 from flows.cli import main
 from flows.progress import attached
 from flows.report import write_report
+from flows.status import generation_rows, label_origin_rows
 from flows.storage import (
     CommitteeRow,
     Evaluation,
@@ -187,6 +188,7 @@ def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> Non
         assert "epoch" in latest["training"].description and "validation loss" in latest["training"].description
         # the figures are in the summary, on the run a person started (the flow itself here)
         assert latest["summary"].data.count("](data:image/png;base64,") == 3
+        assert "## Labels by where their frame came from" in latest["summary"].data
         runs = {latest[what].flow_run_id for what in latest}
         assert len(runs) == 1 and client.read_flow_run(runs.pop()).parent_task_run_id is None
         rows = latest["generations"].data
@@ -240,6 +242,17 @@ def test_tiny_campaign_end_to_end(prefect_harness, tiny_campaign, capsys) -> Non
     for name in ("report.md", "learning_curve.png", "force_dev_histogram.png", "uncertainty_vs_error.png", "parity.png"):
         assert (report.parent / name).stat().st_size > 0
     assert not (report.parent / "exploration_map.png").exists()  # water: no torsion to map
+    # the labels' origins: generation 0's samples and validation frames, then the 300 K and
+    # 600 K replicas' frames
+    with Session(ctx.engine) as s:
+        origins, rows = label_origin_rows(s, ctx.campaign_id), generation_rows(s, ctx.campaign_id)
+    assert [o["total"] for o in origins] == [r["labels"] for r in rows if r["labels"]]
+    assert origins[0]["initial"] > 0 and origins[0]["validation"] > 0
+    assert origins[0]["initial"] + origins[0]["validation"] == origins[0]["total"]
+    assert all(o["initial"] == o["validation"] == 0 for o in origins[1:])
+    assert {k for o in origins for k in o} <= {"generation", "initial", "validation", "300 K", "600 K", "total"}
+    assert sum(o.get("300 K", 0) + o.get("600 K", 0) for o in origins) == sum(o["total"] for o in origins[1:])
+    assert "| generation | initial |" in report.read_text()
 
     assert main(["status", str(tiny_campaign), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)

@@ -13,6 +13,7 @@ from ase.build import molecule
 
 from flows import status
 from flows.storage import (
+    PRODUCTION_SAMPLER,
     Decision,
     GenerationStatus,
     StructureSource,
@@ -187,6 +188,31 @@ def test_explored_geometries_are_the_md_frames_and_every_label(campaign) -> None
     assert frames.generation.tolist() == [0, 0, 1, 1, 2]
     assert frames.labelled.tolist() == [True, True, True, True, False]
     np.testing.assert_allclose(frames.positions[2], _frames(2, 1)[0].positions)
+
+
+def test_label_origins_count_finished_labels_by_temperature_and_source(campaign) -> None:
+    """Generation 2 gains labelled frames of a 300 K and a 1200 K replica, a fed-back
+    production frame and one whose label failed: each finished label is counted once,
+    under its frame's origin, failed and pending ones not at all."""
+    engine, ids = campaign
+    with transaction(engine) as session:
+        g2 = generation(session, ids["campaign"], 2)
+        frames = _frames(6, 3)
+        cold = add_structures(session, ids["campaign"], frames[:2], source=StructureSource.MD, generation_id=g2.id,
+                              temperature_K=300.0, replica=0)
+        hot = add_structures(session, ids["campaign"], frames[2:5], source=StructureSource.MD,
+                             generation_id=g2.id, temperature_K=1200.0, replica=1)
+        fed = add_structures(session, ids["campaign"], frames[5:], source=StructureSource.MD, generation_id=g2.id,
+                             sampler=PRODUCTION_SAMPLER, temperature_K=300.0)
+        _label(session, cold + fed)
+        _label(session, hot, failed=1)
+    with reading(engine) as session:
+        rows = status.label_origin_rows(session, ids["campaign"])
+    assert rows == [
+        {"generation": 0, "initial": 2, "300 K": 0, "1200 K": 0, "production": 0, "md": 0, "total": 2},
+        {"generation": 1, "initial": 0, "300 K": 0, "1200 K": 0, "production": 0, "md": 2, "total": 2},
+        {"generation": 2, "initial": 0, "300 K": 2, "1200 K": 2, "production": 1, "md": 0, "total": 5}]
+    assert list(rows[0]) == ["generation", "initial", "300 K", "1200 K", "production", "md", "total"]
 
 
 def test_overview_lookups(campaign) -> None:
