@@ -39,7 +39,8 @@ from bench._report import machine_line, markdown_table, write_section
 
 SECTION = "rare-event-campaigns"
 VARIANTS = ("al-thermal", "al-udd", "al-metad", "al-hot", "al-hot-wide", "al-hot-scratch", "al-hot-sp",
-            "al-hot-share")
+            "al-hot-share", "al-mace", "al-mace-hot-share", "al-mace-stretch", "al-mace-1500", "al-mace-udd",
+            "al-mace-metad", "al-mace-metad-strata")
 SUBSETS = ("hydroxyl_scan", "methyl_scan", "high_energy")
 
 
@@ -415,7 +416,7 @@ def main(argv: list[str] | None = None) -> str:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                         help="campaign seeds (folders <variant>-seed<N>); missing ones are skipped")
     parser.add_argument("--stability-ps", type=float, default=0.0, help="800 K MD per last committee (0: skip)")
     parser.add_argument("--retrain", action="store_true",
