@@ -22,6 +22,8 @@ from typing import Any
 
 #: exit status of a command stopped by Ctrl-C
 INTERRUPTED = 130
+#: how long the stop waits for the runner row's release and the cleanup (database writes)
+RELEASE_WAIT_S = 5.0
 
 
 def kept(ctx: Any) -> str:
@@ -87,15 +89,25 @@ def _stop(ctx: Any, say: Callable[[str], None], cleanup: Callable[[], None] | No
         kept_line = (f"interrupted ({exc.__class__.__name__} while reading the database); "
                      f"`alflow run {ctx.config_path}` resumes where it stopped")
     say(kept_line)
-    try:
-        from flows.runner import RUN_TAG, release
-        from flows.steps.labelling import worker_name
 
-        release(ctx, worker_name(RUN_TAG))
-        if cleanup is not None:
-            cleanup()
-    except Exception:  # noqa: BLE001
-        pass
+    def release_and_clean() -> None:
+        try:
+            from flows.runner import RUN_TAG, release
+            from flows.steps.labelling import worker_name
+
+            release(ctx, worker_name(RUN_TAG))
+            if cleanup is not None:
+                cleanup()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # both write to the database: a writer holding its lock (a starved labelling thread,
+    # or this very thread, interrupted inside a transaction) would keep them waiting for
+    # SQLite's busy timeout (30 s) while the user waits; a runner row left behind is
+    # taken over once its heartbeat is stale, and the WAL is checkpointed later
+    worker = threading.Thread(target=release_and_clean, name="alflow-stop-release", daemon=True)
+    worker.start()
+    worker.join(RELEASE_WAIT_S)
     _mark_cancelled(kept_line)
     _end_children()
 
