@@ -60,9 +60,8 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
             dipole_devs = np.array([np.nan if sc.dipole_dev is None else sc.dipole_dev for _, sc in rows])
             judged = _judged_deviations(scores, production, sel.trust_hi_eV_A, dipole_devs, sel.dipole_weight)
             reference = storage.reference_structure(session, ctx.campaign_id)
-            hottest = max(ctx.config.explore.temperatures_K)
-            hot = np.array([not is_production and s.temperature_K is not None and s.temperature_K >= hottest
-                            for (s, _), is_production in zip(rows, production)])
+            temperatures = _exploration_temperatures(rows, production)
+            hot = temperatures >= max(ctx.config.explore.temperatures_K)  # NaN (no replica) is never hot
             result = select_frames(
                 frames, judged,
                 trust_lo_eV_A=sel.trust_lo_eV_A, trust_hi_eV_A=sel.trust_hi_eV_A,
@@ -77,7 +76,7 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
                 precursors=(break_precursors(rows, frames, production, reference, sel)
                             if sel.break_precursors else None),
                 energies_eV=np.array([sc.energy_mean_eV for _, sc in rows]),
-                strata=_temperature_strata(rows, production) if sel.stratify == "temperature" else None)
+                strata=temperatures if sel.stratify == "temperature" else None)
             for (_, score), item, true, used in zip(rows, result.decisions, scores, judged):
                 reason = item.reason if not used < true else (
                     f"production MD frame, max_force_dev {true:.3g} eV/Å >= trust_hi {sel.trust_hi_eV_A:.3g} eV/Å "
@@ -94,9 +93,9 @@ def select_candidates(ctx, generation_index: int) -> dict[str, int]:
     return counts
 
 
-def _temperature_strata(rows, production: np.ndarray) -> np.ndarray:
+def _exploration_temperatures(rows, production: np.ndarray) -> np.ndarray:
     """Per frame the temperature (K) of the replica that explored it; NaN for production
-    frames and frames without one (they compete in the open picks)."""
+    frames and frames without one (never in the hot share, no stratum: the open picks)."""
     return np.array([np.nan if is_production or s.temperature_K is None else float(s.temperature_K)
                      for (s, _), is_production in zip(rows, production)])
 
