@@ -274,7 +274,7 @@ def write_report(ctx: CampaignContext, out_dir: Path | None = None,
         lines += [f"Stopped: {status['stop_reason']}", ""]
     lines += [markdown_table(status["generations"]), "",
               "Finished labels by where their frame came from (exploration: the replica's temperature):", "",
-              markdown_table(origins), "",
+              markdown_table(origins) if origins else "(no finished labels yet)", "",
               "![force error against labels](learning_curve.png)",
               "![max_force_dev against the trust window](force_dev_histogram.png)",
               "![uncertainty against error](uncertainty_vs_error.png)"]
