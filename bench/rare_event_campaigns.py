@@ -153,11 +153,13 @@ def retrained_key(variant: str, seed: int, bootstrap: bool) -> str:
 
 
 def retrained_points(variant: str, seed: int, data_dir: Path, frames: list, test: list, cache: dict, save,
-                     log=print) -> list[dict]:
+                     log=print, bootstraps: tuple[bool, ...] = (False, True)) -> list[dict]:
     """The campaign's labels after its last generation, retrained from scratch with the
-    campaign's settings (the example's committee and ``[train]``, seed ``seed``), once
-    without bootstrap resampling (as the campaign trains) and once with: is the campaign
-    committee's confidence on the high-energy frames its labels' doing, or its members'
+    settings of the random draws of the campaign's architecture (the example's BPNN
+    committee and ``[train]``; a MACE campaign's labels with the MACE recipe its random
+    draws had, ``--architecture mace``), seed ``seed``, once without bootstrap resampling
+    (as the campaign trains) and, with ``True`` in ``bootstraps``, once with: is the
+    campaign committee's accuracy and confidence its labels' doing, or its members'
     warm-started history, and does resampling make the members disagree where they are
     wrong?"""
     import tempfile
@@ -171,15 +173,18 @@ def retrained_points(variant: str, seed: int, data_dir: Path, frames: list, test
         return []
     labelled, committees = campaign_frames(config_path)
     mine = [a for a in labelled if a.info.get("generation", 0) <= max(committees)]
+    arch = architecture(variant)
     points = []
-    for bootstrap in (False, True):
+    for bootstrap in bootstraps:
         key = retrained_key(variant, seed, bootstrap)
         if cache.get(key, {}).get("n_labels") != len(mine):
             with tempfile.TemporaryDirectory() as folder:
                 thermal = train_and_test(with_reference(PRESETS["full"]), mine, test, seed,
-                                         save_to=Path(folder) / "committee", train_changes={"bootstrap": bootstrap})
+                                         save_to=Path(folder) / "committee", train_changes={"bootstrap": bootstrap},
+                                         architecture=None if arch == "bpnn" else arch)
                 committee = load_committee(Path(folder) / "committee")
             cache[key] = {"variant": variant, "seed": seed, "n_labels": len(mine), "bootstrap": bootstrap,
+                          "architecture": arch,
                           "thermal": thermal, **rare_event_metrics(committee, frames),
                           "high_energy_judgement": high_energy_judgement(committee, frames, data_dir)}
             save(key)
@@ -241,7 +246,7 @@ def architecture(variant: str) -> str:
 
 
 #: label counts the campaigns are compared with random draws at (issue 19: 25-300)
-EQUAL_LABELS = (50, 100, 150, 200)
+EQUAL_LABELS = (50, 100, 150, 200, 300)
 
 
 def at_labels(points: list[dict], n_labels: int, tolerance: float = 0.1) -> list[dict]:
@@ -420,7 +425,10 @@ def main(argv: list[str] | None = None) -> str:
                         help="campaign seeds (folders <variant>-seed<N>); missing ones are skipped")
     parser.add_argument("--stability-ps", type=float, default=0.0, help="800 K MD per last committee (0: skip)")
     parser.add_argument("--retrain", action="store_true",
-                        help="also retrain each campaign's last labels from scratch, without and with bootstrap")
+                        help="also retrain each campaign's last labels from scratch (as its architecture's random "
+                             "draws are trained), without and with bootstrap")
+    parser.add_argument("--no-bootstrap", action="store_true",
+                        help="with --retrain: only the retraining without bootstrap resampling")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -448,7 +456,8 @@ def main(argv: list[str] | None = None) -> str:
                                 for seed in sorted({p.get("seed", 0) for p in points})]
         if args.retrain:
             for seed in args.seeds:
-                retrained += retrained_points(variant, seed, data_dir, frames, test, cache, save)
+                retrained += retrained_points(variant, seed, data_dir, frames, test, cache, save,
+                                              bootstraps=(False,) if args.no_bootstrap else (False, True))
         else:  # those computed before
             retrained += [cache[k] for seed in args.seeds for k in
                           (retrained_key(variant, seed, b) for b in (False, True)) if k in cache]

@@ -192,6 +192,37 @@ def test_scratch_generations_pick_the_first_generation_past_each_size() -> None:
     assert data_efficiency.scratch_generations({}, (4,)) == set()
 
 
+def test_a_campaign_stopped_at_its_budget_goes_on_when_the_budget_is_raised(tiny_run, tmp_path) -> None:
+    """The tiny campaign stopped at its 8-label budget; a copy of it budgeted 12 labels
+    (issue 19's campaigns of 200 brought to 300) resumes past its recorded stop, keeps
+    every earlier label and stops again at the new budget."""
+    import shutil
+    from dataclasses import replace
+
+    from flows.campaign import open_campaign
+    from flows.status import campaign_status
+    from flows.storage import reading
+
+    data_dir, _ = tiny_run
+    tiny = data_efficiency.PRESETS["tiny"]
+    shutil.copytree(data_dir / "al-seed0", tmp_path / "al-seed0")
+    wider = replace(tiny, al_labels=12, overrides={**tiny.overrides, "loop": {**tiny.overrides["loop"],
+                                                                              "max_generations": 4}})
+    config_path = data_efficiency.campaign_config(wider, 0, tmp_path / "al-seed0")
+
+    def status() -> dict:
+        ctx = open_campaign(config_path, create=False)
+        with reading(ctx.engine) as session:
+            return campaign_status(session, ctx.campaign_id)
+
+    before = status()
+    assert before["finished"] and before["stop_reason"].startswith("label budget") and before["labels"] == 8
+    data_efficiency.run_campaign(config_path, 12, log=lambda line: None)
+    after = status()
+    assert 8 < after["labels"] <= 12 and len(after["generations"]) > len(before["generations"])
+    assert after["generations"][:len(before["generations"]) - 1] == before["generations"][:-1]
+
+
 @pytest.mark.parametrize("preset_name", sorted(data_efficiency.PRESETS))
 def test_every_variant_and_architecture_makes_a_valid_campaign(preset_name, tmp_path) -> None:
     """Each protocol a preset can run (its variants; its architectures' committee and

@@ -160,3 +160,47 @@ def test_a_campaign_that_has_just_started_has_no_points_yet(tmp_path, monkeypatc
     logged = []
     assert campaign_points("al-x", tmp_path, [], [], {}, 0.0, log=logged.append, seed=1) == []
     assert "no committee yet" in logged[0]
+
+
+def test_retraining_a_campaigns_labels_uses_the_recipe_of_its_architectures_random_draws(tmp_path,
+                                                                                         monkeypatch) -> None:
+    """A MACE campaign's labels are retrained as the MACE random draws were (``mace``), a
+    BPNN campaign's as the BPNN draws; only labels up to the last committee's generation,
+    bootstrap only where asked, results cached per campaign and bootstrap."""
+    from ase import Atoms
+
+    import bench.data_efficiency
+    import bench.rare_events
+    import nnp_core.committee
+    from bench import rare_event_campaigns
+
+    labelled = [Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]], info={"generation": g}) for g in (0, 0, 1, 2)]
+    calls = []
+
+    def fake_train(preset, frames, test, seed, save_to=None, architecture=None, train_changes=None):
+        calls.append((len(frames), seed, architecture, train_changes))
+        return {"force_mae_eV_A": 0.02}
+
+    monkeypatch.setattr(bench.data_efficiency, "campaign_frames", lambda path: (labelled, {0: "c0", 1: "c1"}))
+    monkeypatch.setattr(bench.data_efficiency, "train_and_test", fake_train)
+    monkeypatch.setattr(nnp_core.committee, "load_committee", lambda path: "retrained")
+    monkeypatch.setattr(bench.rare_events, "rare_event_metrics", lambda committee, frames: {
+        "subsets": {"all": {"force_mae_eV_A": 0.04}}, "scans": {}})
+    monkeypatch.setattr(rare_event_campaigns, "high_energy_judgement", lambda committee, frames, data_dir: {})
+    for variant in ("al-mace-stretch", "al-thermal"):
+        (tmp_path / f"{variant}-seed1").mkdir()
+        (tmp_path / f"{variant}-seed1" / "alflow.db").write_bytes(b"")
+    cache, saved = {}, []
+    mace = rare_event_campaigns.retrained_points("al-mace-stretch", 1, tmp_path, [], [], cache, saved.append,
+                                                 log=lambda line: None, bootstraps=(False,))
+    assert calls == [(3, 1, "mace", {"bootstrap": False})]
+    assert [p["architecture"] for p in mace] == ["mace"] and mace[0]["n_labels"] == 3
+    assert saved == ["al-mace-stretch/seed1/retrained-bootstrap0"]
+    bpnn = rare_event_campaigns.retrained_points("al-thermal", 1, tmp_path, [], [], cache, saved.append,
+                                                 log=lambda line: None)
+    assert calls[1:] == [(3, 1, None, {"bootstrap": False}), (3, 1, None, {"bootstrap": True})]
+    assert [p["bootstrap"] for p in bpnn] == [False, True] and {p["architecture"] for p in bpnn} == {"bpnn"}
+    # cached: asking again trains nothing
+    rare_event_campaigns.retrained_points("al-mace-stretch", 1, tmp_path, [], [], cache, saved.append,
+                                          log=lambda line: None, bootstraps=(False,))
+    assert len(calls) == 3
