@@ -17,14 +17,15 @@ With ``--stability-ps`` each campaign's last committee also runs Langevin MD at 
 A second table says how each campaign's last committee, and the kept random-sampling
 committees, judge the rare set's high-energy frames (:func:`high_energy_judgement`): the
 share they would call accurate, their uncertainty against their true error. With
-``--retrain`` each campaign's last labels are also retrained from scratch, without and with
-bootstrap resampling (:func:`retrained_points`), and judged the same way.
+``--retrain`` each campaign's last labels are also retrained from scratch as the random draws
+of its architecture were (a MACE campaign's with the MACE recipe), without and (unless
+``--no-bootstrap``) with bootstrap resampling (:func:`retrained_points`), and judged the same way.
 
 Points are cached in ``rare-events-campaigns.json`` next to the data (resumable);
 the section ``rare-event-campaigns`` of docs/benchmarks.md holds the table.
 
     .venv/bin/python -m bench.rare_event_campaigns [--variants al-thermal al-udd al-metad al-hot al-hot-wide]
-        [--seeds 0 1 2] [--stability-ps 10] [--retrain] [--no-write]
+        [--seeds 0 1 2] [--stability-ps 10] [--retrain [--no-bootstrap]] [--no-write]
 """
 
 from __future__ import annotations
@@ -264,6 +265,24 @@ def _mean(points: list[dict], get) -> float:
     return float(np.mean([get(p) for p in points]))
 
 
+def random_equivalent(random: dict, arch: str, value: float, get) -> str:
+    """How many random draws of ``arch`` reach ``value`` (meV/Å, measured by ``get``): the
+    mean curve over the draws' seeds, interpolated log-log between the label counts around
+    the crossing (``bench.learning_report.labels_to_reach``); '≤ N' when already the
+    smallest draw is that good, '> N' when not even the largest is."""
+    from bench.learning_report import labels_to_reach
+
+    prefix = "random/" if arch == "bpnn" else f"{arch}:random/"
+    sizes = sorted({p["n_labels"] for k, p in random.items() if k.startswith(prefix)})
+    if not sizes:
+        return ""
+    curve = [{"n_labels": n, "force_mae_eV_A": _mean(random_points(random, n, arch), get)} for n in sizes]
+    labels = labels_to_reach(curve, value)
+    if labels is None:
+        return f"> {sizes[-1]}"
+    return f"≤ {sizes[0]}" if value >= curve[0]["force_mae_eV_A"] else f"{labels:.0f}"
+
+
 def _rare(p: dict) -> float:
     return 1000 * p["subsets"]["all"]["force_mae_eV_A"]
 
@@ -289,13 +308,14 @@ def equal_label_rows(points_by_variant: dict[str, list[dict]], random: dict,
             ratios = ([f"{_mean(at, get) / _mean(base, get) - 1:+.0%}" for get in (_rare, _thermal)]
                       if base else ["", ""])
             cells = row("", labels, at)
-            rows.append([n, variant, len(at), labels, *cells[2:4], *ratios, *cells[6:9]])
+            same = [random_equivalent(random, architecture(variant), _mean(at, get), get) for get in (_rare, _thermal)]
+            rows.append([n, variant, len(at), labels, *cells[2:4], *ratios, *cells[6:9], *same])
         for arch in ("bpnn", "mace"):
             base = random_points(random, n, arch)
             if base and any(architecture(v) == arch for v in points_by_variant):
                 name = "random sampling" + (", MACE" if arch == "mace" else "")
                 cells = row("", n, base)
-                rows.append([n, name, len(base), n, *cells[2:4], "", "", *cells[6:9]])
+                rows.append([n, name, len(base), n, *cells[2:4], "", "", *cells[6:9], "", ""])
     return rows
 
 
@@ -487,10 +507,13 @@ def main(argv: list[str] | None = None) -> str:
         markdown_table(headers, rows), "",
         "At equal label counts: each seed's generation nearest the count (±10%), mean ± std over the seeds, "
         "against random draws of the same architecture (BPNN campaigns against BPNN draws, MACE against MACE); "
-        "'vs random' is the campaigns' mean error over random's mean minus one.", "",
+        "'vs random' is the campaigns' mean error over random's mean minus one; the last two columns are the "
+        "random draws that would give the campaigns' mean rare-set and thermal errors (random's mean curve, "
+        "interpolated log-log): what the campaign's labels are worth in random labels on each test.", "",
         markdown_table(["labels", "committee", "seeds", "labels used", "thermal test", "rare: all",
                         "rare vs random", "thermal vs random", "high-energy", "O-H barrier error (meV)",
-                        "CH3 barrier error (meV)"], equal_label_rows(points_by_variant, random)), "",
+                        "CH3 barrier error (meV)", "random labels for its rare error",
+                        "random labels for its thermal error"], equal_label_rows(points_by_variant, random)), "",
         "Issue 19's targets per variant (on label counts; means over the seeds): (1) the rare-set error of random's "
         "300 labels reached at ≤ 150 labels (each seed's last committee within 150 labels; seeds whose campaign "
         "has not yet come to 135 labels are not counted; the label counts "

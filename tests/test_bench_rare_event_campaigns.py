@@ -115,6 +115,22 @@ def test_equal_label_counts_take_each_seeds_nearest_generation_against_random_of
     assert campaign[5] == "110.0 ± 10.0"  # rare set: 100 and 120 meV/Å
     assert campaign[6] == "-8%"  # against the BPNN draws' 120, never the MACE draw's 10
     assert base[:4] == [100, "random sampling", 2, 100] and base[5] == "120.0 ± 20.0"
+    # better than the only random size on both tests: more random labels than it has
+    assert campaign[-2:] == ["> 100", "> 100"] and base[-2:] == ["", ""]
+
+
+def test_random_equivalent_labels_interpolate_the_random_curve_log_log() -> None:
+    from bench.rare_event_campaigns import _rare, _thermal, random_equivalent
+
+    random = {f"mace:random/seed{s}/n{n}": _point(s, 0, n, mae, 0.0)
+              for s in (0, 1) for n, mae in ((100, 0.08), (400, 0.02))}
+    random["random/seed0/n100"] = _point(0, 0, 100, 0.5, 0.0)
+    # rare 80 -> 20 meV/Å between 100 and 400 labels: 40 meV/Å halfway in log-log, at 200 labels
+    assert random_equivalent(random, "mace", 40.0, _rare) == "200"
+    assert random_equivalent(random, "mace", 10.0, _thermal) == "400"  # thermal is half the rare error here
+    assert random_equivalent(random, "mace", 90.0, _rare) == "≤ 100"
+    assert random_equivalent(random, "mace", 15.0, _rare) == "> 400"
+    assert random_equivalent(random, "painn", 15.0, _rare) == ""
 
 
 def test_targets_are_judged_on_label_counts_not_generation_index() -> None:
