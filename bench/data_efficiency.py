@@ -237,7 +237,7 @@ PRESETS = {
                   # the two torsions ([explore.metad] defaults), every replica its own hills
                   Variant("al-mace-metad", "al-mace-stretch with torsion metadynamics on every replica "
                           "([explore.metad] defaults)",
-                          mace_stretch(bias="metad"), seeds=(0, 1, 2), al_labels=200),
+                          mace_stretch(bias="metad"), seeds=(0, 1, 2), al_labels=300),
                   # al-mace-udd and al-mace-metad took 110 and 113 of their 122 exploration labels
                   # from the 1200 K replica and none from 300 K, where the metadynamics replica
                   # crossed both torsions' barriers: the picks after the precursors and the hot
@@ -246,7 +246,7 @@ PRESETS = {
                           "the hot share split evenly over the 300/700/1200 K replicas ([select] stratify = "
                           "\"temperature\")",
                           mace_stretch({"stratify": "temperature"}, bias="metad"), seeds=(0, 1, 2),
-                          al_labels=200)),
+                          al_labels=300)),
         # dipole_weight: the example's until 2026-12-02 (0.1 since), kept so that every cached
         # campaign and random point was made, and resumes, with the same training
         overrides={"select": {"max_selected_per_generation": 25}, "loop": {"max_generations": 30},
