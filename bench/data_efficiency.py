@@ -431,7 +431,7 @@ def run_campaign(config_path: Path, label_budget: int, log=print) -> None:
             done = [g for g in status["generations"] if g["status"] == "done"]
             stalled = len(done) >= 3 and all(g["labels"] + g["failed"] == 0 for g in done[-2:])
             # a stop at a limit since raised (a campaign of 200 labels now budgeted 300) goes on
-            finished = status["finished"] and stop_holds(status["stop_reason"], len(status["generations"]) - 1,
+            finished = status["finished"] and stop_holds(status["stop_reason"], status["generations"][-1]["generation"],
                                                          ctx.config.loop, status["labels"])
             if status["labels"] >= label_budget or finished or stalled:
                 log(f"{config_path.parent.name}: {status['labels']} labels, {len(status['generations'])} generations, "

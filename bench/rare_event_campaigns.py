@@ -229,9 +229,14 @@ def random_rows(random: dict, sizes: list[int], architecture: str = "bpnn") -> l
     return rows
 
 
+def _random_prefix(architecture: str) -> str:
+    """The results keys' prefix of ``architecture``'s random draws (none for the BPNN)."""
+    return "random/" if architecture == "bpnn" else f"{architecture}:random/"
+
+
 def random_points(random: dict, n_labels: int, architecture: str = "bpnn") -> list[dict]:
     """The random-draw points of ``n_labels`` labels for ``architecture``."""
-    prefix = "random/" if architecture == "bpnn" else f"{architecture}:random/"
+    prefix = _random_prefix(architecture)
     return [p for k, p in random.items() if k.startswith(prefix) and p.get("n_labels") == n_labels]
 
 
@@ -272,8 +277,7 @@ def random_equivalent(random: dict, arch: str, value: float, get) -> str:
     smallest draw is that good, '> N' when not even the largest is."""
     from bench.learning_report import labels_to_reach
 
-    prefix = "random/" if arch == "bpnn" else f"{arch}:random/"
-    sizes = sorted({p["n_labels"] for k, p in random.items() if k.startswith(prefix)})
+    sizes = sorted({p["n_labels"] for k, p in random.items() if k.startswith(_random_prefix(arch))})
     if not sizes:
         return ""
     curve = [{"n_labels": n, "force_mae_eV_A": _mean(random_points(random, n, arch), get)} for n in sizes]
@@ -451,6 +455,8 @@ def main(argv: list[str] | None = None) -> str:
                         help="with --retrain: only the retraining without bootstrap resampling")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    if args.no_bootstrap and not args.retrain:
+        parser.error("--no-bootstrap only applies with --retrain")
     torch.set_num_threads(1)
     data_dir = default_spec().folder
     frames = rare_event_set()

@@ -220,3 +220,14 @@ def test_retraining_a_campaigns_labels_uses_the_recipe_of_its_architectures_rand
     rare_event_campaigns.retrained_points("al-mace-stretch", 1, tmp_path, [], [], cache, saved.append,
                                           log=lambda line: None, bootstraps=(False,))
     assert len(calls) == 3
+
+
+def test_no_bootstrap_without_retrain_is_refused_in_one_line(capsys) -> None:
+    import pytest
+
+    from bench.rare_event_campaigns import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--no-bootstrap", "--no-write"])
+    assert stopped.value.code == 2
+    assert "--no-bootstrap only applies with --retrain" in capsys.readouterr().err.splitlines()[-1]
