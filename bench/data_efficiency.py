@@ -40,8 +40,8 @@ import numpy as np  # noqa: E402
 
 from bench._learning_data import DataSpec, Sampling, labelled_set, take  # noqa: E402
 from bench._report import BENCHMARKS_MD, machine_line, markdown_table, write_section  # noqa: E402
-from bench.learning_report import (SUBSET_FIELD, curve_rows, headline, plot_curves, subset_errors,  # noqa: E402
-                                   subset_rows, uncertainty_metrics)
+from bench.learning_report import (SUBSET_FIELD, curve_rows, headline, plot_curves, retrained_with,  # noqa: E402
+                                   subset_errors, subset_rows, uncertainty_metrics)
 
 ROOT = Path(__file__).resolve().parents[1]
 #: chi-square(3) 95% quantile: |dF_i| <= sqrt(q/3) * sigma_i for isotropic Gaussian errors
@@ -586,9 +586,10 @@ def scratch_generations(labels: dict[int, int], sizes: tuple[int, ...]) -> set[i
 
 # -------------------------------------------------------------------------------- main
 
-def subset_table(results: dict[str, dict], labels: dict[str, str]) -> list[str]:
+def subset_table(results: dict[str, dict], labels: dict[str, str],
+                 retrained: dict[str, str] | None = None) -> list[str]:
     """Where on the test set the curves differ (empty before any committee was kept)."""
-    header, rows = subset_rows(results, labels)
+    header, rows = subset_rows(results, labels, retrained)
     if not rows:
         return []
     return ["Force MAE (meV/Å) by test subset: the kept random committees and the campaigns' own "
@@ -605,6 +606,8 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
     may hold "random" and/or "al" to leave a curve as it is in the results file; ``only``
     names the active-learning variants to run (default: all); ``architecture`` (a key
     of the preset's ``architectures``) retrains both curves with that committee."""
+    from flows.config import load_config
+
     preset = replace(with_reference(PRESETS[preset_name]), **changes)
     if folder is not None:
         preset = replace(preset, data=replace(preset.data, root=folder))
@@ -629,6 +632,9 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
     page = benchmarks_md or BENCHMARKS_MD
     plot_path = (page.parent / "img" / "learning_curve.png") if write else data_dir / "learning_curve.png"
     labels = {v.name: v.label for v in preset.variants}
+    # the curves retrain every campaign's labels with the example's committee (or --architecture's)
+    retrained = {} if architecture else retrained_with(preset.variants, load_config(ROOT / preset.example)
+                                                       .committee.architecture)
     measured = {key.partition("/")[0] for key in results.data}  # variants with points yet
     plot_curves(results.data, plot_path)
     command = "`.venv/bin/python -m bench.data_efficiency" + ("" if preset_name == "full" else f" --preset {preset_name}")
@@ -652,9 +658,9 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
         + "; mean ± std over seeds (a generation's mean over the seeds that reached it); force MAE per "
         "component.", "",
         markdown_table(["curve", "labels", "force MAE meV/Å", "force RMSE meV/Å", "energy MAE meV/atom", "seeds"],
-                       curve_rows(results.data, labels)), "",
-        *headline(results.data, preset), "",
-        *subset_table(results.data, labels),
+                       curve_rows(results.data, labels, retrained)), "",
+        *headline(results.data, preset, retrained), "",
+        *subset_table(results.data, labels, retrained),
         f"![learning curve]({'img/learning_curve.png' if write else plot_path})",
     ])
     if write:

@@ -28,8 +28,10 @@ ARCHITECTURE_NAMES = {"painn": "PaiNN"}
 SUBSET_FIELD = "force_mae_by_subset_eV_A"
 
 
-def curve_label(kind: str, variants: dict[str, str] | None = None) -> str:
-    """Legend/table name of a curve; ``variants`` maps variant names to their labels."""
+def curve_label(kind: str, variants: dict[str, str] | None = None, retrained: dict[str, str] | None = None) -> str:
+    """Legend/table name of a curve; ``variants`` maps variant names to their labels,
+    ``retrained`` those whose campaigns ran another architecture than the one their
+    labels were retrained with to that one's name (:func:`retrained_with`)."""
     architecture, _, kind = kind.rpartition(":")
     if architecture:
         name = ARCHITECTURE_NAMES.get(architecture, architecture)
@@ -38,7 +40,23 @@ def curve_label(kind: str, variants: dict[str, str] | None = None) -> str:
         return "random sampling"
     name, _, campaign = kind.partition("/")
     label = (variants or {}).get(name, "active learning" if name == "al" else f"active learning ({name})")
-    return f"{label} ({'campaign committee' if campaign else 'retrained from scratch'})"
+    return f"{label} ({'campaign committee' if campaign else scratch_name(name, retrained)})"
+
+
+def scratch_name(variant: str, retrained: dict[str, str] | None = None) -> str:
+    """How a variant's retrained-from-scratch curve is named (with the architecture when
+    it is not the campaign's own, e.g. a MACE campaign's labels retrained with the BPNN)."""
+    other = (retrained or {}).get(variant)
+    return f"retrained from scratch with the {other}" if other else "retrained from scratch"
+
+
+def retrained_with(variants: Any, architecture: str) -> dict[str, str]:
+    """Variant name -> display name of ``architecture`` (the committee the curves are
+    retrained with) for the variants whose campaigns ran another one (their
+    ``overrides["committee"]["architecture"]``)."""
+    name = ARCHITECTURE_NAMES.get(architecture, architecture.upper())
+    return {v.name: name for v in variants
+            if v.overrides.get("committee", {}).get("architecture", architecture) != architecture}
 
 
 def uncertainty_metrics(committee: Any, test: list, coverage_factor: float,
@@ -82,7 +100,8 @@ def subset_errors(committee: Any, test: list) -> dict[str, dict[str, float]]:
     return {SUBSET_FIELD: {name: float(np.concatenate(chunks).mean()) for name, chunks in sorted(parts.items())}}
 
 
-def subset_rows(results: dict[str, dict], variants: dict[str, str] | None = None) -> tuple[list[str], list[list]]:
+def subset_rows(results: dict[str, dict], variants: dict[str, str] | None = None,
+                retrained: dict[str, str] | None = None) -> tuple[list[str], list[list]]:
     """Header and rows of force MAE (meV/Å) per test subset, mean over seeds: random
     committees where they were kept, and each campaign's own committees at the
     generation nearest (within 15%) each of those label counts."""
@@ -103,7 +122,8 @@ def subset_rows(results: dict[str, dict], variants: dict[str, str] | None = None
             gap, points = min(near, key=lambda item: item[0])
             if gap > 0.15 * target:
                 continue
-            rows.append([curve_label(kind, variants), f"{np.mean([p['n_labels'] for p in points]):.0f}", len(points)]
+            rows.append([curve_label(kind, variants, retrained), f"{np.mean([p['n_labels'] for p in points]):.0f}",
+                         len(points)]
                         + [f"{1000 * np.mean([p[SUBSET_FIELD][s] for p in points]):.1f}" for s in subsets]
                         + [f"{1000 * np.mean([p['force_mae_eV_A'] for p in points]):.1f}"])
     return ["curve", "labels", "seeds", *(f"{s} force MAE" for s in subsets), "all"], rows
@@ -136,7 +156,8 @@ def curves(results: dict[str, dict]) -> dict[str, list[dict[str, float]]]:
     return {kind: sorted(rows, key=lambda r: r["n_labels"]) for kind, rows in out.items()}
 
 
-def curve_rows(results: dict[str, dict], variants: dict[str, str] | None = None) -> list[list[object]]:
+def curve_rows(results: dict[str, dict], variants: dict[str, str] | None = None,
+               retrained: dict[str, str] | None = None) -> list[list[object]]:
     """Rows for the learning-curve table (milli-units, mean ± std over seeds)."""
     def pm(row: dict, name: str, scale: float = 1000.0) -> str:
         return f"{scale * row[name]:.1f} ± {scale * row[name + '_std']:.1f}"
@@ -144,7 +165,7 @@ def curve_rows(results: dict[str, dict], variants: dict[str, str] | None = None)
     rows = []
     for kind, points in curves(results).items():
         for row in points:
-            rows.append([curve_label(kind, variants), f"{row['n_labels']:.0f}", pm(row, "force_mae_eV_A"),
+            rows.append([curve_label(kind, variants, retrained), f"{row['n_labels']:.0f}", pm(row, "force_mae_eV_A"),
                          pm(row, "force_rmse_eV_A"), pm(row, "energy_mae_eV_atom"), row["seeds"]])
     return rows
 
@@ -162,9 +183,9 @@ def labels_to_reach(points: list[dict[str, float]], target: float) -> float | No
     return None
 
 
-def headline(results: dict[str, dict], preset: Any) -> list[str]:
+def headline(results: dict[str, dict], preset: Any, retrained: dict[str, str] | None = None) -> list[str]:
     """The figures the issue asks for, each with its target and verdict, per
-    active-learning variant of ``preset``."""
+    active-learning variant of ``preset`` (``retrained``: as :func:`curve_label`)."""
     data = curves(results)
     random = data.get("random", [])
     lines = []
@@ -180,7 +201,8 @@ def headline(results: dict[str, dict], preset: Any) -> list[str]:
             reach = labels_to_reach(al, best["force_mae_eV_A"])
             lines.append(
                 f"  - Random sampling's {best['n_labels']:.0f}-label force MAE is "
-                f"{1000 * best['force_mae_eV_A']:.1f} meV/Å; active learning "
+                f"{1000 * best['force_mae_eV_A']:.1f} meV/Å; "
+                f"active learning ({scratch_name(variant.name, retrained)}) "
                 + (f"reaches it with **{reach:.0f} labels**" if reach is not None else
                    f"does **not reach it within {al[-1]['n_labels']:.0f} labels** "
                    f"(its best: {1000 * min(p['force_mae_eV_A'] for p in al):.1f} meV/Å)")
@@ -190,10 +212,10 @@ def headline(results: dict[str, dict], preset: Any) -> list[str]:
                 reach, deployed = labels_to_reach(al, target), labels_to_reach(campaign, target)
                 lines.append(f"  - random {point['n_labels']:.0f} labels ({1000 * target:.1f} meV/Å): AL needs "
                              + (f"{reach:.0f}" if reach is not None else "more than it had")
-                             + " retrained from scratch, "
+                             + f" {scratch_name(variant.name, retrained)}, "
                              + (f"{deployed:.0f}" if deployed is not None else "more than it had")
                              + " with the campaign's own committee")
-        lines += (_best_within(f"{variant.label} (retrained from scratch)", al)
+        lines += (_best_within(f"{variant.label} ({scratch_name(variant.name, retrained)})", al)
                   + _best_within(f"{variant.label} (its campaign's own committee)", campaign)
                   + _outcome_lines(results, variant.name))
         # the last generation every seed reached (later ones may hold a single seed)

@@ -12,8 +12,8 @@ from ase.build import molecule
 
 from bench import data_efficiency, stability
 from bench._learning_data import labelled_set, rotatable_bonds, take, torsion_frames
-from bench.learning_report import (SUBSET_FIELD, curves, labels_to_reach, subset_errors, subset_rows,
-                                   uncertainty_metrics)
+from bench.learning_report import (SUBSET_FIELD, curve_rows, curves, headline, labels_to_reach, retrained_with,
+                                   subset_errors, subset_rows, uncertainty_metrics)
 from nnp_core.committee import Committee, load_committee
 
 
@@ -183,6 +183,27 @@ def test_bad_benchmark_arguments_are_refused_with_the_reason(tmp_path, capsys) -
     with pytest.raises(SystemExit, match="no committees under"):
         stability.main(["--data-dir", str(tmp_path), "--no-write"])
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_mace_campaigns_bpnn_retrain_is_named_so() -> None:
+    """The curves retrain every campaign's labels with the example's committee (the BPNN):
+    a MACE campaign's from-scratch rows say so; its own committee's rows do not."""
+    preset = data_efficiency.PRESETS["full"]
+    retrained = retrained_with(preset.variants, "bpnn")
+    assert retrained["al-mace-metad"] == "BPNN" and "al" not in retrained and "al-metad" not in retrained
+    point = {"n_labels": 50, "force_mae_eV_A": 0.1, "force_rmse_eV_A": 0.2, "energy_mae_eV_atom": 0.001}
+    results = {"random/seed0/n50": point, "al-mace-metad/seed0/g1": point, "al-mace-metad/seed0/g1/campaign": point,
+               "al/seed0/g1": point}
+    labels = {v.name: v.name for v in preset.variants}
+    rows = {row[0] for row in curve_rows(results, labels, retrained)}
+    assert rows == {"random sampling", "al-mace-metad (retrained from scratch with the BPNN)",
+                    "al-mace-metad (campaign committee)", "al (retrained from scratch)"}
+    text = "\n".join(headline(results, preset, retrained))
+    assert "active learning (retrained from scratch with the BPNN) reaches it" in text
+    label = next(v.label for v in preset.variants if v.name == "al-mace-metad")
+    assert f"Best {label} (retrained from scratch with the BPNN) force MAE" in text
+    bpnn_campaign = data_efficiency.Variant("x", "x", {"committee": {"architecture": "bpnn"}})
+    assert retrained_with([bpnn_campaign, data_efficiency.Variant("y", "y")], "mace") == {"x": "MACE"}
 
 
 def test_scratch_generations_pick_the_first_generation_past_each_size() -> None:
