@@ -586,10 +586,10 @@ def scratch_generations(labels: dict[int, int], sizes: tuple[int, ...]) -> set[i
 
 # -------------------------------------------------------------------------------- main
 
-def subset_table(results: dict[str, dict], labels: dict[str, str],
-                 retrained: dict[str, str] | None = None) -> list[str]:
-    """Where on the test set the curves differ (empty before any committee was kept)."""
-    header, rows = subset_rows(results, labels, retrained)
+def subset_table(results: dict[str, dict], labels: dict[str, str]) -> list[str]:
+    """Where on the test set the curves differ (empty before any committee was kept;
+    its rows are random draws and campaign committees, never retrained curves)."""
+    header, rows = subset_rows(results, labels)
     if not rows:
         return []
     return ["Force MAE (meV/Å) by test subset: the kept random committees and the campaigns' own "
@@ -660,7 +660,7 @@ def run(preset_name: str, *, folder: Path | None = None, write: bool = True, ben
         markdown_table(["curve", "labels", "force MAE meV/Å", "force RMSE meV/Å", "energy MAE meV/atom", "seeds"],
                        curve_rows(results.data, labels, retrained)), "",
         *headline(results.data, preset, retrained), "",
-        *subset_table(results.data, labels, retrained),
+        *subset_table(results.data, labels),
         f"![learning curve]({'img/learning_curve.png' if write else plot_path})",
     ])
     if write:

@@ -100,8 +100,7 @@ def subset_errors(committee: Any, test: list) -> dict[str, dict[str, float]]:
     return {SUBSET_FIELD: {name: float(np.concatenate(chunks).mean()) for name, chunks in sorted(parts.items())}}
 
 
-def subset_rows(results: dict[str, dict], variants: dict[str, str] | None = None,
-                retrained: dict[str, str] | None = None) -> tuple[list[str], list[list]]:
+def subset_rows(results: dict[str, dict], variants: dict[str, str] | None = None) -> tuple[list[str], list[list]]:
     """Header and rows of force MAE (meV/Å) per test subset, mean over seeds: random
     committees where they were kept, and each campaign's own committees at the
     generation nearest (within 15%) each of those label counts."""
@@ -122,8 +121,7 @@ def subset_rows(results: dict[str, dict], variants: dict[str, str] | None = None
             gap, points = min(near, key=lambda item: item[0])
             if gap > 0.15 * target:
                 continue
-            rows.append([curve_label(kind, variants, retrained), f"{np.mean([p['n_labels'] for p in points]):.0f}",
-                         len(points)]
+            rows.append([curve_label(kind, variants), f"{np.mean([p['n_labels'] for p in points]):.0f}", len(points)]
                         + [f"{1000 * np.mean([p[SUBSET_FIELD][s] for p in points]):.1f}" for s in subsets]
                         + [f"{1000 * np.mean([p['force_mae_eV_A'] for p in points]):.1f}"])
     return ["curve", "labels", "seeds", *(f"{s} force MAE" for s in subsets), "all"], rows
