@@ -44,6 +44,13 @@ Conventions chosen here:
   could move a line; the committee band says how far another dipole model could. With
   one replica there is no sampling interval (None).
 
+Why not a library's: the maintained one with this transform is calorine's
+``calorine.tools.spectra.get_ir_spectrum`` (4.1, 2026-10; ASE has harmonic IR only). With
+the same conventions the two lineshapes agree to 0.1% of the maximum
+(``bench.ir_against_calorine``, docs/benchmarks.md). calorine is not a dependency: PyPI has
+only its source distribution, which compiles a C++ extension and pulls scikit-learn, and it
+transforms one series per call, with no committee band or replicas' interval.
+
 Units: e·Å, fs, K, cm⁻¹ (wavenumbers ν̃ = ω / (2π c)), km/mol for harmonic intensities.
 """
 
