@@ -150,6 +150,9 @@ def test_targets_are_judged_on_label_counts_not_generation_index() -> None:
     assert row[3] == "50: +25%"  # thermal 100 against 80 meV/Å
     assert row[4] == "128 / 53; 2/2 at the last"  # seed 1 within 10 meV at 53, out at 128, back at 150
     assert row[5] == "5/5 (20.0 ps), 3/5 (20.0 ps)"
+    random["random/seed0/n150"] = _point(0, 0, 150, 0.06, 0.0)  # thermal 30: the campaigns' 153/150 hold 40 and 50
+    [row] = target_rows({"al-x": points}, random)
+    assert row[3] == "50: +25%, 150: +50%"  # every count random has, not only 50/100/200
     [row] = target_rows({"al-x": points[:4]}, random)
     assert row[2] == "no seed's campaign has come to 135 labels yet: seed 0 at 128, seed 1 at 128"
     assert row[5] == "not measured"
