@@ -114,6 +114,60 @@ def test_mace_settings_are_checked_by_the_config(tmp_path) -> None:
         load_config(config)
 
 
+def test_an_unknown_mace_setting_is_refused_by_alflow_run_in_one_line_and_the_database_is_unchanged(
+        tmp_path, capsys, monkeypatch) -> None:
+    import flows.active_learning
+
+    monkeypatch.setattr(flows.active_learning, "active_learning", None)  # a refusal never reaches the flow
+    config = write_campaign(tmp_path, name="mace-guarded")
+    text = re.sub(r"\[committee\].*?\n\n", MACE_COMMITTEE + "\n", config.read_text(), flags=re.S)
+    config.write_text(text)
+    open_campaign(config).engine.dispose()
+    db = tmp_path / "runs" / "mace-guarded" / "alflow.db"
+    before, files = db.read_bytes(), sorted(db.parent.iterdir())
+    config.write_text(text.replace("num_channels = 8", "num_chanels = 8"))
+    capsys.readouterr()
+    assert main(["run", str(config)]) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "num_chanels" in lines[0], err
+    assert db.read_bytes() == before and sorted(db.parent.iterdir()) == files
+
+
+def test_exporting_mace_model_files_of_a_bpnn_campaign_is_refused_in_one_line_and_writes_nothing(
+        tmp_path, capsys) -> None:
+    from nnp_core.committee import Committee
+
+    config = write_campaign(tmp_path, name="bpnn-export")
+    ctx = open_campaign(config)
+    committee = Committee.create("bpnn", n_members=2, elements=["H", "O"], **ctx.config.committee.network_hparams())
+    with storage.transaction(ctx.engine) as session:  # an untrained committee stored as the latest
+        generation = storage.generation(session, ctx.campaign_id, 0)
+        row = storage.add_committee(session, ctx.campaign_id, generation.id, n_members=2, architecture="bpnn",
+                                    n_training_frames=0, training_wall_s=0.0, force_dev_scale=1.0,
+                                    energy_dev_scale=1.0, calibrated_on="none", member_reports=[])
+        row.checkpoint_path = ctx.relative(committee.save(ctx.committee_dir(0, row.id)))
+    ctx.engine.dispose()
+    db = tmp_path / "runs" / "bpnn-export" / "alflow.db"
+    wal = db.with_name("alflow.db-wal")
+
+    def files() -> list:  # SQLite's -wal and -shm aside: any reader of the database leaves them
+        return sorted(p for p in tmp_path.rglob("*") if p.name not in ("alflow.db-wal", "alflow.db-shm"))
+
+    before, listed = db.read_bytes(), files()
+    out = tmp_path / "models"
+    capsys.readouterr()
+    assert main(["export", str(config), "--format", "mace-model", "--output", str(out)]) == 2
+    stdout, err = capsys.readouterr()
+    assert "Traceback" not in stdout + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert "is 'bpnn'; --format mace-model needs [committee] architecture = \"mace\" or \"mace-shallow\"" in lines[0]
+    assert not out.exists() and files() == listed and db.read_bytes() == before
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
 @pytest.mark.parametrize("architecture", ["mace", "mace-shallow"])
 def test_a_mace_config_without_mace_torch_is_refused_in_one_line(tmp_path, monkeypatch, architecture) -> None:
     import importlib.util

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+import importlib.util
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -77,6 +81,10 @@ def trained_water_committee(trained_water) -> Committee:
 
 #: small settings of each registered architecture for the architecture-generic tests
 ARCHITECTURES = {"bpnn": {}, "painn": {"features": 16, "interactions": 2, "radial_basis": 8}}
+if importlib.util.find_spec("mace") is not None:  # MACE committees need mace-torch
+    TINY_MACE = dict(cutoff_A=4.0, num_channels=4, max_L=1, correlation=2, num_interactions=1, num_radial_basis=4,
+                     max_ell=2, radial_MLP=[8], readout_hidden=4)
+    ARCHITECTURES.update({"mace": TINY_MACE, "mace-shallow": TINY_MACE})
 
 
 @pytest.fixture()
@@ -87,8 +95,9 @@ def random_committee() -> Committee:
 
 @pytest.fixture(params=sorted(ARCHITECTURES))
 def any_committee(request) -> Committee:
-    """``random_committee`` of each registered architecture."""
-    return _untrained(request.param)
+    """``random_committee`` of each registered architecture (a fresh copy of one built per
+    session: building a MACE committee takes seconds, copying it a tenth of one)."""
+    return copy.deepcopy(_built_once(request.param))
 
 
 def _untrained(architecture: str) -> Committee:
@@ -98,6 +107,9 @@ def _untrained(architecture: str) -> Committee:
     model.energy_scale.fill_(0.7)
     model.atom_ref_energy.copy_(model.atom_ref_energy.new_tensor([-13.6, -1030.0, -2040.0]))
     return committee
+
+
+_built_once = functools.cache(_untrained)
 
 
 def assert_member_forces_are_the_negative_gradient(committee: Committee, atoms, points, h: float = 1e-5,

@@ -68,16 +68,46 @@ def test_a_float32_copy_keeps_every_members_forces(committee) -> None:
 
 def test_members_differ_and_select_stack_and_checkpoints_keep_them(committee, tmp_path) -> None:
     atoms = molecule("CH3CH2OH")
-    energies = committee.predict([atoms]).member_energies[:, 0]
+    frames = [atoms, molecule("H2O")]
+    frames[1].rattle(0.05, seed=6)
+    together = committee.predict(frames)
+    energies = together.member_energies[:, 0]
     assert len(set(np.round(energies, 8))) == 3, "members start from their own random weights"
-    picked = committee.model.select_members([2, 0])
-    np.testing.assert_allclose(Committee(picked).predict([atoms]).member_energies[:, 0], energies[[2, 0]], atol=1e-12)
-    restacked = type(committee.model).stack([committee.model.select_members([i]) for i in range(3)])
-    np.testing.assert_allclose(Committee(restacked).predict([atoms]).member_energies[:, 0], energies, atol=1e-12)
+    picked = Committee(committee.model.select_members([2, 0])).predict(frames)
+    np.testing.assert_allclose(picked.member_energies, together.member_energies[[2, 0]], atol=1e-12)
+    np.testing.assert_allclose(picked.member_forces, together.member_forces[[2, 0]], atol=1e-12)
+    alone = [committee.model.select_members([i]) for i in range(3)]
+    for member, model in enumerate(alone):
+        prediction = Committee(model).predict(frames)
+        np.testing.assert_allclose(prediction.member_energies[0], together.member_energies[member], atol=1e-12)
+        np.testing.assert_allclose(prediction.member_forces[0], together.member_forces[member], atol=1e-12)
+    assert np.abs(together.member_forces[0] - together.member_forces[1]).max() > 1e-3  # not vacuous
+    restacked = Committee(type(committee.model).stack(alone)).predict(frames)
+    np.testing.assert_allclose(restacked.member_energies, together.member_energies, atol=1e-12)
+    np.testing.assert_allclose(restacked.member_forces, together.member_forces, atol=1e-12)
     loaded = load_committee(committee.save(tmp_path / "c"))
     assert loaded.architecture == "mace" and loaded.model.hparams() == committee.model.hparams()
     np.testing.assert_allclose(loaded.predict([atoms]).member_forces, committee.predict([atoms]).member_forces,
                                atol=1e-12)
+
+
+def test_an_element_outside_the_committees_elements_is_named_in_one_line(committee) -> None:
+    from nnp_core.batch import atoms_to_batch
+    from nnp_core.calculator import CommitteeCalculator
+
+    expected = (r"^element\(s\) \['N'\] not in this model's elements \['H', 'C', 'O'\]; "
+                r"the model was not trained on them$")
+    frames = [molecule("H2O"), molecule("CH3CN")]
+    with pytest.raises(ValueError, match=expected):
+        committee.predict(frames)
+    acetonitrile = molecule("CH3CN")
+    acetonitrile.calc = CommitteeCalculator(committee)
+    with pytest.raises(ValueError, match=expected):
+        acetonitrile.get_forces()
+    # MD's mean-force pass takes batches the committee did not check
+    batch = atoms_to_batch(frames, cutoff_A=committee.cutoff_A, angular_cutoff_A=0.0)
+    with pytest.raises(ValueError, match=expected):
+        committee.mean_energy_forces(batch)
 
 
 @pytest.fixture(scope="module")
