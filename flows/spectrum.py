@@ -51,6 +51,7 @@ from flows.production import campaign_files
 from flows.runner import CampaignBusy, busy, campaign_runner
 from flows.steps.training import load_latest
 from nnp_core.ir import CORRECTIONS, MIN_STEPS, WINDOWS, IRSpectrum, nyquist_wavenumber_cm1
+from nnp_core.train_config import TrainConfig
 
 #: how the committee-band and the correction are explained, once, at the end of the summary
 BAND_MEANING = (
@@ -58,8 +59,8 @@ BAND_MEANING = (
     "(where it is wide the dipole models disagree); the dashed lines are the 95% confidence interval of the "
     "spectrum over the independent replicas (where they are far apart the trajectories are too short or too "
     "few: add --replicas or --ps). Peak heights carry both, as 'members' and 'replicas' ranges")
-NO_DIPOLE_HEAD = ("this campaign's committee has no dipole head: set [train] dipole_weight > 0 (default 0.01) "
-                  "and run `alflow retrain` or the next generation")
+NO_DIPOLE_HEAD = ("this campaign's committee has no dipole head: set [train] dipole_weight > 0 "
+                  f"(default {TrainConfig.dipole_weight:g}) and run `alflow retrain` or the next generation")
 #: MD peaks compared with the harmonic sticks in the summary
 SUMMARY_PEAKS = 6
 #: the strongest production thermostat accepted, 1/fs (its lines are γ/(2πc) = 53 cm⁻¹ broader)

@@ -10,7 +10,7 @@ projected out), and each mode's IR intensity is
 
 in km/mol (the double-harmonic approximation, as quantum-chemistry codes report it).
 ``ase.vibrations.Infrared`` on the same calculator (finite differences) gives the same
-numbers (``tests/nnp_core/test_vibrations.py``).
+numbers (``tests/nnp_core/test_dipole.py``).
 """
 
 from __future__ import annotations

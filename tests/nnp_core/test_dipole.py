@@ -175,27 +175,53 @@ def test_fixed_charges_recover_known_charges() -> None:
                                [a.get_dipole_moment() for a in frames], atol=1e-10)
 
 
-def test_forces_do_not_change_with_a_dipole_head_at_weight_zero(ethanol_pbe) -> None:
-    """dipole_weight = 0: a committee with a head trains to exactly the forces of one without."""
-    config = TrainConfig(max_epochs=15, batch_size_frames=8, dipole_weight=0.0, seed=1)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_forces_do_not_change_with_a_dipole_head_at_weight_zero(architecture, ethanol_pbe) -> None:
+    """dipole_weight = 0: a committee with a head trains to exactly the energies and forces of one without (and
+    its head stays the fixed-charge model). MACE's edge spherical harmonics are e3nn TorchScript, whose profiling
+    executor differentiates its first calls in a process 1 ulp apart from later ones (the forces of a first
+    MACE training differ from a second's, head or not): an epoch first puts both compared in the same state."""
     frames, test = ethanol_pbe[:30], ethanol_pbe[50:]
-    plain, _ = train_committee(frames, config, n_members=2, model_hparams={"hidden_layers": [16]})
-    headed, _ = train_committee(frames, config, n_members=2, model_hparams={"hidden_layers": [16], "dipole": True})
+
+    def train(epochs: int, **head) -> Committee:
+        config = TrainConfig(max_epochs=epochs, batch_size_frames=8, dipole_weight=0.0, seed=1)
+        return train_committee(frames, config, n_members=2, architecture=architecture,
+                               model_hparams={**SMALL[architecture], **head})[0]
+
+    if architecture.startswith("mace"):
+        train(1)
+    epochs = 15 if architecture == "bpnn" else 3
+    plain, headed = train(epochs), train(epochs, dipole=True)
     assert not plain.has_dipole and headed.has_dipole
-    np.testing.assert_array_equal(headed.predict(test).member_forces, plain.predict(test).member_forces)
+    assert all(not weight.any() for name, weight in headed.model.weights.items() if "dipole" in name)
+    with_head, without = headed.predict(test), plain.predict(test)
+    np.testing.assert_array_equal(with_head.member_energies, without.member_energies)
+    np.testing.assert_array_equal(with_head.member_forces, without.member_forces)
 
 
-def test_committee_harmonic_intensities_match_ase_finite_differences(trained_dipole, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_committee_harmonic_intensities_match_ase_finite_differences(architecture, ethanol_pbe, request, tmp_path,
+                                                                     monkeypatch) -> None:
+    """Autograd's Hessian and dipole Jacobian give ASE's finite-difference frequencies and intensities. BPNN: the
+    trained committee; the others: 12 epochs on 16 frames, a rough model but a minimum with 15 or more modes
+    above 500 cm-1 (the equality needs no accurate model). A step of 0.001 Å: the FD error goes as its square
+    (with 0.005 Å a rough PaiNN's intensities are off by up to 2%)."""
     from ase.vibrations import Infrared
 
     from nnp_core.vibrations import committee_harmonic_ir
 
-    harmonic = committee_harmonic_ir(trained_dipole, ase.io.read(DATA / "geometry.xyz"))
+    if architecture == "bpnn":
+        committee = request.getfixturevalue("trained_dipole")
+    else:
+        config = TrainConfig(max_epochs=12, batch_size_frames=4, learning_rate=0.01, dipole_weight=0.1, seed=0)
+        committee, _ = train_committee(ethanol_pbe[:16], config, n_members=2, architecture=architecture,
+                                       model_hparams=SMALL[architecture])
+    harmonic = committee_harmonic_ir(committee, ase.io.read(DATA / "geometry.xyz"))
     assert harmonic.max_force_eV_A < 1e-3 and len(harmonic.frequencies_cm1) <= 21
     atoms = harmonic.minimum.copy()
-    atoms.calc = CommitteeCalculator(trained_dipole)
+    atoms.calc = CommitteeCalculator(committee)
     monkeypatch.chdir(tmp_path)
-    infrared = Infrared(atoms, delta=0.005)
+    infrared = Infrared(atoms, delta=0.001)
     infrared.run()
     infrared.read()
     # ASE does not project out rotations: compare the vibrations above 500 cm-1
@@ -203,8 +229,8 @@ def test_committee_harmonic_intensities_match_ase_finite_differences(trained_dip
     assert k >= 15
     frequencies = infrared.get_frequencies().real[-k:]
     km_mol = infrared.intensities[-k:] * 42.255  # ASE's (D/Å)²/amu -> km/mol
-    np.testing.assert_allclose(harmonic.frequencies_cm1[-k:], frequencies, rtol=2e-3)
-    np.testing.assert_allclose(harmonic.intensities_km_mol[-k:], km_mol, rtol=0.02, atol=0.05)
+    np.testing.assert_allclose(harmonic.frequencies_cm1[-k:], frequencies, rtol=5e-4)
+    np.testing.assert_allclose(harmonic.intensities_km_mol[-k:], km_mol, rtol=5e-3, atol=0.01)
 
 
 def test_dipole_md_records_every_member_at_every_step_and_conserves_energy(trained_dipole) -> None:
