@@ -67,9 +67,12 @@ def calorine_spectra(scratch: Path):
         return spectra, "installed"
     except ImportError:
         pass
-    subprocess.run([sys.executable, "-m", "pip", "download", CALORINE, "--no-deps", "--no-binary", ":all:",
-                    "-q", "-d", str(scratch)], check=True)
-    archive = next(scratch.glob("calorine-*.tar.gz"))
+    fetched = subprocess.run([sys.executable, "-m", "pip", "download", CALORINE, "--no-deps", "--no-binary", ":all:",
+                              "-q", "-d", str(scratch)], capture_output=True, text=True)
+    archive = next(scratch.glob("calorine-*.tar.gz"), None)
+    if fetched.returncode != 0 or archive is None:
+        raise SystemExit(f"error: could not download {CALORINE} with pip (PyPI unreachable?); "
+                         "install calorine or run where PyPI is reachable")
     with tarfile.open(archive) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith("calorine/tools/spectra.py"))
         tar.extract(member, scratch, filter="data")
@@ -137,7 +140,8 @@ def normalised(axis: np.ndarray, intensity: np.ndarray) -> np.ndarray:
     return intensity / intensity[keep].max()
 
 
-def peak(axis: np.ndarray, intensity: np.ndarray, near_cm1: float, half_window_cm1: float = 60.0) -> tuple[float, float]:
+def peak(axis: np.ndarray, intensity: np.ndarray, near_cm1: float,
+         half_window_cm1: float = 60.0) -> tuple[float, float]:
     """(wavenumber, height) of the maximum within ±half_window of ``near_cm1`` (parabolic refinement)."""
     inside = np.flatnonzero(np.abs(axis - near_cm1) <= half_window_cm1)
     i = inside[np.argmax(intensity[inside])]
@@ -164,12 +168,12 @@ def compare(spectra, dipoles: np.ndarray) -> list[list[object]]:
         axis_a, a = ours(dipoles, case)
         axis_c, c = theirs(spectra, dipoles, case)
         keep = (axis_c >= RANGE_CM1[0]) & (axis_c <= RANGE_CM1[1])
-        a_on_c = np.interp(axis_c, axis_a, normalised(axis_a, a))
-        c_norm = normalised(axis_c, c)
+        a_norm, c_norm = normalised(axis_a, a), normalised(axis_c, c)
+        a_on_c = np.interp(axis_c, axis_a, a_norm)
         deviation = float(np.abs(a_on_c[keep] - c_norm[keep]).max())
         shifts, heights = [], []
         for line in lines:
-            wa, ha = peak(axis_a, normalised(axis_a, a), line)
+            wa, ha = peak(axis_a, a_norm, line)
             wc, hc = peak(axis_c, c_norm, line)
             shifts.append(f"{wa - wc:+.2f}")
             heights.append(f"{100 * (ha / hc - 1):+.1f}%")
@@ -198,7 +202,8 @@ def main(argv: list[str] | None = None) -> str:
         f"thermally driven damped oscillators (lines {lines} cm⁻¹, the last an overtone; see the script), "
         "both spectra normalised to their maximum over 500-4000 cm⁻¹, alflow's interpolated onto calorine's grid.",
         markdown_table(["settings", f"peak shift alflow − calorine (cm⁻¹) at {lines}",
-                        "peak height alflow / calorine − 1", "largest difference over 500-4000 cm⁻¹ (of the maximum)"],
+                        "peak height alflow / calorine − 1",
+                        "largest difference over 500-4000 cm⁻¹ (of the maximum)"],
                        rows),
         "Where the conventions agree the two are the same transform (both keep the lags 0-2 ps; what differs is "
         "the interpolation between the two grids). "

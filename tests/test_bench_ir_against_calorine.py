@@ -33,3 +33,14 @@ def test_bad_options_are_refused(argv, capsys) -> None:
         bench.main([*argv, "--no-write"])
     assert exit_info.value.code == 2
     assert "--ps must be >= 4" in capsys.readouterr().err
+
+
+def test_no_pypi_is_one_line_not_a_traceback(monkeypatch, tmp_path) -> None:
+    import subprocess
+
+    monkeypatch.setitem(__import__("sys").modules, "calorine", None)  # not installed
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "no network"))
+    with pytest.raises(SystemExit) as exit_info:
+        bench.calorine_spectra(tmp_path)
+    assert str(exit_info.value).startswith("error: could not download calorine==4.1")
+    assert "\n" not in str(exit_info.value)
